@@ -1,0 +1,3 @@
+from impctl.cli.main import main
+
+main()
