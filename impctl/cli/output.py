@@ -1,0 +1,87 @@
+"""Rendering: a rich view for people, or one versioned JSON document for scripts.
+
+Every command goes through `run()`, so success, failure and exit codes take
+one path: the command's action returns a result, `render` draws it for a
+person, `to_json` turns it into the `data` of the JSON envelope.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from impctl.model.codes import ExitCode
+from impctl.model.errors import ImpctlError, ValidationError
+
+JSON_VERSION = 1
+
+T = TypeVar("T")
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one versioned JSON document on stdout, nothing else.")
+]
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def envelope(command: str, exit_code: int, data: Any = None, error: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "impctl_json_version": JSON_VERSION,
+        "command": command,
+        "status": "ok" if error is None else "error",
+        "exit_code": exit_code,
+        "data": data,
+        "error": error,
+    }
+
+
+def error_dict(err: ImpctlError) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": err.kind, "message": err.message}
+    if err.hint:
+        out["hint"] = err.hint
+    if isinstance(err, ValidationError):
+        out["path"] = err.path
+    return out
+
+
+def print_json(doc: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def fail(command: str, err: ImpctlError, json_out: bool) -> NoReturn:
+    code = int(err.exit_code)
+    if json_out:
+        print_json(envelope(command, code, error=error_dict(err)))
+    else:
+        err_console.print(f"[bold red]error:[/] {err.message}", highlight=False, markup=True)
+        if err.hint:
+            err_console.print(f"[dim]hint: {err.hint}[/]", highlight=False)
+    raise typer.Exit(code)
+
+
+def run(
+    command: str,
+    json_out: bool,
+    action: Callable[[], T],
+    render: Callable[[T], None],
+    to_json: Callable[[T], Any],
+    exit_code: Callable[[T], int] = lambda _r: int(ExitCode.OK),
+) -> NoReturn:
+    """Run one command's action and render it; never lets a traceback out."""
+    try:
+        result = action()
+    except ImpctlError as err:
+        fail(command, err, json_out)
+    code = exit_code(result)
+    if json_out:
+        print_json(envelope(command, code, data=to_json(result)))
+    else:
+        render(result)
+    raise typer.Exit(code)

@@ -1,0 +1,161 @@
+"""What impctl knows about the gateway's interfaces, as read from NM, MM and netlink.
+
+Pure data: backends fill these in; use cases and the CLI read them. Enum
+values from a newer NetworkManager/ModemManager must never crash impctl, so
+states are kept as ints and named through `name_of`, which falls back to
+`UNKNOWN_<n>`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class NMDeviceType(IntEnum):
+    UNKNOWN = 0
+    ETHERNET = 1
+    WIFI = 2
+    BT = 5
+    OLPC_MESH = 6
+    WIMAX = 7
+    MODEM = 8
+    INFINIBAND = 9
+    BOND = 10
+    VLAN = 11
+    ADSL = 12
+    BRIDGE = 13
+    GENERIC = 14
+    TEAM = 15
+    TUN = 16
+    IP_TUNNEL = 17
+    MACVLAN = 18
+    VXLAN = 19
+    VETH = 20
+    MACSEC = 21
+    DUMMY = 22
+    PPP = 23
+    OVS_INTERFACE = 24
+    OVS_PORT = 25
+    OVS_BRIDGE = 26
+    WPAN = 27
+    LOWPAN6 = 28
+    WIREGUARD = 29
+    WIFI_P2P = 30
+    VRF = 31
+    LOOPBACK = 32
+    HSR = 33
+
+
+class NMDeviceState(IntEnum):
+    UNKNOWN = 0
+    UNMANAGED = 10
+    UNAVAILABLE = 20
+    DISCONNECTED = 30
+    PREPARE = 40
+    CONFIG = 50
+    NEED_AUTH = 60
+    IP_CONFIG = 70
+    IP_CHECK = 80
+    SECONDARIES = 90
+    ACTIVATED = 100
+    DEACTIVATING = 110
+    FAILED = 120
+
+
+class MMModemState(IntEnum):
+    FAILED = -1
+    UNKNOWN = 0
+    INITIALIZING = 1
+    LOCKED = 2
+    DISABLED = 3
+    DISABLING = 4
+    ENABLING = 5
+    ENABLED = 6
+    SEARCHING = 7
+    REGISTERED = 8
+    DISCONNECTING = 9
+    CONNECTING = 10
+    CONNECTED = 11
+
+
+class MMRegistrationState(IntEnum):
+    """MMModem3gppRegistrationState."""
+
+    IDLE = 0
+    HOME = 1
+    SEARCHING = 2
+    DENIED = 3
+    UNKNOWN = 4
+    ROAMING = 5
+    HOME_SMS_ONLY = 6
+    ROAMING_SMS_ONLY = 7
+    EMERGENCY_ONLY = 8
+    HOME_CSFB_NOT_PREFERRED = 9
+    ROAMING_CSFB_NOT_PREFERRED = 10
+    ATTACHED_RLOS = 11
+
+
+def name_of(enum: type[IntEnum], value: int) -> str:
+    try:
+        return enum(value).name
+    except ValueError:
+        return f"UNKNOWN_{value}"
+
+
+# NM device types that impctl treats as each class by default; lab veths play ethernet.
+DEFAULT_CLASS_OF_TYPE = {
+    NMDeviceType.ETHERNET: "ethernet",
+    NMDeviceType.VETH: "ethernet",
+    NMDeviceType.MACVLAN: "ethernet",
+    NMDeviceType.WIFI: "wifi",
+    NMDeviceType.MODEM: "cell",
+}
+
+
+@dataclass(frozen=True)
+class ModemInfo:
+    path: str
+    state: int  # MMModemState
+    failed_reason: int | None = None
+    sim_present: bool = False
+    sim_locked: bool = False  # unlock required (PIN/PUK)
+    registration: int | None = None  # MMRegistrationState
+    operator: str | None = None
+    signal_quality: int | None = None  # percent
+    bearer_connected: bool = False
+    primary_port: str | None = None
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    ifname: str  # for a modem: its data/control port as NM names it
+    nm_type: int  # NMDeviceType
+    nm_state: int  # NMDeviceState
+    iface_class: str  # ethernet | wifi | cell, after config overrides
+    identifier: str = ""  # eth0 / wl0 / cell0 ... filled by assign_identifiers
+    nm_path: str = ""
+    managed: bool = True
+    carrier: bool | None = None
+    addresses: tuple[str, ...] = ()  # "198.18.1.50/24"
+    gateway: str | None = None
+    dns: tuple[str, ...] = ()
+    active_profile: str | None = None  # NM connection id of the active connection
+    active_path: str | None = None  # NM active connection object path
+    route_metric: int | None = None
+    ssid: str | None = None
+    signal: int | None = None  # WiFi strength, percent
+    modem: ModemInfo | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def nm_state_name(self) -> str:
+        return name_of(NMDeviceState, self.nm_state)
+
+    @property
+    def nm_type_name(self) -> str:
+        return name_of(NMDeviceType, self.nm_type)
+
+    @property
+    def connected(self) -> bool:
+        return self.nm_state == NMDeviceState.ACTIVATED
