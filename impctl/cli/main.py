@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from impctl import __version__
@@ -39,11 +38,11 @@ def root(
     ctx: typer.Context,
     state: Annotated[
         Path | None,
-        typer.Option("--state", help=f"State file [env {STATE_ENV}; default /var/lib/impctl/state.json]"),
+        typer.Option("--state", help=f"State file (env {STATE_ENV}; default /var/lib/impctl/state.json)"),
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option("--config", help=f"Config file [env {CONFIG_ENV}; default /etc/impctl/impctl.toml]"),
+        typer.Option("--config", help=f"Config file (env {CONFIG_ENV}; default /etc/impctl/impctl.toml)"),
     ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
@@ -52,8 +51,20 @@ def root(
     ctx.obj = resolve_globals(state, config)
 
 
+_VALUE_OPTIONS = {"--state", "--config"}
+
+
 def _command_name(argv: list[str]) -> str:
-    words = [a for a in argv if not a.startswith("-")]
+    """The command words of argv ("interfaces set"), for the JSON error envelope."""
+    words: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _VALUE_OPTIONS:
+            skip = True
+        elif not arg.startswith("-"):
+            words.append(arg)
     return " ".join(words[:2]) if words else "impctl"
 
 
@@ -64,19 +75,20 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         rc = command.main(args=args, prog_name="impctl", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         rc = exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         err_console.print("aborted")
         rc = 130
-    except click.ClickException as exc:
+    except typer.TyperException as exc:
         rc = int(ExitCode.BAD_INPUT)
         if json_out:
             print_json(
                 envelope(_command_name(args), rc, error={"kind": "usage", "message": exc.format_message()})
             )
         else:
-            exc.show()
+            err_console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False)
+            err_console.print("[dim]try 'impctl --help'[/]", highlight=False)
     except KeyboardInterrupt:
         rc = 130
     except Exception as exc:  # a bug: one line, not a traceback

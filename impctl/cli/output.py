@@ -27,7 +27,7 @@ JsonOption = Annotated[
 ]
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def envelope(command: str, exit_code: int, data: Any = None, error: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from enum import IntEnum
 class ResultCode(IntEnum):
     NOT_CONNECTED = 0
     NO_WIFI = 1
-    NO_LINK = 1  # noqa: PIE796 - impOS defines both names with the value 1
+    NO_LINK = 1  # impOS gives both names the value 1: an alias of NO_WIFI
     NO_IP_ADDRESS = 2
     NOT_RESOLVED = 3
     NO_SERVER = 4
