@@ -8,8 +8,12 @@ states are kept as ints and named through `name_of`, which falls back to
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
+
+from impctl.model.config import Config
+from impctl.model.identifiers import assign_identifiers
 
 
 class NMDeviceType(IntEnum):
@@ -159,3 +163,40 @@ class DeviceInfo:
     @property
     def connected(self) -> bool:
         return self.nm_state == NMDeviceState.ACTIVATED
+
+
+# Order of classes in listings: the impOS default order.
+_CLASS_ORDER = ("ethernet", "wifi", "cell")
+
+
+def class_of_device(dev: DeviceInfo, overrides: dict[str, str]) -> str | None:
+    """The impctl class of an NM device: the config's [classes] override, else its NM type's."""
+    if dev.ifname in overrides:
+        return overrides[dev.ifname]
+    try:
+        return DEFAULT_CLASS_OF_TYPE.get(NMDeviceType(dev.nm_type))
+    except ValueError:
+        return None  # a device type from a newer NM: not an uplink impctl knows
+
+
+def build_inventory(devices: Iterable[DeviceInfo], config: Config) -> list[DeviceInfo]:
+    """Managed ethernet/wifi/cell devices with their class and identifier, in listing order.
+
+    `devices` come from the backend with any `iface_class`/`identifier`;
+    the class comes from the config's [classes] (else the NM device type),
+    the identifier from `assign_identifiers` with the config's pins.
+    """
+    classed: list[DeviceInfo] = []
+    for dev in devices:
+        cls = class_of_device(dev, config.classes)
+        if cls is None or not dev.managed or not dev.ifname:
+            continue
+        classed.append(replace(dev, iface_class=cls))
+    idents = assign_identifiers(((d.ifname, d.iface_class) for d in classed), config.identifiers)
+    out = [replace(d, identifier=idents.get(d.ifname, "")) for d in classed]
+    return sorted(out, key=lambda d: (_CLASS_ORDER.index(d.iface_class), _ident_index(d.identifier), d.ifname))
+
+
+def _ident_index(identifier: str) -> int:
+    digits = "".join(ch for ch in identifier if ch.isdigit())
+    return int(digits) if digits else 0
