@@ -1,0 +1,162 @@
+"""Kernel facts about one interface over netlink (pyroute2): link, IPv4 addresses,
+default gateway, byte counters.
+
+Read-only: nothing here changes a link, an address or a route. NetlinkError
+(and OSError from the socket) are converted at this edge into project errors;
+an interface that does not exist is `NoSuchInterface`.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from impctl.model.errors import NoSuchInterface, ServiceUnavailable
+
+IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000
+RT_TABLE_MAIN = 254
+RTN_UNICAST = 1
+IFA_F_TENTATIVE = 0x40
+IFA_F_DADFAILED = 0x08
+
+
+@dataclass(frozen=True)
+class LinkState:
+    ifname: str
+    index: int
+    admin_up: bool
+    carrier: bool
+    operstate: str  # UP, DOWN, LOWERLAYERDOWN, DORMANT, UNKNOWN ...
+    kind: str | None  # veth, ... (None for physical NICs)
+
+
+@dataclass(frozen=True)
+class IPv4Facts:
+    addresses: tuple[str, ...]  # "198.18.1.50/24", usable (not tentative/DAD-failed)
+    gateway: str | None  # via of a default route leaving through the interface
+    default_route_linkdown: bool  # that route is flagged linkdown by the kernel
+
+
+@dataclass(frozen=True)
+class Counters:
+    rx_bytes: int
+    tx_bytes: int
+    rx_packets: int
+    tx_packets: int
+
+
+def _error(err: BaseException, what: str, ifname: str) -> Exception:
+    code = getattr(err, "code", None) or getattr(err, "errno", None)
+    if code in (errno.ENODEV, errno.ENOENT):
+        return NoSuchInterface(f"no interface {ifname!r} in this network namespace")
+    return ServiceUnavailable(f"netlink: cannot read {what} of {ifname}: {err}")
+
+
+async def _collect(reply: Any) -> list[Any]:
+    # pyroute2 0.9 answers "get" with a list and "dump" with an async iterator.
+    if hasattr(reply, "__aiter__"):
+        return [m async for m in reply]
+    return list(reply)
+
+
+def _attr(msg: Any, name: str, default: Any = None) -> Any:
+    value = msg.get(name)
+    return default if value is None else value
+
+
+class Netlink:
+    """Read-only netlink queries. Each call opens its own socket: a probe may
+    run many interfaces concurrently and a pyroute2 socket is not shared safely
+    between overlapping requests."""
+
+    async def _link(self, ipr: AsyncIPRoute, ifname: str) -> Any:
+        msgs = await _collect(await ipr.link("get", ifname=ifname))
+        if not msgs:
+            raise NoSuchInterface(f"no interface {ifname!r} in this network namespace")
+        return msgs[0]
+
+    async def link_state(self, ifname: str) -> LinkState:
+        try:
+            async with AsyncIPRoute() as ipr:
+                msg = await self._link(ipr, ifname)
+        except (NetlinkError, OSError) as err:
+            raise _error(err, "the link", ifname) from None
+        flags = int(msg["flags"])
+        linkinfo = msg.get("IFLA_LINKINFO")
+        kind = linkinfo.get("IFLA_INFO_KIND") if linkinfo is not None else None
+        carrier_attr = msg.get("carrier")
+        carrier = bool(carrier_attr) if carrier_attr is not None else bool(flags & IFF_LOWER_UP)
+        return LinkState(
+            ifname=ifname,
+            index=int(msg["index"]),
+            admin_up=bool(flags & IFF_UP),
+            carrier=carrier and bool(flags & IFF_LOWER_UP),
+            operstate=str(_attr(msg, "operstate", "UNKNOWN")),
+            kind=kind,
+        )
+
+    async def ipv4(self, ifname: str) -> IPv4Facts:
+        try:
+            async with AsyncIPRoute() as ipr:
+                link = await self._link(ipr, ifname)
+                index = int(link["index"])
+                addrs = await _collect(await ipr.addr("dump", family=socket.AF_INET, index=index))
+                routes = await _collect(await ipr.route("dump", family=socket.AF_INET))
+        except (NetlinkError, OSError) as err:
+            raise _error(err, "IPv4 addresses and routes", ifname) from None
+        addresses: list[str] = []
+        for a in addrs:
+            if int(a.get("index", -1)) != index:
+                continue
+            flags = int(_attr(a, "IFA_FLAGS", a.get("flags", 0)))
+            if flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
+                continue
+            addr = a.get("IFA_LOCAL") or a.get("IFA_ADDRESS")
+            if addr:
+                addresses.append(f"{addr}/{a['prefixlen']}")
+        gateway: str | None = None
+        linkdown = False
+        best_metric: int | None = None
+        for r in routes:
+            # A default route of any table (policy routing may keep uplinks'
+            # routes outside main) that leaves through this interface.
+            if r["dst_len"] != 0 or r.get("type", RTN_UNICAST) != RTN_UNICAST:
+                continue
+            if int(_attr(r, "RTA_OIF", r.get("oif", -1))) != index:
+                continue
+            metric = int(_attr(r, "RTA_PRIORITY", 0))
+            if best_metric is not None and metric >= best_metric:
+                continue
+            best_metric = metric
+            gateway = r.get("RTA_GATEWAY") or "0.0.0.0"  # on-link default: no via
+            linkdown = bool(int(r.get("flags", 0)) & 0x10)  # RTNH_F_LINKDOWN
+        return IPv4Facts(addresses=tuple(addresses), gateway=gateway, default_route_linkdown=linkdown)
+
+    async def counters(self, ifname: str) -> Counters:
+        try:
+            async with AsyncIPRoute() as ipr:
+                msg = await self._link(ipr, ifname)
+        except (NetlinkError, OSError) as err:
+            raise _error(err, "the counters", ifname) from None
+        stats = msg.get("IFLA_STATS64") or msg.get("IFLA_STATS") or {}
+        return Counters(
+            rx_bytes=int(stats.get("rx_bytes", 0)),
+            tx_bytes=int(stats.get("tx_bytes", 0)),
+            rx_packets=int(stats.get("rx_packets", 0)),
+            tx_packets=int(stats.get("tx_packets", 0)),
+        )
+
+    async def ifnames(self) -> list[str]:
+        """Every link of this namespace but loopback (for a fallback inventory)."""
+        try:
+            async with AsyncIPRoute() as ipr:
+                msgs = await _collect(await ipr.link("dump"))
+        except (NetlinkError, OSError) as err:
+            raise ServiceUnavailable(f"netlink: cannot list links: {err}") from None
+        return [str(m.get("IFLA_IFNAME")) for m in msgs if not int(m["flags"]) & 0x8]  # IFF_LOOPBACK
