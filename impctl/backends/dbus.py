@@ -30,6 +30,7 @@ from dbus_next.message import Message
 from dbus_next.signature import Variant
 
 from impctl.model import nmsettings
+from impctl.model.attempt import Activation
 from impctl.model.config import Config
 from impctl.model.errors import (
     ImpctlError,
@@ -456,28 +457,6 @@ async def modem_manager_running(bus: SystemBus) -> bool:
 # acting: activation, deactivation
 
 
-@dataclass(frozen=True)
-class Activation:
-    """What became of an activation request.
-
-    `activated` is True when NM reached ACTIVATED. Otherwise `furthest_state`
-    is the furthest NMDeviceState the device reached during the attempt and
-    `reason` the NMDeviceStateReason NM gave for the failure (0 when none),
-    `error_name`/`error_text` an NM error reply refusing the request outright,
-    `timed_out` True when nothing was decided within the timeout.
-    """
-
-    activated: bool
-    active_path: str | None = None
-    profile_path: str | None = None
-    furthest_state: int = 0
-    reason: int = 0
-    error_name: str | None = None
-    error_text: str | None = None
-    timed_out: bool = False
-    elapsed_s: float = 0.0
-
-
 def _variant_settings(settings: nmsettings.Settings) -> dict[str, dict[str, Variant]]:
     return {
         group: {key: Variant(nmsettings.signature_of(group, key), value) for key, value in values.items()}
@@ -500,9 +479,15 @@ async def activate(
     """AddAndActivateConnection2 with persist=volatile; wait for ACTIVATED or failure.
 
     Nothing is written to disk: the profile lives in memory only and NM
-    deletes it once it is deactivated. On failure or timeout the attempt is
+    deletes it once it is deactivated. On a timeout the attempt is
     deactivated before returning.
     """
+    return await _activate_variants(bus, _variant_settings(settings), device_path, timeout_s=timeout_s)
+
+
+async def _activate_variants(
+    bus: SystemBus, settings: dict[str, dict[str, Variant]], device_path: str, *, timeout_s: float
+) -> Activation:
     loop = asyncio.get_running_loop()
     start = loop.time()
     rules = [
@@ -516,11 +501,10 @@ async def activate(
     furthest = 0
     reason = 0
     async with bus.signals(rules, accept) as queue:
-        # The device's state before we start, so progress is measured from it.
         try:
             (conn_path, active_path, _result) = await bus.call(
                 NM, NM_PATH, NM, "AddAndActivateConnection2", "a{sa{sv}}ooa{sv}",
-                [_variant_settings(settings), device_path, "/", {"persist": Variant("s", "volatile")}],
+                [settings, device_path, "/", {"persist": Variant("s", "volatile")}],
                 timeout_s=max(1.0, min(timeout_s, 30.0)),
                 what="activating the connection",
             )
@@ -619,8 +603,83 @@ async def set_route_metric(bus: SystemBus, device_path: str, metric: int) -> Non
         NM, device_path, NM_DEVICE, "GetAppliedConnection", "u", [0], what="reading the applied connection"
     )
     applied.setdefault("ipv4", {})["route-metric"] = Variant("x", metric)
-    # NM refuses to reapply these read-only bookkeeping fields from an older version.
+    # `version` makes NM refuse the change if the connection was re-applied meanwhile.
     await bus.call(
         NM, device_path, NM_DEVICE, "Reapply", "a{sa{sv}}tu", [applied, version, 0],
         what="changing the route metric",
     )
+
+
+async def primary_device_path(bus: SystemBus) -> str | None:
+    """The NM device of the primary connection (the one holding the default route)."""
+    props = await bus.get_all(NM, NM_PATH, NM)
+    primary = props.get("PrimaryConnection", "/")
+    if not primary or primary == "/":
+        return None
+    active = await bus.get_all_or_empty(NM, primary, NM_ACTIVE)
+    devices = active.get("Devices", [])
+    return str(devices[0]) if devices else None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """How a device was connected before an attempt, to put it back if the attempt fails."""
+
+    device_path: str
+    profile_path: str
+    volatile: bool
+    applied: dict[str, dict[str, Variant]]
+
+
+class NetworkManagerBackend:
+    """NM and MM for the use cases (impctl.usecases.connect.Network), over one bus connection."""
+
+    def __init__(self, bus: SystemBus, config: Config) -> None:
+        self._bus = bus
+        self._config = config
+
+    async def devices(self) -> list[DeviceInfo]:
+        return await read_devices(self._bus, self._config)
+
+    async def primary_ifname(self) -> str | None:
+        path = await primary_device_path(self._bus)
+        if path is None:
+            return None
+        props = await self._bus.get_all_or_empty(NM, path, NM_DEVICE)
+        return str(props["Interface"]) if props.get("Interface") else None
+
+    async def activate(self, settings: nmsettings.Settings, device: DeviceInfo, timeout_s: float) -> Activation:
+        return await activate(self._bus, settings, device.nm_path, timeout_s=timeout_s)
+
+    async def deactivate(self, active_path: str) -> bool:
+        return await deactivate(self._bus, active_path)
+
+    async def set_route_metric(self, device: DeviceInfo, metric: int) -> None:
+        await set_route_metric(self._bus, device.nm_path, metric)
+
+    async def snapshot(self, device: DeviceInfo) -> Snapshot | None:
+        profile_path = device.extra.get("profile_path")
+        if not device.active_path or not profile_path:
+            return None
+        try:
+            (applied, _version) = await self._bus.call(
+                NM, device.nm_path, NM_DEVICE, "GetAppliedConnection", "u", [0],
+                what="reading the applied connection",
+            )
+        except (DBusCallError, NoSuchInterface):
+            return None
+        volatile = await profile_is_volatile(self._bus, profile_path)
+        return Snapshot(device.nm_path, profile_path, volatile, applied)
+
+    async def restore(self, snapshot: Snapshot, timeout_s: float = 15.0) -> bool:
+        """Best effort: the saved profile again, or (volatile, so deleted) a copy of what was applied.
+
+        NM does not hand secrets back in the applied connection, so a
+        volatile WiFi profile with a key cannot be restored this way.
+        """
+        if not snapshot.volatile and await reactivate(self._bus, snapshot.profile_path, snapshot.device_path):
+            return True
+        result = await _activate_variants(
+            self._bus, snapshot.applied, snapshot.device_path, timeout_s=timeout_s
+        )
+        return result.activated

@@ -1,0 +1,176 @@
+"""Connection attempts and the impOS result code each failure maps to.
+
+Pure: what NetworkManager and ModemManager reported (an `Activation`, a
+`ModemInfo`) in, a `ResultCode` out. The mapping follows DESIGN.md: link or
+association → NO_LINK/NO_WIFI, address → NO_IP_ADDRESS; for cellular, no
+modem → NO_MODEM, SIM → SIM_ERROR, registration → NO_REGISTRATION or
+REGISTRATION_DENIED, bearer → NO_PPP_CONNECTION, cloud → PPP_NO_CONNECTIVITY.
+Unknown enum values from a newer NM/MM fall into the generic branch of their
+stage instead of raising.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from impctl.model.codes import ResultCode, code_name
+from impctl.model.inventory import MMModemState, MMRegistrationState, ModemInfo, NMDeviceState
+
+
+@dataclass(frozen=True)
+class Activation:
+    """What became of an NM activation request (filled by the D-Bus backend).
+
+    `furthest_state` is the furthest NMDeviceState the device reached during
+    the attempt, `reason` the NMDeviceStateReason of its failure (0: none),
+    `error_name`/`error_text` an NM error reply refusing the request outright,
+    `timed_out` True when NM decided nothing within the timeout.
+    """
+
+    activated: bool
+    active_path: str | None = None
+    profile_path: str | None = None
+    furthest_state: int = 0
+    reason: int = 0
+    error_name: str | None = None
+    error_text: str | None = None
+    timed_out: bool = False
+    elapsed_s: float = 0.0
+
+
+# NMDeviceStateReason values (NetworkManager.h) that name a stage.
+_REASON_NO_SECRETS = 7
+_REASONS_LINK = frozenset({7, 8, 9, 10, 11, 40, 53})  # secrets, supplicant, carrier, SSID not found
+_REASONS_IP = frozenset({5, 6, 15, 16, 17, 20, 21, 22})  # IP config, DHCP, autoip
+_REASONS_SIM = frozenset({34, 45, 46, 47, 48, 59})  # PIN check, SIM missing/PIN/PUK/wrong, PIN incorrect
+_REASONS_NOT_REGISTERED = frozenset({30, 32, 33})  # not searching, registration timeout/failed
+_REASON_REGISTRATION_DENIED = 31
+_REASONS_NO_MODEM = frozenset({43, 52})  # modem not found, ModemManager unavailable
+
+_REGISTERED = frozenset(
+    {
+        MMRegistrationState.HOME,
+        MMRegistrationState.ROAMING,
+        MMRegistrationState.HOME_CSFB_NOT_PREFERRED,
+        MMRegistrationState.ROAMING_CSFB_NOT_PREFERRED,
+    }
+)
+# MM failed reasons: SIM_MISSING = 2, SIM_ERROR = 3
+_FAILED_REASONS_SIM = frozenset({2, 3})
+# Modem states in which MM has not looked for a network yet: NM enables the
+# modem when it connects, so registration is judged after the attempt.
+_NOT_YET_SEARCHING = frozenset(
+    {MMModemState.UNKNOWN, MMModemState.INITIALIZING, MMModemState.DISABLED, MMModemState.DISABLING,
+     MMModemState.ENABLING}
+)
+
+
+def link_code(iface_class: str) -> ResultCode:
+    return ResultCode.NO_WIFI if iface_class == "wifi" else ResultCode.NO_LINK
+
+
+def modem_code(modem: ModemInfo | None, *, after_attempt: bool = False) -> ResultCode | None:
+    """The code a modem's state forbids a data connection with; None when it may connect.
+
+    Before an attempt a modem that has not searched yet (disabled) passes,
+    because connecting enables it; `after_attempt` judges its registration anyway.
+    """
+    if modem is None:
+        return ResultCode.NO_MODEM
+    if modem.state == MMModemState.FAILED:
+        if modem.failed_reason in _FAILED_REASONS_SIM:
+            return ResultCode.SIM_ERROR
+        return ResultCode.NO_MODEM
+    if modem.state == MMModemState.LOCKED or modem.sim_locked:
+        return ResultCode.SIM_ERROR
+    if not modem.sim_present and modem.state not in (MMModemState.UNKNOWN, MMModemState.INITIALIZING):
+        return ResultCode.SIM_ERROR
+    if modem.state >= MMModemState.REGISTERED and modem.state <= MMModemState.CONNECTED:
+        if modem.registration == MMRegistrationState.DENIED:
+            return ResultCode.REGISTRATION_DENIED
+        return None
+    if modem.registration == MMRegistrationState.DENIED:
+        return ResultCode.REGISTRATION_DENIED
+    if modem.registration is not None and modem.registration in _REGISTERED:
+        return None
+    if not after_attempt and modem.state in _NOT_YET_SEARCHING:
+        return None
+    # idle, searching, unknown, SMS/emergency-only, or a value from a newer MM
+    return ResultCode.NO_REGISTRATION
+
+
+def activation_code(iface_class: str, activation: Activation, *, is_modem: bool) -> ResultCode:
+    """The code of a failed activation: which stage NM failed at, or why."""
+    reason = activation.reason
+    if is_modem or iface_class == "cell":
+        if reason in _REASONS_SIM:
+            return ResultCode.SIM_ERROR
+        if reason == _REASON_REGISTRATION_DENIED:
+            return ResultCode.REGISTRATION_DENIED
+        if reason in _REASONS_NOT_REGISTERED:
+            return ResultCode.NO_REGISTRATION
+        if reason in _REASONS_NO_MODEM:
+            return ResultCode.NO_MODEM
+        return ResultCode.NO_PPP_CONNECTION  # the bearer (NM's "PPP") did not come up
+    if reason in _REASONS_IP:
+        return ResultCode.NO_IP_ADDRESS
+    if reason in _REASONS_LINK:
+        return link_code(iface_class)
+    if activation.error_name is not None:
+        # NM refused outright: the device is not available (no carrier, no radio).
+        return link_code(iface_class)
+    if activation.furthest_state >= NMDeviceState.IP_CONFIG:
+        return ResultCode.NO_IP_ADDRESS
+    return link_code(iface_class)
+
+
+def cloud_code(iface_class: str, code: ResultCode) -> ResultCode:
+    """A cloud-check failure through a cellular bearer is PPP_NO_CONNECTIVITY."""
+    if iface_class == "cell" and code != ResultCode.SERVER_CONNECTED:
+        return ResultCode.PPP_NO_CONNECTIVITY
+    return code
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """The cloud check through one interface: SERVER_CONNECTED or the failing stage's code."""
+
+    code: ResultCode
+    reason: str
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One connection attempt through one interface, as reported to the user."""
+
+    identifier: str
+    ifname: str | None
+    iface_class: str
+    code: ResultCode
+    reason: str
+    elapsed_s: float = 0.0
+    stage: str = ""  # settings | modem | activation | cloud | done
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.code == ResultCode.SERVER_CONNECTED
+
+    @property
+    def code_name(self) -> str:
+        return code_name(self.code, self.iface_class)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "identifier": self.identifier,
+            "ifname": self.ifname,
+            "class": self.iface_class,
+            "code": int(self.code),
+            "code_name": self.code_name,
+            "stage": self.stage,
+            "reason": self.reason,
+            "elapsed_s": round(self.elapsed_s, 3),
+            **({"details": self.details} if self.details else {}),
+        }
