@@ -1,0 +1,188 @@
+"""`impctl lab …`: build, inspect, break and remove the gateway lab."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from impctl.cli.output import JsonOption, console, fail, run
+from impctl.lab.lab import DEFAULT_PREFIX, DEFAULT_ROOT, FAULTS, Lab, LabStatus
+from impctl.model.errors import ImpctlError, LabError
+
+app = typer.Typer(
+    help="A gateway lab: real NetworkManager with three uplinks, ISPs and a cloud, in network "
+    "namespaces (needs root).",
+    no_args_is_help=True,
+)
+
+DirOption = Annotated[
+    Path, typer.Option("--dir", help="Lab directory (configs, logs, the impctl config).")
+]
+PrefixOption = Annotated[
+    str, typer.Option("--prefix", help="Prefix of the lab's network namespace names.")
+]
+
+MODEM_STATES = ("no-sim", "sim-locked", "not-registered", "registration-denied", "registered")
+
+
+def _load(root: Path) -> Lab:
+    return Lab.load(root)
+
+
+@app.command()
+def up(
+    modem: Annotated[bool, typer.Option("--modem", help="Add ModemManager and a simulated modem.")]
+    = False,
+    root: DirOption = DEFAULT_ROOT,
+    prefix: PrefixOption = DEFAULT_PREFIX,
+    replace: Annotated[bool, typer.Option("--replace", help="Replace a lab that is up.")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Build the lab (cleans up after a crashed one first)."""
+
+    def action() -> tuple[Lab, float]:
+        lab = Lab(root, prefix, modem=modem)
+        start = time.monotonic()
+        lab.up(replace=replace)
+        return lab, time.monotonic() - start
+
+    def render(result: tuple[Lab, float]) -> None:
+        lab, took = result
+        console.print(f"[green]lab up[/] in {took:.2f} s at {lab.root}")
+        _render_status(lab.status())
+        console.print(f"\nTry: [bold]impctl lab exec -- impctl probe --all[/]  "
+                      f"(config {lab.config_path})")
+
+    def to_json(result: tuple[Lab, float]) -> dict[str, Any]:
+        lab, took = result
+        return {"up_s": round(took, 3), "env": lab.env(), **_status_json(lab.status())}
+
+    run("lab up", json_out, action, render, to_json)
+
+
+@app.command()
+def down(root: DirOption = DEFAULT_ROOT, prefix: PrefixOption = DEFAULT_PREFIX,
+         json_out: JsonOption = False) -> None:
+    """Remove the lab: processes, namespaces, the lab directory (also after a crash)."""
+
+    def action() -> tuple[str, float]:
+        try:
+            lab = Lab.load(root)
+        except LabError:
+            # No (readable) lab.json: clean up by name whatever a crash left.
+            lab = Lab(root, prefix)
+        start = time.monotonic()
+        lab.down()
+        return str(lab.root), time.monotonic() - start
+
+    def render(result: tuple[str, float]) -> None:
+        console.print(f"lab at {result[0]} down in {result[1]:.2f} s")
+
+    run("lab down", json_out, action, render,
+        lambda r: {"root": r[0], "down_s": round(r[1], 3)})
+
+
+@app.command()
+def status(root: DirOption = DEFAULT_ROOT, json_out: JsonOption = False) -> None:
+    """Namespaces, daemons, uplinks with their addresses, active faults."""
+
+    def action() -> LabStatus:
+        return _load(root).status()
+
+    run("lab status", json_out, action, _render_status, _status_json,
+        lambda s: 0 if s.up else 8)
+
+
+@app.command()
+def fault(
+    uplink: Annotated[str, typer.Argument(help="eth0, wlan0, wwan0, or modem.")],
+    kind: Annotated[str, typer.Argument(
+        help=f"{', '.join(FAULTS)}, restore; for modem: {', '.join(MODEM_STATES)}.")],
+    root: DirOption = DEFAULT_ROOT,
+    json_out: JsonOption = False,
+) -> None:
+    """Break one uplink (in its ISP only), or `restore` it to health."""
+
+    def action() -> dict[str, Any]:
+        lab = _load(root)
+        start = time.monotonic()
+        if uplink == "modem":
+            state = "registered" if kind == "restore" else kind
+            lab.modem_state(state)
+        elif kind == "restore":
+            lab.restore(uplink)
+        else:
+            lab.fault(uplink, kind)
+        return {"uplink": uplink, "fault": kind, "took_s": round(time.monotonic() - start, 3),
+                "active": lab.faults()}
+
+    def render(r: dict[str, Any]) -> None:
+        what = "restored" if r["fault"] == "restore" else f"fault {r['fault']} applied"
+        console.print(f"{r['uplink']}: {what} in {r['took_s']:.2f} s")
+
+    run("lab fault", json_out, action, render, lambda r: r)
+
+
+@app.command(
+    "exec",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def exec_(
+    cmd: Annotated[list[str], typer.Argument(help="Command and arguments (after --).")],
+    root: DirOption = DEFAULT_ROOT,
+) -> None:
+    """Run a command in the gateway namespace with the lab's bus, config and state set."""
+    try:
+        lab = _load(root)
+        if not lab.is_up():
+            raise LabError(f"the lab at {root} is not (fully) up: impctl lab status")
+    except ImpctlError as err:
+        fail("lab exec", err, False)
+    env = {**os.environ, **lab.env()}
+    # So that `impctl` names this installation even when its bin directory is not on PATH.
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
+    try:
+        rc = subprocess.run(lab.exec_argv(cmd), env=env, check=False).returncode
+    except KeyboardInterrupt:
+        rc = 130
+    raise typer.Exit(rc)
+
+
+def _status_json(s: LabStatus) -> dict[str, Any]:
+    return asdict(s)
+
+
+def _render_status(s: LabStatus) -> None:
+    state = "[green]up[/]" if s.up else "[red]not up[/]"
+    console.print(f"lab {s.root} (prefix {s.prefix}): {state}")
+    ns = Table(title="namespaces", show_header=False, box=None)
+    for name, exists in s.namespaces.items():
+        ns.add_row(name, "[green]present[/]" if exists else "[red]missing[/]")
+    console.print(ns)
+    daemons = Table(title="daemons")
+    daemons.add_column("daemon")
+    daemons.add_column("pid", justify="right")
+    daemons.add_column("alive")
+    for d in s.daemons:
+        daemons.add_row(d.name, str(d.pid or "-"), "[green]yes[/]" if d.alive else "[red]no[/]")
+    console.print(daemons)
+    if s.uplinks:
+        t = Table(title="uplinks")
+        for col in ("ifname", "carrier", "addresses", "default route", "NM", "faults"):
+            t.add_column(col)
+        for u in s.uplinks:
+            t.add_row(u.ifname, "yes" if u.carrier else "[red]no[/]",
+                      ", ".join(u.addresses) or "-", "yes" if u.default_route else "no",
+                      f"{u.nm_state} ({u.nm_connection or '-'})",
+                      ", ".join(u.faults) or "-")
+        console.print(t)
+    if s.modem_state is not None:
+        console.print(f"modem: {s.modem_state}")

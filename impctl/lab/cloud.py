@@ -1,0 +1,84 @@
+"""The lab cloud: HTTP and HTTPS servers answering 200 to any request.
+
+Run by the lab inside the cloud namespace:
+    python -m impctl.lab.cloud --ip 198.19.0.10 --cert cloud.pem --key cloud.key
+
+Port 80 answers like NetworkManager's connectivity check expects (fixed body,
+`X-NetworkManager-Status: online`); port 443 is the impctl cloud endpoint (TLS
+with a certificate from the lab CA), answering any HTTP request with 200 and
+a small JSON body, and holding a silent connection open until the client closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import ssl
+
+NM_ONLINE_BODY = "NetworkManager is online\n"
+CLOUD_BODY = '{"service": "impctl lab cloud", "status": "ok"}\n'
+READ_TIMEOUT_S = 30.0
+
+
+def response(body: str, extra_headers: str = "") -> bytes:
+    data = body.encode()
+    head = (
+        "HTTP/1.1 200 OK\r\n"
+        "Content-Type: text/plain\r\n"
+        f"Content-Length: {len(data)}\r\n"
+        f"{extra_headers}"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + data
+
+
+def handler(reply: bytes) -> object:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
+            writer.write(reply)
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
+                ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+                await writer.wait_closed()
+
+    return handle
+
+
+async def serve(ip: str, http_port: int, tls_port: int, cert: str, key: str, body: str) -> None:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    http = await asyncio.start_server(
+        handler(response(body, "X-NetworkManager-Status: online\r\n")),  # type: ignore[arg-type]
+        ip, http_port, reuse_address=True)
+    https = await asyncio.start_server(
+        handler(response(CLOUD_BODY)), ip, tls_port, ssl=ctx,  # type: ignore[arg-type]
+        reuse_address=True, ssl_handshake_timeout=10.0)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with http, https:
+        await stop.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="impctl lab cloud server")
+    parser.add_argument("--ip", required=True)
+    parser.add_argument("--http-port", type=int, default=80)
+    parser.add_argument("--tls-port", type=int, default=443)
+    parser.add_argument("--cert", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--body", default=NM_ONLINE_BODY)
+    args = parser.parse_args()
+    asyncio.run(serve(args.ip, args.http_port, args.tls_port, args.cert, args.key, args.body))
+
+
+if __name__ == "__main__":
+    main()
