@@ -82,6 +82,9 @@ LEASE_TIMEOUT_S = 15.0
 ISP_IFNAME = "down0"
 ISP_UPLINK_IFNAME = "up0"
 NFT_TABLE = "impctl_lab"
+# After a fault is lifted NM usually recovers by itself within ~0.1 s (carrier back, renewal);
+# past this an uplink's profile is re-activated.
+SETTLE_S = 0.5
 
 # Per uplink, applied in that uplink's ISP namespace (see Lab.fault).
 FAULTS = ("link-down", "blackhole", "dhcp-off", "dns-off", "cloud-closed", "proxy-down")
@@ -716,10 +719,14 @@ class Lab:
     def restore(self, ifname: str) -> None:
         """Undo every fault of an uplink and wait until it has its lease and default route."""
         u = self.uplink(ifname)
+        had = self.faults().get(u.ifname, [])
         sh(["ip", "netns", "exec", u.isp_netns, "nft", "delete", "table", "inet", NFT_TABLE],
            check=False)
         sh(["ip", "-n", u.isp_netns, "link", "set", u.isp_ifname, "up"])
         self._record_fault(u.ifname, None, add=False)
+        if "dhcp-off" in had:
+            # NM's DHCP client backs off between retries: start over rather than wait for it.
+            self.activate(u, wait=False)
         self._heal([u])
 
     def _heal(self, uplinks: Sequence[Uplink]) -> None:
@@ -734,7 +741,7 @@ class Lab:
             if active.get(u.ifname) != u.profile_uuid or not self.uplink_healthy(u, addrs, routes):
                 # A fresh activation may still be under way (NM retries on carrier); give it
                 # a moment before forcing a new one.
-                if active.get(u.ifname) == u.profile_uuid and self._settles(u, 1.5):
+                if active.get(u.ifname) == u.profile_uuid and self._settles(u, SETTLE_S):
                     continue
                 self.activate(u, wait=False)
         self.wait_uplinks([u.ifname for u in uplinks])
