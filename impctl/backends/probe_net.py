@@ -315,3 +315,36 @@ async def tls_handshake(conn: Connection, ctx: ssl.SSLContext, server_name: str,
         raise StageFailed(f"TLS handshake with {what} failed: {err}") from None
     sslobj = conn.writer.get_extra_info("ssl_object")
     return str(sslobj.version()) if sslobj is not None else "TLS"
+
+
+class BoundSockets:
+    """The socket stages as one object (what the probe use case takes), with the
+    TLS contexts cached per CA file: loading a CA bundle costs milliseconds."""
+
+    def __init__(self) -> None:
+        self._contexts: dict[str | None, ssl.SSLContext] = {}
+
+    async def resolve_a(self, name: str, servers: Sequence[str], ifname: str, timeout_s: float) -> Resolved:
+        return await resolve_a(name, servers, ifname, timeout_s)
+
+    async def open_tcp(self, address: str, port: int, ifname: str, timeout_s: float, what: str) -> Connection:
+        return await open_tcp(address, port, ifname, timeout_s, what)
+
+    async def proxy_connect(
+        self,
+        conn: Connection,
+        proxy: str,
+        target_host: str,
+        target_port: int,
+        authorization: str | None,
+        timeout_s: float,
+    ) -> int:
+        return await proxy_connect(conn, proxy, target_host, target_port, authorization, timeout_s)
+
+    async def tls_handshake(
+        self, conn: Connection, ca_file: str | None, server_name: str, timeout_s: float, what: str
+    ) -> str:
+        ctx = self._contexts.get(ca_file)
+        if ctx is None:
+            ctx = self._contexts[ca_file] = tls_context(ca_file)
+        return await tls_handshake(conn, ctx, server_name, timeout_s, what)

@@ -13,6 +13,7 @@ from impctl import __version__
 from impctl.cli import interfaces as interfaces_cli
 from impctl.cli import lab as lab_cli
 from impctl.cli import nic as nic_cli
+from impctl.cli import probe as probe_cli
 from impctl.cli.context import CONFIG_ENV, STATE_ENV, resolve_globals
 from impctl.cli.output import envelope, err_console, print_json
 from impctl.model.codes import ExitCode
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 app.add_typer(interfaces_cli.app, name="interfaces")
 app.add_typer(nic_cli.app, name="nic")
+app.command("probe")(probe_cli.probe)
 app.add_typer(lab_cli.app, name="lab")
 
 

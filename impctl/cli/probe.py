@@ -1,0 +1,283 @@
+"""`impctl probe`: can the cloud be reached through each interface, and if not, why?
+
+Parses options, runs the probe use case (one asyncio.run), renders: a live
+table with a spinner per interface for people, one JSON document for scripts,
+and optionally a node_exporter textfile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from impctl.backends.config_file import CLOUD_ENV, load_config
+from impctl.backends.dbus import read_inventory
+from impctl.backends.netlink import Netlink
+from impctl.backends.probe_net import BoundSockets
+from impctl.backends.secrets import decrypt_secret, key_path_for
+from impctl.backends.statefile import load_state
+from impctl.backends.textfile import write_textfile
+from impctl.cli.context import Globals, get_globals
+from impctl.cli.output import JsonOption, console, envelope, fail, run
+from impctl.model.config import Config, parse_host_port
+from impctl.model.errors import ConfigError, ImpctlError, ValidationError
+from impctl.model.inventory import DeviceInfo
+from impctl.model.nic import Secret
+from impctl.model.probe import (
+    InterfaceProbe,
+    ProbeReport,
+    Stage,
+    StageResult,
+    render_prometheus,
+    report_to_json,
+)
+from impctl.usecases.probe import ProbeProxy, probe_gateway
+
+COMMAND = "probe"
+PROXY_PASSWORD_ENV = "IMPCTL_PROXY_PASSWORD"
+# Kept back from --timeout for drawing the result and writing files.
+RENDER_MARGIN_S = 0.2
+
+
+def _decrypter(g: Globals) -> Any:
+    key_path = key_path_for(g.state_path)
+
+    def decrypt(secret: Secret | None, where: str) -> str | None:
+        return decrypt_secret(secret, key_path, where)
+
+    return decrypt
+
+
+async def _inventory(config: Config, timeout_s: float) -> list[DeviceInfo]:
+    return await read_inventory(config, timeout_s=timeout_s)
+
+
+class LiveView:
+    """What the live table shows while stages run: per interface the stages done
+    and the one running."""
+
+    def __init__(self) -> None:
+        self.devices: list[DeviceInfo] = []
+        self.done: dict[str, list[StageResult]] = {}
+        self.running: dict[str, Stage | None] = {}
+
+    def on_devices(self, devices: list[DeviceInfo]) -> None:
+        self.devices = devices
+
+    def listener(self, ifname: str, stage: Stage, result: StageResult | None) -> None:
+        if result is None:
+            self.running[ifname] = stage
+        else:
+            self.done.setdefault(ifname, []).append(result)
+            self.running[ifname] = None
+
+    def table(self) -> Table:
+        table = Table(title="probing the cloud through each interface", title_justify="left")
+        for col in ("interface", "ifname", "class", "stage", "stages done"):
+            table.add_column(col)
+        if not self.devices:
+            table.add_row(Spinner("dots", text="reading interfaces"), "", "", "", "")
+        for d in self.devices:
+            name = d.extra.get("ip_ifname") or d.ifname
+            stages = self.done.get(name, [])
+            failed = next((s for s in stages if not s.ok and not s.skipped), None)
+            current = self.running.get(name)
+            if failed is not None:
+                status: Any = Text(f"✗ {failed.name}", style="red")
+            elif current is not None:
+                status = Spinner("dots", text=current.value)
+            else:
+                status = Spinner("dots", text="…")
+            table.add_row(d.identifier, name, d.iface_class, status, _stage_marks(stages))
+        return table
+
+
+def _stage_marks(stages: list[StageResult] | tuple[StageResult, ...]) -> Text:
+    text = Text()
+    for s in stages:
+        if s.skipped:
+            text.append(f"{s.name}- ", style="dim")
+        elif s.ok:
+            text.append(f"{s.name}✓ ", style="green")
+        else:
+            text.append(f"{s.name}✗ ", style="bold red")
+    return text
+
+
+def _render(report: ProbeReport) -> None:
+    table = Table(title_justify="left", title=f"cloud {report.cloud}"
+                  + (" (TLS)" if report.tls else "") + (f" via proxy {report.proxy}" if report.proxy else ""))
+    for col in ("interface", "ifname", "class", "result", "time", "stages", "reason"):
+        table.add_column(col, overflow="fold")
+    for r in report.results:
+        style = "bold green" if r.connected else "bold red"
+        table.add_row(
+            r.identifier, r.ifname, r.iface_class,
+            Text(f"{r.code_name} ({int(r.code)})", style=style),
+            f"{r.duration_ms / 1000:.2f} s",
+            _stage_marks(r.stages),
+            r.reason or _success_text(r),
+        )
+    console.print(table)
+    ok = sum(1 for r in report.results if r.connected)
+    console.print(f"[dim]{ok}/{len(report.results)} interfaces reach the cloud; "
+                  f"{report.duration_ms / 1000:.2f} s[/]", highlight=False)
+
+
+def _success_text(r: InterfaceProbe) -> str:
+    parts = [r.details.get("resolved", "")]
+    if r.details.get("tls"):
+        parts.append(r.details["tls"])
+    return " ".join(p for p in parts if p)
+
+
+def _parse_proxy(proxy: str | None, proxy_user: str | None) -> ProbeProxy | None:
+    if proxy is None:
+        return None
+    try:
+        host, port = parse_host_port(proxy, "--proxy")
+    except ConfigError as err:
+        raise ValidationError("--proxy", err.message) from None
+    password = os.environ.get(PROXY_PASSWORD_ENV) if proxy_user else None
+    return ProbeProxy(host, port, proxy_user, password)
+
+
+async def _probe_once(
+    g: Globals,
+    config: Config,
+    targets: list[str],
+    timeout_s: float,
+    proxy: ProbeProxy | None,
+    no_proxy: bool,
+    live: bool,
+) -> ProbeReport:
+    state = load_state(g.state_path)
+    view = LiveView()
+
+    async def go() -> ProbeReport:
+        return await probe_gateway(
+            config, state, targets,
+            inventory=_inventory, links=Netlink(), net=BoundSockets(), decrypt=_decrypter(g),
+            timeout_s=max(0.1, timeout_s - RENDER_MARGIN_S), proxy_override=proxy,
+            no_proxy=no_proxy, listener=view.listener, on_devices=view.on_devices,
+        )
+
+    if not live:
+        return await go()
+    with Live(console=console, get_renderable=view.table, refresh_per_second=12, transient=True):
+        return await go()
+
+
+def probe(
+    ctx: typer.Context,
+    ifaces: Annotated[
+        list[str] | None,
+        typer.Argument(help="Interfaces to probe: eth0 wl0 cell0, ethernet/wifi/cell, or ifnames (default: all)",
+                       show_default=False),
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Probe every interface (the default).")] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", min=0.5,
+                     help="Seconds for the whole probe (default: the config's probe.total_timeout_s, 10)"),
+    ] = None,
+    json_out: JsonOption = False,
+    prometheus: Annotated[
+        Path | None,
+        typer.Option("--prometheus", help="Also write the node_exporter textfile here (atomically), e.g. "
+                     "/var/lib/node_exporter/textfile/impctl.prom"),
+    ] = None,
+    watch: Annotated[
+        float | None, typer.Option("--watch", min=1.0, help="Probe again every S seconds until interrupted.")
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option("--count", min=1, help="With --watch: stop after N probes.")
+    ] = None,
+    cloud: Annotated[
+        str | None, typer.Option("--cloud", help=f"Cloud endpoint HOST:PORT (env {CLOUD_ENV}; default: the config file)")
+    ] = None,
+    proxy: Annotated[
+        str | None,
+        typer.Option("--proxy", help=f"Probe Ethernet/WiFi through this HTTP proxy HOST:PORT instead of the stored "
+                     f"one (password from env {PROXY_PASSWORD_ENV})"),
+    ] = None,
+    proxy_user: Annotated[str | None, typer.Option("--proxy-user", help="Username for --proxy.")] = None,
+    no_proxy: Annotated[bool, typer.Option("--no-proxy", help="Ignore the stored proxy: connect directly.")] = False,
+) -> None:
+    """Probe the cloud through every interface at once, stage by stage.
+
+    Ethernet/WiFi: link, address + default route, DNS through the interface's
+    own servers, proxy (when configured), TCP, TLS. Cellular: modem, SIM,
+    registration, bearer, then the same network stages. Exit status: 0 when
+    every interface reaches the cloud; 10 + result code when one interface was
+    probed; 9 when several were and some failed.
+    """
+    g = get_globals(ctx)
+    targets = list(ifaces or [])
+
+    def prepare() -> tuple[Config, float, ProbeProxy | None]:
+        if all_ and targets:
+            raise ValidationError("--all", "give interfaces or --all, not both")
+        if proxy_user and not proxy:
+            raise ValidationError("--proxy-user", "needs --proxy")
+        if proxy and no_proxy:
+            raise ValidationError("--no-proxy", "conflicts with --proxy")
+        if count is not None and watch is None:
+            raise ValidationError("--count", "needs --watch")
+        config = load_config(g.config_path, explicit=g.config_explicit, cloud=cloud)
+        total = timeout if timeout is not None else config.probe.total_timeout_s
+        return config, total, _parse_proxy(proxy, proxy_user)
+
+    live = not json_out and console.is_terminal
+
+    async def once(config: Config, total: float, probe_proxy: ProbeProxy | None) -> ProbeReport:
+        report = await _probe_once(g, config, targets, total, probe_proxy, no_proxy, live)
+        if prometheus is not None:
+            write_textfile(prometheus, render_prometheus(report))
+        return report
+
+    if watch is None:
+        def action() -> ProbeReport:
+            return asyncio.run(once(*prepare()))
+
+        run(COMMAND, json_out, action, _render, report_to_json, lambda r: r.exit_code)
+
+    # --watch: one document per probe (compact, one per line) or one table.
+    interval_s = watch
+
+    async def session() -> int:
+        settings = prepare()
+        runs = 0
+        code = 0
+        while True:
+            began = time.monotonic()
+            report = await once(*settings)
+            code = report.exit_code
+            runs += 1
+            if json_out:
+                sys.stdout.write(json.dumps(envelope(COMMAND, code, data=report_to_json(report))) + "\n")
+                sys.stdout.flush()
+            else:
+                _render(report)
+            if count is not None and runs >= count:
+                return code
+            await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - began)))
+
+    try:
+        code = asyncio.run(session())
+    except ImpctlError as err:
+        fail(COMMAND, err, json_out)
+    except KeyboardInterrupt:
+        code = 130
+    raise typer.Exit(code)
