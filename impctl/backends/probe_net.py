@@ -154,6 +154,9 @@ async def _query_one(name: str, server: str, ifname: str, timeout_s: float) -> R
         except TimeoutError:
             extra = f"; {last_problem}" if last_problem else ""
             raise StageFailed(f"DNS {server} did not answer in {_s(timeout_s)}{extra}") from None
+        except ConnectionRefusedError:
+            # Connected UDP: the server's ICMP port-unreachable surfaces here.
+            raise StageFailed(f"DNS {server} refused the query (port 53 unreachable)") from None
         except OSError as err:
             raise StageFailed(f"DNS {server} {_os_detail(err)}") from None
     finally:

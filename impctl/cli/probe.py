@@ -205,7 +205,8 @@ def probe(
         int | None, typer.Option("--count", min=1, help="With --watch: stop after N probes.")
     ] = None,
     cloud: Annotated[
-        str | None, typer.Option("--cloud", help=f"Cloud endpoint HOST:PORT (env {CLOUD_ENV}; default: the config file)")
+        str | None,
+        typer.Option("--cloud", help=f"Cloud endpoint HOST:PORT (env {CLOUD_ENV}; default: the config file)"),
     ] = None,
     proxy: Annotated[
         str | None,

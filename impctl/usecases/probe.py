@@ -340,6 +340,8 @@ async def probe_interface(
     try:
         if proxy is not None:
             endpoint = f"{resolved.address}:{proxy.port}"
+            if not is_ipv4(proxy.address):
+                endpoint = f"{proxy.address} ({endpoint})"
 
             async def to_proxy(t: float) -> Connection:
                 return await net.open_tcp(resolved.address, proxy.port, ifname, t, f"proxy {endpoint}")
