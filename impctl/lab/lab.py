@@ -175,8 +175,8 @@ class Lab:
 
     def __init__(self, root: Path = DEFAULT_ROOT, prefix: str = DEFAULT_PREFIX, *,
                  modem: bool = False, connectivity_uri: str | None = None) -> None:
-        if not prefix or len(prefix) > 8 or not prefix.replace("-", "").isalnum():
-            raise LabError(f"bad lab prefix {prefix!r}: use 1-8 letters or digits")
+        if not prefix or len(prefix) > 12 or not prefix.isalnum():
+            raise LabError(f"bad lab prefix {prefix!r}: use 1-12 letters or digits")
         self.root = Path(root).absolute()
         self.prefix = prefix
         self.modem = modem
@@ -342,7 +342,7 @@ class Lab:
         if self.modem:
             tools.update(MODEM_TOOLS)
         for tool, package in tools.items():
-            if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
+            if shutil.which(tool, path=_daemon_path()) is None:
                 raise LabError(f"{tool} not found: apt-get install {package}")
         if not Path("/proc/self/ns/net").exists():
             raise LabError("this kernel has no network namespaces: the lab cannot run here")
@@ -926,9 +926,15 @@ def _package_parent() -> str:
     return str(Path(impctl.__file__).resolve().parent.parent)
 
 
+def _daemon_path() -> str:
+    # sudo and some shells drop the sbin directories, where the daemons live.
+    path = os.environ.get("PATH", "/usr/bin:/bin")
+    return ":".join(dict.fromkeys([*path.split(":"), "/usr/sbin", "/sbin"]))
+
+
 def _clean_env() -> dict[str, str]:
     # Daemons get a minimal environment: nothing of the caller's bus or locale leaks in.
-    return {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LANG": "C.UTF-8"}
+    return {"PATH": _daemon_path(), "LANG": "C.UTF-8"}
 
 
 def _unix_connectable(path: Path) -> bool:

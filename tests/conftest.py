@@ -1,0 +1,113 @@
+"""Fixtures for the gateway lab (impctl.lab).
+
+- `lab` (session): a lab with prefix `impt<pid>` in a pytest tmp dir, built once.
+  `lab_reset` (autouse) calls `lab.reset()` before every test that uses it, so
+  each test starts with no faults, the three lab profiles active with leases,
+  and no impctl state file.
+- `modem_lab` (session): a separate lab (prefix `imptm<pid>`) with ModemManager
+  and the simulated modem, built only when a test asks for it.
+
+Tests that need root and the lab packages are marked `lab` (and `modem`).
+Where the lab cannot run they are skipped with the reason, unless
+IMPCTL_REQUIRE_LAB=1 (CI sets it): then they fail with that reason.
+
+The pid in the prefix keeps concurrent test sessions on one machine apart;
+labs left by crashed sessions (whose pid is gone) are removed at session start.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from impctl.lab import Lab
+
+REQUIRE_ENV = "IMPCTL_REQUIRE_LAB"
+PREFIX_ENV = "IMPCTL_LAB_PREFIX"
+_STALE = re.compile(r"^imptm?(\d+)-gw$")
+
+
+def _require_lab() -> bool:
+    return os.environ.get(REQUIRE_ENV, "") not in ("", "0")
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip a lab test, or fail it when the environment demands the lab (CI)."""
+    if _require_lab():
+        pytest.fail(f"{REQUIRE_ENV} is set but the lab cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def lab_unavailable(modem: bool = False) -> str | None:
+    """Why the lab cannot run here, or None."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "the lab needs root"
+    from impctl.model.errors import ImpctlError
+
+    try:
+        Lab(Path("/nonexistent"), "impt", modem=modem).check_prerequisites()
+    except ImpctlError as err:
+        return err.message
+    return None
+
+
+def session_prefix(modem: bool = False) -> str:
+    base = os.environ.get(PREFIX_ENV) or f"impt{os.getpid()}"
+    return base.replace("impt", "imptm", 1) if modem else base
+
+
+def _remove_stale_labs(tmp: Path) -> None:
+    from impctl.lab.proc import alive
+
+    netns = Path("/run/netns")
+    if not netns.is_dir():
+        return
+    for entry in netns.iterdir():
+        m = _STALE.match(entry.name)
+        if m and not alive(int(m.group(1))):
+            Lab(tmp / "stale", entry.name.removesuffix("-gw")).down()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("lab") or item.get_closest_marker("modem"):
+        reason = lab_unavailable(modem=item.get_closest_marker("modem") is not None)
+        if reason:
+            skip_or_fail(reason)
+
+
+def _build(tmp_path_factory: pytest.TempPathFactory, modem: bool) -> Iterator[Lab]:
+    reason = lab_unavailable(modem)
+    if reason:
+        skip_or_fail(reason)
+    base = tmp_path_factory.mktemp("modemlab" if modem else "lab")
+    _remove_stale_labs(base)
+    lab = Lab(base / "lab", session_prefix(modem), modem=modem)
+    lab.up(replace=True)
+    try:
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """The session's gateway lab (impctl.lab.Lab), three uplinks, cloud and proxy."""
+    yield from _build(tmp_path_factory, modem=False)
+
+
+@pytest.fixture(scope="session")
+def modem_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A second lab with ModemManager and the simulated modem (impctl.lab.Lab, modem=True)."""
+    yield from _build(tmp_path_factory, modem=True)
+
+
+@pytest.fixture(autouse=True)
+def lab_reset(request: pytest.FixtureRequest) -> None:
+    """Isolation: a test using `lab` or `modem_lab` starts from a reset lab."""
+    for name in ("lab", "modem_lab"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).reset()

@@ -1,0 +1,128 @@
+"""The lab once up: NM in the gateway namespace manages three DHCP uplinks; cloud and proxy answer."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from impctl.lab import Lab, checks
+from impctl.lab.proc import netns_inode, pid_netns_inode
+from impctl.model.config import parse_config
+
+pytestmark = pytest.mark.lab
+
+
+def _nm_pid(lab: Lab) -> int:
+    return int(json.loads(lab.lab_file.read_text())["pids"]["NetworkManager"])
+
+
+def test_nm_sees_three_uplinks_with_dhcp_leases(lab: Lab) -> None:
+    out = lab.run(["nmcli", "-t", "-f", "DEVICE,STATE,CONNECTION", "device"], check=True).stdout
+    devices = {line.split(":")[0]: line.split(":")[1:] for line in out.splitlines()}
+    addrs = lab.addresses()
+    routes = {r["dev"]: r for r in lab.default_routes()}
+    for u in lab.uplinks:
+        assert devices[u.ifname] == ["connected", u.profile_id], out
+        (cidr,) = addrs[u.ifname]
+        addr = ipaddress.ip_interface(cidr)
+        assert addr.network == ipaddress.ip_network(u.subnet)
+        # From the ISP's DHCP pool, not a fixed address.
+        assert 100 <= int(str(addr.ip).rsplit(".", 1)[1]) <= 199
+        assert routes[u.ifname]["gateway"] == u.router_ip
+        assert routes[u.ifname]["metric"] == u.metric
+        assert routes[u.ifname]["protocol"] == "dhcp"
+        # The ISP's dnsmasq holds the lease it handed out.
+        leases = (lab.root / "isp" / f"leases-{u.letter}").read_text()
+        assert str(addr.ip) in leases
+
+
+def test_networkmanager_runs_in_the_gateway_namespace_with_lab_files(lab: Lab) -> None:
+    pid = _nm_pid(lab)
+    ident = subprocess.run(["ip", "netns", "identify", str(pid)], capture_output=True, text=True)
+    assert ident.stdout.strip() == lab.gw_netns
+    assert pid_netns_inode(pid) == netns_inode(lab.gw_netns)
+    assert pid_netns_inode(pid) != pid_netns_inode(os.getpid())
+    # What NM reads as /etc/NetworkManager and /etc/resolv.conf are the lab's files.
+    nm_root = Path(f"/proc/{pid}/root")
+    conf = (nm_root / "etc/NetworkManager/NetworkManager.conf").read_text()
+    assert conf == (lab.gw_dir / "etc-nm" / "NetworkManager.conf").read_text()
+    assert (nm_root / "etc/resolv.conf").read_text() == (lab.gw_dir / "resolv.conf").read_text()
+    assert sorted(p.name for p in (nm_root / "etc/NetworkManager/system-connections").iterdir()) \
+        == sorted(f"{u.profile_id}.nmconnection" for u in lab.uplinks)
+
+
+def test_cloud_proxy_and_dns_through_every_uplink(lab: Lab) -> None:
+    for u in lab.uplinks:
+        assert checks.tls(lab, u.ifname) == "ok"
+        assert checks.proxy_connect(lab, u.ifname) == "200"
+        assert checks.proxy_connect(lab, u.ifname, credentials=False) == "407"
+        assert checks.dns_a(lab, u.ifname, u.router_ip, lab.cloud_host) == ("ok", [lab.cloud_ip])
+        assert checks.dns_a(lab, u.ifname, u.router_ip, lab.proxy_host) == ("ok", [lab.cloud_ip])
+        # Names outside the lab are not resolved (no upstream): nothing leaves the lab.
+        assert checks.dns_a(lab, u.ifname, u.router_ip, "example.com")[0] != "ok"
+        sock = lab.connect(u.ifname, port=lab.cloud_http_port)
+        with sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: cloud.imp.lab\r\n\r\n")
+            reply = sock.recv(512)
+        assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"NetworkManager is online\n")
+
+
+def test_run_executes_in_the_gateway_with_the_lab_environment(lab: Lab) -> None:
+    script = ('echo "$DBUS_SYSTEM_BUS_ADDRESS|$IMPCTL_CONFIG|$IMPCTL_STATE"; '
+              "ls /sys/class/net; cat /etc/resolv.conf; getent hosts cloud.imp.lab; exit 5")
+    proc = lab.run(["sh", "-c", script])
+    assert proc.returncode == 5
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"{lab.bus_address}|{lab.config_path}|{lab.state_path}"
+    assert {"eth0", "wlan0", "wwan0"} <= set(lines)
+    assert "nameserver 198.18.1.1" in lines
+    # Resolved by the ISPs' DNS: the gateway's hosts file does not know the name.
+    assert lines[-1].split() == [lab.cloud_ip, lab.cloud_host]
+
+
+def test_impctl_config_points_at_the_lab_cloud(lab: Lab) -> None:
+    config = parse_config(tomllib.loads(lab.config_path.read_text()))
+    assert (config.cloud.host, config.cloud.port, config.cloud.tls) == ("cloud.imp.lab", 443, True)
+    assert config.cloud.ca_file == str(lab.ca_file)
+    assert config.classes == {"eth0": "ethernet", "wlan0": "wifi", "wwan0": "cell"}
+    assert config.identifiers == {"eth0": "eth0", "wl0": "wlan0", "cell0": "wwan0"}
+
+
+def test_cli_exec_and_status(lab: Lab) -> None:
+    base = [sys.executable, "-m", "impctl", "lab"]
+    proc = subprocess.run([*base, "exec", "--dir", str(lab.root), "--", "sh", "-c",
+                           'ip -o -4 addr show dev wlan0; exit 7'],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 7
+    assert "198.18.2." in proc.stdout
+    proc = subprocess.run([*base, "status", "--dir", str(lab.root), "--json"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(proc.stdout)["data"]
+    assert data["up"] is True
+    assert {d["name"] for d in data["daemons"]} >= {"NetworkManager", "dbus", "tinyproxy",
+                                                    "cloud", "dnsmasq-a"}
+    assert [u["ifname"] for u in data["uplinks"] if u["addresses"]] == ["eth0", "wlan0", "wwan0"]
+
+
+def test_reset_removes_foreign_profiles_and_state(lab: Lab) -> None:
+    lab.state_path.write_text("{}")
+    lab.nmcli("connection", "add", "type", "ethernet", "ifname", "eth0", "con-name", "foreign",
+              "ipv4.method", "manual", "ipv4.addresses", "198.18.1.50/24", "ipv6.method",
+              "disabled", "autoconnect", "no")
+    lab.nmcli("--wait", "10", "connection", "up", "foreign")
+    assert lab.addresses()["eth0"] == ["198.18.1.50/24"]
+    lab.reset()
+    assert not lab.state_path.exists()
+    names = lab.nmcli("-t", "-f", "NAME", "connection", "show").stdout.split()
+    assert "foreign" not in names
+    for u in lab.uplinks:
+        assert lab.uplink_healthy(u)
+        assert checks.tls(lab, u.ifname) == "ok"
