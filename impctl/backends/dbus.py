@@ -457,9 +457,16 @@ async def modem_manager_running(bus: SystemBus) -> bool:
 # acting: activation, deactivation
 
 
+def _variant(group: str, key: str, value: Any) -> Variant:
+    items = nmsettings.ITEM_SIGNATURES.get((group, key))
+    if items is not None:
+        value = [{k: Variant(items[k], v) for k, v in item.items()} for item in value]
+    return Variant(nmsettings.signature_of(group, key), value)
+
+
 def _variant_settings(settings: nmsettings.Settings) -> dict[str, dict[str, Variant]]:
     return {
-        group: {key: Variant(nmsettings.signature_of(group, key), value) for key, value in values.items()}
+        group: {key: _variant(group, key, value) for key, value in values.items()}
         for group, values in settings.items()
     }
 

@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 
 from impctl import __version__
+from impctl.cli import config_cmd as config_cli
+from impctl.cli import connect as connect_cli
 from impctl.cli import interfaces as interfaces_cli
 from impctl.cli import lab as lab_cli
 from impctl.cli import nic as nic_cli
@@ -28,6 +30,8 @@ app = typer.Typer(
 app.add_typer(interfaces_cli.app, name="interfaces")
 app.add_typer(nic_cli.app, name="nic")
 app.command("probe")(probe_cli.probe)
+connect_cli.register(app)
+app.add_typer(config_cli.app, name="config")
 app.add_typer(lab_cli.app, name="lab")
 
 

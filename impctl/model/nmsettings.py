@@ -58,6 +58,12 @@ SIGNATURES: dict[tuple[str, str], str] = {
 }
 
 
+# Members of the a{sv} dicts inside list settings.
+ITEM_SIGNATURES: dict[tuple[str, str], dict[str, str]] = {
+    ("ipv4", "address-data"): {"address": "s", "prefix": "u"},
+}
+
+
 def signature_of(group: str, key: str) -> str:
     try:
         return SIGNATURES[(group, key)]

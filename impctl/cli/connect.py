@@ -1,0 +1,198 @@
+"""`impctl connectwith`, `connect`, `disconnect`, `status` (alias `info`).
+
+Parses options, runs one use case of impctl.usecases.connect in one
+asyncio.run with the real backends (NM/MM over D-Bus, netlink, bound
+sockets), renders a rich view or the JSON envelope.
+
+Exit codes: 0 connected (or already connected); 10 + the impOS result code of
+the last attempt when no attempt connected (11 NO_LINK/NO_WIFI … 23
+PPP_NO_CONNECTIVITY); 2 bad input, 3 state/config file, 4 not permitted,
+5 NM/MM/D-Bus not running, 6 no such interface, 7 timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from impctl.backends.config_file import load_config
+from impctl.backends.dbus import NetworkManagerBackend, system_bus
+from impctl.backends.netlink import Netlink
+from impctl.backends.probe_net import BoundSockets
+from impctl.cli.context import Globals, get_globals
+from impctl.cli.nic import read_nic_file
+from impctl.cli.output import JsonOption, console, run
+from impctl.model.attempt import Attempt
+from impctl.model.config import Config
+from impctl.usecases import connect as uc
+
+T = TypeVar("T")
+
+TimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout", min=1.0, max=3600.0,
+        help="Seconds for the attempt (each attempt, for connect). Default 60, 120 for cellular.",
+    ),
+]
+
+
+def _config(g: Globals) -> Config:
+    return load_config(g.config_path, explicit=g.config_explicit)
+
+
+def _with_network(g: Globals, body: Callable[[uc.Network, uc.CloudCheck, Config], Awaitable[T]]) -> T:
+    """Run `body` with the real backends, in the one asyncio.run of the command."""
+    config = _config(g)
+
+    async def main() -> T:
+        async with system_bus() as bus:
+            network = NetworkManagerBackend(bus, config)
+            check = uc.probe_check(config, links=Netlink(), net=BoundSockets())
+            return await body(network, check, config)
+
+    return asyncio.run(main())
+
+
+def _attempt_line(a: Attempt) -> str:
+    colour = "green" if a.ok else "red"
+    where = f"{a.identifier} ({a.ifname})" if a.ifname else a.identifier
+    return f"[{colour}]{a.code_name}[/] via {where} [dim]{a.stage}, {a.elapsed_s:.1f} s[/]: {a.reason}"
+
+
+def _render_connect(report: uc.ConnectReport) -> None:
+    if report.already_connected is not None:
+        a = report.already_connected
+        console.print(f"[green]already connected[/] via {a.identifier} ({a.ifname}); nothing changed")
+        return
+    if not report.attempts:
+        console.print("[red]NOT_CONNECTED[/]: no interface to try")
+        return
+    for a in report.attempts:
+        console.print(_attempt_line(a), highlight=False)
+    last = report.attempts[-1]
+    if report.connected:
+        taken = last.details.get("previous_taken_down")
+        extra = f"; {taken} taken down" if taken else ""
+        console.print(f"[bold green]connected[/] via {last.identifier} ({last.ifname}), mode {report.mode}{extra}")
+    else:
+        console.print(f"[bold red]not connected[/]: {last.code_name} (exit {report.exit_code})")
+
+
+def connectwith_cmd(
+    ctx: typer.Context,
+    nic: Annotated[str, typer.Option("--nic", help="NIC table as JSON: a file, or - for stdin.")],
+    timeout: TimeoutOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Connect through the interface a NIC names (server.connectwith); pins it (manual mode)."""
+    g = get_globals(ctx)
+
+    def action() -> uc.ConnectReport:
+        parsed = read_nic_file(nic)
+        store = uc.FileStore(g.state_path)
+        return _with_network(
+            g,
+            lambda network, check, config: uc.connectwith(
+                parsed, network=network, check=check, store=store, config=config, timeout_s=timeout
+            ),
+        )
+
+    run("connectwith", json_out, action, _render_connect, lambda r: r.to_json(), lambda r: r.exit_code)
+
+
+def connect_cmd(ctx: typer.Context, timeout: TimeoutOption = None, json_out: JsonOption = False) -> None:
+    """Connect through the current interface (server.connect): the pin, else the failover sequence."""
+    g = get_globals(ctx)
+
+    def action() -> uc.ConnectReport:
+        store = uc.FileStore(g.state_path)
+        return _with_network(
+            g,
+            lambda network, check, config: uc.connect(
+                network=network, check=check, store=store, config=config, timeout_s=timeout
+            ),
+        )
+
+    run("connect", json_out, action, _render_connect, lambda r: r.to_json(), lambda r: r.exit_code)
+
+
+def _render_disconnect(report: uc.DisconnectReport) -> None:
+    if report.was_connected:
+        console.print(f"disconnected: {report.identifier} ({report.ifname}) taken down")
+    else:
+        console.print("not connected: nothing to take down")
+
+
+def disconnect_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:
+    """Take the current uplink down (server.disconnect)."""
+    g = get_globals(ctx)
+
+    def action() -> uc.DisconnectReport:
+        store = uc.FileStore(g.state_path)
+        return _with_network(g, lambda network, _check, _config: uc.disconnect(network=network, store=store))
+
+    run("disconnect", json_out, action, _render_disconnect, lambda r: r.to_json())
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == [] or value == "":
+        return "—"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _render_status(report: uc.StatusReport) -> None:
+    doc = report.to_json()
+    table = Table(title="interfaces", title_justify="left")
+    for col in ("", "id", "ifname", "class", "NM state", "addresses", "gateway", "DNS", "metric", "radio"):
+        table.add_column(col)
+    for d in doc["interfaces"]:
+        radio = ""
+        if "wifi" in d:
+            w = d["wifi"]
+            radio = f"{_cell(w['ssid'])} {w['signal']}%" if w["signal"] is not None else _cell(w["ssid"])
+        if "cell" in d:
+            c = d["cell"]
+            radio = (
+                f"{_cell(c['operator'])} {_cell(c['registration'])} SIM {c['sim']}"
+                f" signal {_cell(c['signal'])}% {c['modem_state']}"
+            )
+        table.add_row(
+            "[green]●[/]" if d["active"] else "",
+            d["identifier"], d["ifname"], d["class"], d["nm_state"], _cell(d["addresses"]),
+            _cell(d["gateway"]), _cell(d["dns"]), _cell(d["route_metric"]), radio,
+        )
+    console.print(table)
+    mode = doc["mode"] + (f" (pinned {doc['pinned']})" if doc["pinned"] else "")
+    console.print(f"mode: {mode}; sequence: {', '.join(doc['sequence']) or 'default'}")
+    err = doc["last_error"]
+    if err:
+        console.print(
+            f"last error: [red]{err.get('name')}[/] via {err.get('identifier')}: {err.get('reason')}", highlight=False
+        )
+
+
+def status_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:
+    """Every interface, the active one and the last error (imp.net.info). Changes nothing."""
+    g = get_globals(ctx)
+
+    def action() -> uc.StatusReport:
+        store = uc.FileStore(g.state_path)
+        return _with_network(g, lambda network, _check, _config: uc.status(network=network, store=store))
+
+    run("status", json_out, action, _render_status, lambda r: r.to_json())
+
+
+def register(app: typer.Typer) -> None:
+    app.command("connectwith")(connectwith_cmd)
+    app.command("connect")(connect_cmd)
+    app.command("disconnect")(disconnect_cmd)
+    app.command("status")(status_cmd)
+    app.command("info", help="Alias of status (imp.net.info).")(status_cmd)
+
