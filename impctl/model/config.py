@@ -70,6 +70,12 @@ class DaemonSettings:
     failback_hold_s: float = 30.0
     min_switch_interval_s: float = 5.0
     hooks_dir: str | None = None
+    # The active uplink when it is cellular: probes cost data (see README, daemon).
+    cell_probe_interval_s: float = 60.0
+    # The route metric the daemon gives the primary uplink (below NM's 100/600/700 defaults).
+    primary_route_metric: int = 20
+    # Periodic probes of the active uplink stop after TCP (no TLS handshake): ~10x fewer bytes.
+    liveness_tls: bool = False
 
 
 @dataclass(frozen=True)
