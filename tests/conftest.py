@@ -28,7 +28,7 @@ from impctl.lab import Lab
 
 REQUIRE_ENV = "IMPCTL_REQUIRE_LAB"
 PREFIX_ENV = "IMPCTL_LAB_PREFIX"
-_STALE = re.compile(r"^imptm?(\d+)-gw$")
+_STALE = re.compile(r"^imptm?(\d+)[a-z]?-gw$")
 
 
 def _require_lab() -> bool:
@@ -103,6 +103,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 def modem_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """A second lab with ModemManager and the simulated modem (impctl.lab.Lab, modem=True)."""
     yield from _build(tmp_path_factory, modem=True)
+
+
+@pytest.fixture(scope="session")
+def lab_prefix() -> str:
+    """This session's namespace prefix; tests building their own labs append a letter."""
+    return session_prefix()
 
 
 @pytest.fixture(autouse=True)
