@@ -587,6 +587,38 @@ async def deactivate(bus: SystemBus, active_path: str, *, timeout_s: float = 10.
     return True
 
 
+async def disconnect_device(bus: SystemBus, device_path: str, *, timeout_s: float = 10.0) -> bool:
+    """Device.Disconnect and wait until it is down; False if it was not connected.
+
+    Unlike DeactivateConnection this also blocks autoconnect on the device
+    until impctl (or a user) activates it again: impOS powers the previous
+    interface down, and a persistent profile must not bring it straight back.
+    """
+    loop = asyncio.get_running_loop()
+    rules = [f"type='signal',interface='{NM_DEVICE}',member='StateChanged',path='{device_path}'"]
+    down = (int(NMDeviceState.DISCONNECTED), int(NMDeviceState.UNAVAILABLE), int(NMDeviceState.UNMANAGED))
+    async with bus.signals(rules, lambda m: m.path == device_path) as queue:
+        try:
+            await bus.call(NM, device_path, NM_DEVICE, "Disconnect", what="disconnecting the interface")
+        except DBusCallError as exc:
+            if exc.error_name.endswith(".NotActive"):
+                return False
+            raise
+        deadline = loop.time() + timeout_s
+        props = await bus.get_all_or_empty(NM, device_path, NM_DEVICE)
+        state = int(props.get("State", NMDeviceState.DISCONNECTED))
+        while state not in down:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise OperationTimeout(f"NetworkManager did not disconnect {device_path} in {timeout_s:g} s")
+            try:
+                msg = await asyncio.wait_for(queue.get(), remaining)
+            except TimeoutError:
+                continue
+            state = int(msg.body[0])
+    return True
+
+
 async def reactivate(bus: SystemBus, profile_path: str, device_path: str) -> bool:
     """Best effort: bring a saved profile back up on its device (no wait)."""
     try:
@@ -660,6 +692,9 @@ class NetworkManagerBackend:
 
     async def deactivate(self, active_path: str) -> bool:
         return await deactivate(self._bus, active_path)
+
+    async def disconnect(self, device: DeviceInfo) -> bool:
+        return await disconnect_device(self._bus, device.nm_path)
 
     async def set_route_metric(self, device: DeviceInfo, metric: int) -> None:
         await set_route_metric(self._bus, device.nm_path, metric)

@@ -14,8 +14,8 @@ How an attempt goes (connectwith, and each step of connect):
    metric, so the current uplink keeps the default route during the trial;
 4. the cloud is checked through the device (SO_BINDTODEVICE);
 5. success: the device gets the lowest route metric, then the previous
-   uplink is deactivated (impOS: "disconnect from interface A and power it
-   down"); failure: the attempt is deactivated and whatever the device had
+   uplink's device is disconnected, which also stops NM from autoconnecting
+   it (impOS: "disconnect from interface A and power it down"); failure: the attempt is deactivated and whatever the device had
    before is put back, the previous uplink untouched.
 """
 
@@ -87,6 +87,8 @@ class Network(Protocol):
     async def activate(self, settings: Settings, device: DeviceInfo, timeout_s: float) -> Activation: ...
 
     async def deactivate(self, active_path: str) -> bool: ...
+
+    async def disconnect(self, device: DeviceInfo) -> bool: ...
 
     async def set_route_metric(self, device: DeviceInfo, metric: int) -> None: ...
 
@@ -414,7 +416,7 @@ async def _attempt(
     await ctx.network.set_route_metric(fresh, metric)
     took_down = None
     if leaving is not None and leaving.active_path:
-        await ctx.network.deactivate(leaving.active_path)
+        await ctx.network.disconnect(leaving)
         took_down = leaving.identifier
     details: dict[str, Any] = {"addresses": list(fresh.addresses), "route_metric": metric}
     if took_down:
@@ -614,7 +616,7 @@ async def disconnect(*, network: Network, store: Store) -> DisconnectReport:
         state.current = None
         if current is None or not current.active_path:
             return DisconnectReport(was_connected=False)
-        await network.deactivate(current.active_path)
+        await network.disconnect(current)
         return DisconnectReport(True, current.identifier, current.ifname)
 
 

@@ -1,0 +1,201 @@
+"""connectwith, connect, disconnect and status against the lab's real NetworkManager.
+
+Each test starts from a reset lab: eth0, wlan0 and wwan0 (identifiers eth0,
+wl0, cell0) active with the lab's profiles, metrics 100/600/700, no state file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import pytest
+
+from impctl.lab import Lab
+
+pytestmark = pytest.mark.lab
+
+IDENT_TO_IFNAME = {"eth0": "eth0", "wl0": "wlan0", "cell0": "wwan0"}
+
+
+def impctl(lab: Lab, *args: str, nic: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    argv = [sys.executable, "-m", "impctl", *args, *(["--nic", "-"] if nic is not None else []), "--json"]
+    proc = lab.run(argv, input=json.dumps(nic) if nic is not None else None, timeout=90)
+    print(proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["exit_code"] == proc.returncode
+    return proc.returncode, doc
+
+
+def routes_by_dev(lab: Lab) -> dict[str, int]:
+    return {r["dev"]: r.get("metric", 0) for r in lab.default_routes()}
+
+
+def primary_dev(lab: Lab) -> str:
+    routes = routes_by_dev(lab)
+    return min(routes, key=lambda dev: routes[dev])
+
+
+def nm_states(lab: Lab) -> dict[str, tuple[str, str]]:
+    out = lab.nmcli("-t", "-f", "DEVICE,STATE,CONNECTION", "device").stdout
+    return {p[0]: (p[1], p[2]) for p in (line.split(":", 2) for line in out.splitlines()) if len(p) == 3}
+
+
+def keyfiles(lab: Lab) -> set[str]:
+    return {p.name for p in lab.keyfile_dir.iterdir()}
+
+
+def test_connectwith_each_uplink_in_turn_moves_the_primary_route(lab: Lab) -> None:
+    before = keyfiles(lab)
+    previous: str | None = None
+    for ident in ("eth0", "wl0", "cell0"):
+        ifname = IDENT_TO_IFNAME[ident]
+        rc, doc = impctl(lab, "connectwith", nic={"interface": ident})
+        assert rc == 0, doc
+        (attempt,) = doc["data"]["attempts"]
+        assert attempt["code_name"] == "SERVER_CONNECTED"
+        assert attempt["ifname"] == ifname
+        assert primary_dev(lab) == ifname
+        states = nm_states(lab)
+        assert states[ifname] == ("connected", f"impctl-{ifname}")
+        if previous is not None and previous != ifname:
+            # impOS: the previous interface is disconnected and powered down.
+            assert states[previous][0] == "disconnected"
+            assert previous not in routes_by_dev(lab)
+            assert attempt["details"]["previous_taken_down"] in IDENT_TO_IFNAME
+        previous = ifname
+    # Volatile profiles: nothing written to the keyfile directory.
+    assert keyfiles(lab) == before
+    state = json.loads(lab.state_path.read_text())
+    assert state["pinned"] == {"interface": "cell0"}
+    assert state["current"]["ifname"] == "wwan0"
+
+
+def test_connectwith_static_config(lab: Lab) -> None:
+    eth = lab.uplink("eth0")
+    prefix = eth.subnet.rsplit(".", 1)[0]
+    nic = {
+        "interface": "eth0",
+        "staticconfig": {"ip": f"{prefix}.77", "netmask": "255.255.255.0",
+                         "gateway": eth.router_ip, "dns": [eth.router_ip]},
+    }
+    rc, doc = impctl(lab, "connectwith", nic=nic)
+    assert rc == 0, doc
+    assert lab.addresses()["eth0"] == [f"{prefix}.77/24"]
+    rc, status = impctl(lab, "status")
+    assert rc == 0
+    by_id = {i["identifier"]: i for i in status["data"]["interfaces"]}
+    assert by_id["eth0"]["addresses"] == [f"{prefix}.77/24"]
+    assert by_id["eth0"]["gateway"] == eth.router_ip
+    assert by_id["eth0"]["dns"] == [eth.router_ip]
+    assert by_id["eth0"]["active"] is True
+    # config current hands the NIC back, reusable with connectwith --nic.
+    rc, current = impctl(lab, "config", "current")
+    assert rc == 0
+    assert current["data"]["nic"] == nic
+
+
+def test_failing_nic_leaves_the_current_uplink_untouched(lab: Lab) -> None:
+    rc, _ = impctl(lab, "connectwith", nic={"interface": "eth0"})
+    assert rc == 0
+    routes = routes_by_dev(lab)
+    addresses = lab.addresses()
+    lab.fault("wlan0", "cloud-closed")
+    rc, doc = impctl(lab, "connectwith", "--timeout", "20", nic={"interface": "wl0"})
+    assert rc == 10 + 4, doc  # NO_SERVER
+    (attempt,) = doc["data"]["attempts"]
+    assert attempt["code_name"] == "NO_SERVER"
+    assert attempt["stage"] == "cloud"
+    assert primary_dev(lab) == "eth0"
+    assert routes_by_dev(lab)["eth0"] == routes["eth0"]
+    assert lab.addresses()["eth0"] == addresses["eth0"]
+    states = nm_states(lab)
+    assert states["eth0"] == ("connected", "impctl-eth0")
+    # wlan0 got its lab profile back: the attempt left no trace.
+    assert states["wlan0"] == ("connected", lab.uplink("wlan0").profile_id)
+    state = json.loads(lab.state_path.read_text())
+    assert state["current"]["ifname"] == "eth0"
+    assert state["last_error"]["name"] == "NO_SERVER"
+
+
+def test_connect_walks_the_sequence_past_a_faulted_uplink(lab: Lab) -> None:
+    rc, _ = impctl(lab, "interfaces", "set", "wifi", "cell")
+    assert rc == 0
+    lab.fault("wlan0", "cloud-closed")
+    lab.fault("eth0", "cloud-closed")  # the current (primary) uplink is broken too
+    rc, doc = impctl(lab, "connect", "--timeout", "20")
+    assert rc == 0, doc
+    attempts = [(a["identifier"], a["code_name"]) for a in doc["data"]["attempts"]]
+    assert attempts == [("wl0", "NO_SERVER"), ("cell0", "SERVER_CONNECTED")]
+    assert doc["data"]["mode"] == "automatic"
+    assert primary_dev(lab) == "wwan0"
+    assert nm_states(lab)["eth0"][0] == "disconnected"
+
+
+def test_connect_when_connected_changes_nothing(lab: Lab) -> None:
+    before = (nm_states(lab), routes_by_dev(lab))
+    rc, doc = impctl(lab, "connect")
+    assert rc == 0, doc
+    assert doc["data"]["already_connected"] is True
+    assert doc["data"]["attempts"] == []
+    assert (nm_states(lab), routes_by_dev(lab)) == before
+
+
+def test_connect_reports_every_failed_attempt_and_exits_with_the_last_code(lab: Lab) -> None:
+    for u in lab.uplinks:
+        lab.fault(u.ifname, "cloud-closed")
+    before = nm_states(lab)
+    rc, doc = impctl(lab, "connect", "--timeout", "20")
+    attempts = [(a["identifier"], a["code_name"]) for a in doc["data"]["attempts"]]
+    # cell0 is a veth here: a cloud failure through a cellular interface is PPP_NO_CONNECTIVITY.
+    assert attempts == [("eth0", "NO_SERVER"), ("wl0", "NO_SERVER"), ("cell0", "PPP_NO_CONNECTIVITY")]
+    assert rc == 10 + 13
+    assert nm_states(lab) == before
+
+
+def test_disconnect_takes_the_current_uplink_down(lab: Lab) -> None:
+    rc, _ = impctl(lab, "connectwith", nic={"interface": "wl0"})
+    assert rc == 0
+    rc, doc = impctl(lab, "disconnect")
+    assert rc == 0
+    assert doc["data"] == {"was_connected": True, "identifier": "wl0", "ifname": "wlan0"}
+    assert nm_states(lab)["wlan0"][0] == "disconnected"
+    assert "wlan0" not in routes_by_dev(lab)
+    rc, status = impctl(lab, "status")
+    assert all(i["ifname"] != "wlan0" or not i["active"] for i in status["data"]["interfaces"])
+
+
+def test_status_shows_every_interface(lab: Lab) -> None:
+    rc, doc = impctl(lab, "status")
+    assert rc == 0
+    data = doc["data"]
+    by_id = {i["identifier"]: i for i in data["interfaces"]}
+    assert set(by_id) == {"eth0", "wl0", "cell0"}
+    for ident, ifname in IDENT_TO_IFNAME.items():
+        u = lab.uplink(ifname)
+        info = by_id[ident]
+        assert info["ifname"] == ifname
+        assert info["class"] == u.cls
+        assert info["nm_state"] == "ACTIVATED"
+        assert info["gateway"] == u.router_ip
+        assert info["dns"] == [u.router_ip]
+        assert info["route_metric"] == u.metric
+        assert info["addresses"] == lab.addresses()[ifname]
+    assert data["primary"] == "eth0"
+    assert by_id["eth0"]["active"] is True
+    assert data["last_error"] is None
+
+
+def test_unknown_interface_and_bad_nic_change_nothing(lab: Lab) -> None:
+    before = (nm_states(lab), routes_by_dev(lab))
+    rc, doc = impctl(lab, "connectwith", nic={"interface": "eth5"})
+    assert rc == 6
+    assert doc["error"]["kind"] == "no_such_interface"
+    # A wificonfig for the lab's veth playing wifi: it is not WiFi hardware.
+    rc, doc = impctl(lab, "connectwith", nic={"interface": "wl0", "wificonfig": {"ssid": "x", "key": None}})
+    assert rc == 2
+    assert doc["error"]["path"] == "wificonfig"
+    assert (nm_states(lab), routes_by_dev(lab)) == before
+    assert not lab.state_path.exists()
