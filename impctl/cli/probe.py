@@ -116,18 +116,26 @@ def _stage_marks(stages: list[StageResult] | tuple[StageResult, ...]) -> Text:
 
 
 def _render(report: ProbeReport) -> None:
-    table = Table(title_justify="left", title=f"cloud {report.cloud}"
-                  + (" (TLS)" if report.tls else "") + (f" via proxy {report.proxy}" if report.proxy else ""))
-    for col in ("interface", "ifname", "class", "result", "time", "stages", "reason"):
-        table.add_column(col, overflow="fold")
+    title = f"cloud {report.cloud}" + (" (TLS)" if report.tls else "")
+    if report.proxy:
+        title += f" via proxy {report.proxy}"
+    table = Table(title=title, title_justify="left")
+    table.add_column("interface", no_wrap=True)
+    table.add_column("class", no_wrap=True)
+    table.add_column("result", no_wrap=True)
+    table.add_column("time", no_wrap=True, justify="right")
+    table.add_column("stages, reason", overflow="fold")
     for r in report.results:
         style = "bold green" if r.connected else "bold red"
+        detail = _stage_marks(r.stages)
+        detail.append("\n" + (r.reason or _success_text(r)))
         table.add_row(
-            r.identifier, r.ifname, r.iface_class,
+            Text.assemble(r.identifier, (f" {r.ifname}", "dim")) if r.ifname != r.identifier
+            else Text(r.identifier),
+            r.iface_class,
             Text(f"{r.code_name} ({int(r.code)})", style=style),
             f"{r.duration_ms / 1000:.2f} s",
-            _stage_marks(r.stages),
-            r.reason or _success_text(r),
+            detail,
         )
     console.print(table)
     ok = sum(1 for r in report.results if r.connected)
