@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.util
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -48,7 +50,9 @@ from pathlib import Path
 from typing import Any
 
 from impctl.lab import files, pki
+from impctl.lab.modem import KERNEL_EVENT, STATES, build_sysfs, write_control
 from impctl.lab.proc import (
+    Bind,
     alive,
     in_netns,
     kill_all,
@@ -78,6 +82,8 @@ PROXY_PASSWORD = "lab-proxy-secret"
 CARRIER_WAIT_MS = 1000
 
 UP_TIMEOUT_S = 15.0
+# ModemManager probes the simulated modem in ~3 s with the generic plugin only.
+MODEM_TIMEOUT_S = 30.0
 LEASE_TIMEOUT_S = 15.0
 ISP_IFNAME = "down0"
 ISP_UPLINK_IFNAME = "up0"
@@ -344,6 +350,12 @@ class Lab:
         for tool, package in tools.items():
             if shutil.which(tool, path=_daemon_path()) is None:
                 raise LabError(f"{tool} not found: apt-get install {package}")
+        if self.modem:
+            if _generic_plugin() is None:
+                raise LabError("ModemManager's generic plugin not found: apt-get install modemmanager")
+            if importlib.util.find_spec("dbusmock") is None:
+                raise LabError("python-dbusmock not found (the modem lab's polkit): "
+                               "pip install python-dbusmock")
         if not Path("/proc/self/ns/net").exists():
             raise LabError("this kernel has no network namespaces: the lab cannot run here")
         if len(str(self.bus_socket)) > 100:
@@ -500,7 +512,7 @@ class Lab:
         in_netns(self.gw_netns, lambda: sysctl(gw))
 
     def _spawn(self, name: str, netns: str, argv: Sequence[str],
-               binds: Sequence[tuple[Path | str, str]], *, ro_sys: bool = False,
+               binds: Sequence[Bind], *, ro_sys: bool = False,
                env: dict[str, str] | None = None) -> int:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
         try:
@@ -568,6 +580,8 @@ class Lab:
 
             wait_for(f"{name} on {CLOUD_IP}:{port}", listening, UP_TIMEOUT_S)
         self.wait_uplinks([u.ifname for u in self.uplinks], LEASE_TIMEOUT_S)
+        if self.modem:
+            self._start_modem()
 
     def _start_networkmanager(self) -> None:
         gw = self.gw_dir
@@ -778,8 +792,9 @@ class Lab:
 
         Restores every fault, deletes NM profiles that are not the lab's,
         re-activates every lab profile not active and healthy, waits until all
-        three uplinks have leases and default routes, and empties the impctl
-        state directory (removing `state_path`).
+        three uplinks have leases and default routes, puts the modem (if any)
+        back to registered, and empties the impctl state directory (removing
+        `state_path`).
         """
         for u in self.uplinks:
             sh(["ip", "netns", "exec", u.isp_netns, "nft", "delete", "table", "inet", NFT_TABLE],
@@ -800,6 +815,8 @@ class Lab:
         if strangers:
             self.nmcli("connection", "delete", *strangers, check=False)
         self._heal(list(self.uplinks))
+        if self.modem and self.modem_observed() != "registered":
+            self.modem_state("registered")
         if self.state_path.parent.exists():
             for p in self.state_path.parent.iterdir():
                 if p.is_dir():
@@ -821,11 +838,159 @@ class Lab:
 
     # ---- modem -----------------------------------------------------------------------------
 
-    def modem_state(self, state: str) -> None:
-        """Switch the simulated modem's SIM/registration answers (a lab built with modem=True)."""
+    @property
+    def mm_dir(self) -> Path:
+        """Modem files ModemManager reads after its /run is bound: it sees this as /run/mm."""
+        return self.gw_dir / "run" / "mm"
+
+    @property
+    def modem_control(self) -> Path:
+        """The responder's control file (see impctl.lab.modem.STATES)."""
+        return self.root / "modem" / "control.json"
+
+    def _start_modem(self) -> None:
+        plugin = _generic_plugin()
+        assert plugin is not None
+        modem_dir = self.root / "modem"
+        for d in (modem_dir / "sys", modem_dir / "hostdev", self.mm_dir / "plugins"):
+            d.mkdir(parents=True, exist_ok=True)
+        # Only the generic plugin: the modem is probed in ~3 s instead of ~10 s.
+        (self.mm_dir / "plugins" / plugin.name).symlink_to(plugin)
+        (self.mm_dir / "events").write_text(KERNEL_EVENT.format(action="add") + "\n")
+        build_sysfs(modem_dir / "sys")
+        write_control(self.modem_control, "registered")
+        pty_link = modem_dir / "pty"
+        self._spawn("polkit", self.gw_netns, [
+            sys.executable, "-m", "dbusmock", "--system", "--template",
+            str(Path(__file__).with_name("polkit_allow.py"))],
+            self._binds("gw"), env={"DBUS_SYSTEM_BUS_ADDRESS": self.bus_address})
+        self._spawn("modem", self.gw_netns, [
+            sys.executable, "-m", "impctl.lab.modem", "--control", str(self.modem_control),
+            "--pty-link", str(pty_link)], self._binds("gw"), env={"PYTHONPATH": _package_parent()})
+
+        def responder_ready() -> bool:
+            self._expect_alive("modem")
+            return pty_link.exists()
+
+        wait_for("the modem's AT responder", responder_ready, UP_TIMEOUT_S)
+
+        def polkit_ready() -> bool:
+            self._expect_alive("polkit")
+            return self._bus_has("org.freedesktop.PolicyKit1")
+
+        wait_for("the lab's polkit", polkit_ready, UP_TIMEOUT_S, interval_s=0.05)
+        pty = pty_link.read_text().strip()
+        stage = modem_dir / "hostdev"
+        q = shlex.quote
+        dev_setup = [
+            # A private /dev holding the basics and the pty slave as ttyUSB0: the
+            # machine's /dev is never written to.
+            f"mount --rbind /dev {q(str(stage))}",
+            "mount -t tmpfs -o mode=755 labdev /dev",
+            "for n in null zero full random urandom tty ptmx; do "
+            f"touch /dev/$n; mount --bind {q(str(stage))}/$n /dev/$n; done",
+            f"mkdir /dev/pts; mount --bind {q(str(stage))}/pts /dev/pts",
+            f"touch /dev/ttyUSB0; mount --bind {q(pty)} /dev/ttyUSB0",
+        ]
+        binds: list[Bind] = [
+            *self._binds("gw"), *dev_setup,
+            (modem_dir / "sys", "/sys"),
+            (self.gw_dir / "run", "/run"),
+        ]
+        self._spawn("ModemManager", self.gw_netns, [
+            "ModemManager", "--log-level=DEBUG", "--test-no-udev", "--test-enable",
+            "--no-auto-scan", "--initial-kernel-events=/run/mm/events",
+            "--test-plugin-dir=/run/mm/plugins",
+        ], binds, env={"DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/run/dbus/system_bus_socket"})
+        self._wait_modem("registered", MODEM_TIMEOUT_S)
+
+    def _bus_has(self, name: str) -> bool:
+        proc = subprocess.run(
+            ["dbus-send", "--system", "--print-reply", "--dest=org.freedesktop.DBus",
+             "/org/freedesktop/DBus", "org.freedesktop.DBus.NameHasOwner", f"string:{name}"],
+            capture_output=True, text=True, timeout=5.0, check=False,
+            env={**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": self.bus_address})
+        return "boolean true" in proc.stdout
+
+    def mmcli(self, *args: str, check: bool = True,
+              timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+        """mmcli against the lab's ModemManager."""
+        env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": self.bus_address}
+        proc = subprocess.run(["mmcli", *args], capture_output=True, text=True, env=env,
+                              timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise LabError(f"mmcli {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc
+
+    def modem_info(self) -> dict[str, Any] | None:
+        """ModemManager's view of the simulated modem (`mmcli -J -m any`), None when it has none."""
+        proc = self.mmcli("-J", "-m", "any", check=False, timeout=10.0)
+        if proc.returncode != 0:
+            return None
+        try:
+            modem = json.loads(proc.stdout)["modem"]
+        except (ValueError, KeyError):
+            return None
+        return modem if isinstance(modem, dict) else None
+
+    def modem_observed(self) -> str | None:
+        """Which of MODEM_STATES ModemManager shows now (None: no modem or another state)."""
+        info = self.modem_info()
+        if info is None:
+            return None
+        generic = info.get("generic", {})
+        state = generic.get("state")
+        reg = info.get("3gpp", {}).get("registration-state")
+        if state == "failed" and generic.get("state-failed-reason") == "sim-missing":
+            return "no-sim"
+        if state == "locked" and generic.get("unlock-required") == "sim-pin":
+            return "sim-locked"
+        if state in ("enabled", "searching") and reg == "searching":
+            return "not-registered"
+        if state == "enabled" and reg == "denied":
+            return "registration-denied"
+        if state == "registered" and reg == "home":
+            return "registered"
+        return None
+
+    def _wait_modem(self, state: str, timeout_s: float) -> None:
+        def reached() -> bool:
+            self._expect_alive("ModemManager")
+            self._expect_alive("modem")
+            info = self.modem_info()
+            if info is not None and info.get("generic", {}).get("state") == "disabled":
+                # NM enables modems when it wants to use them; the lab wants the state now.
+                self.mmcli("-m", "any", "--enable", check=False, timeout=10.0)
+            return self.modem_observed() == state
+
+        wait_for(f"ModemManager to show the modem {state}", reached, timeout_s, interval_s=0.1)
+
+    def modem_state(self, state: str, timeout_s: float = 30.0) -> None:
+        """Switch the simulated modem's SIM/registration answers and wait until MM shows them.
+
+        A registration change reaches MM as an unsolicited +CREG (well under a
+        second); a SIM change needs MM to probe the modem again: the lab reports
+        the port removed and re-added (`mmcli --report-kernel-event`), ~3-4 s.
+        """
         if not self.modem:
             raise LabError("this lab has no modem: impctl lab up --modem")
-        raise LabError("the simulated modem is not available yet")
+        if state not in STATES:
+            raise LabError(f"unknown modem state {state!r}: use one of {', '.join(STATES)}")
+        try:
+            old = json.loads(self.modem_control.read_text())
+        except (OSError, ValueError):
+            old = {}
+        write_control(self.modem_control, state)
+        data = self._read_lab_file()
+        data["modem_state"] = state
+        self._write_lab_file(data)
+        observed = self.modem_observed()
+        if old.get("sim") != STATES[state]["sim"] or observed in ("no-sim", "sim-locked", None):
+            self.mmcli(f"--report-kernel-event={KERNEL_EVENT.format(action='remove')}")
+            wait_for("ModemManager to drop the modem", lambda: self.modem_info() is None, 10.0,
+                     interval_s=0.05)
+            self.mmcli(f"--report-kernel-event={KERNEL_EVENT.format(action='add')}")
+        self._wait_modem(state, timeout_s)
 
     # ---- state file ------------------------------------------------------------------------
 
@@ -910,14 +1075,26 @@ class Lab:
                     nm_connection=nm.get(u.ifname, ("?", ""))[1],
                     faults=faults.get(u.ifname, [])))
         is_up = all(namespaces.values()) and bool(daemons) and all(d.alive for d in daemons)
+        modem_state = None
+        if self.modem and is_up:
+            modem_state = self.modem_observed() or "other"
         return LabStatus(root=str(self.root), prefix=self.prefix, up=is_up, modem=self.modem,
-                         namespaces=namespaces, daemons=daemons, uplinks=uplinks)
+                         namespaces=namespaces, daemons=daemons, uplinks=uplinks,
+                         modem_state=modem_state,
+                         extra={"modem_switched_to": data.get("modem_state")} if self.modem else {})
 
 
 def files_nm_response() -> str:
     from impctl.lab.cloud import NM_ONLINE_BODY
 
     return NM_ONLINE_BODY.strip()
+
+
+def _generic_plugin() -> Path | None:
+    for path in sorted(Path("/usr/lib").glob("*/ModemManager/libmm-plugin-generic.so")):
+        return path
+    path = Path("/usr/lib/ModemManager/libmm-plugin-generic.so")
+    return path if path.exists() else None
 
 
 def _package_parent() -> str:

@@ -127,14 +127,22 @@ def kill_all(pids: Sequence[int], grace_s: float = TERM_GRACE_S) -> None:
         rest = [p for p in rest if alive(p)]
 
 
-def mount_script(binds: Sequence[tuple[Path | str, str]], *, ro_sys: bool = False,
+Bind = tuple[Path | str, str] | str
+
+
+def mount_script(binds: Sequence[Bind], *, ro_sys: bool = False,
                  hostname: str | None = None) -> str:
     """A shell prologue for a private mount namespace: bind lab files over system paths.
 
+    `binds` are (source, target) pairs, or raw shell lines run at that point.
     Read-only /sys is what makes NetworkManager manage devices without udev.
     """
     lines = ["set -e"]
-    for src, dst in binds:
+    for bind in binds:
+        if isinstance(bind, str):
+            lines.append(bind)
+            continue
+        src, dst = bind
         lines.append(f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)}")
     if ro_sys:
         lines.append("mount -o bind,ro /sys /sys")
@@ -144,7 +152,7 @@ def mount_script(binds: Sequence[tuple[Path | str, str]], *, ro_sys: bool = Fals
     return "\n".join(lines)
 
 
-def netns_argv(netns: str, argv: Sequence[str], binds: Sequence[tuple[Path | str, str]] = (),
+def netns_argv(netns: str, argv: Sequence[str], binds: Sequence[Bind] = (),
                *, ro_sys: bool = False, hostname: str | None = None) -> list[str]:
     """argv that runs `argv` in `netns`, in a private mount (and UTS) namespace with `binds`."""
     return [
