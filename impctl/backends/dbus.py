@@ -107,11 +107,15 @@ def _map_error(error_name: str, text: str, destination: str, what: str) -> Impct
         return PermissionDenied(f"{service} refused {what}: {text}", hint="run impctl as root")
     if error_name in ("org.freedesktop.DBus.Error.NoReply", "org.freedesktop.DBus.Error.Timeout"):
         return OperationTimeout(f"{service} did not answer {what} in time")
-    if error_name in (
+    vanished = error_name in (
         "org.freedesktop.NetworkManager.UnknownDevice",
         "org.freedesktop.DBus.Error.UnknownObject",
-        "org.freedesktop.DBus.Error.UnknownMethod",
-    ):
+    ) or (
+        # GDBus answers a call on a removed object with UnknownMethod "... object at path ...".
+        error_name in ("org.freedesktop.DBus.Error.UnknownMethod", "org.freedesktop.DBus.Error.UnknownInterface")
+        and "object at path" in text
+    )
+    if vanished:
         # An object path we just read vanished: a device went away mid-way.
         return NoSuchInterface(f"{what}: the interface disappeared ({text})")
     return DBusCallError(f"{service}: {what} failed: {text} ({error_name})", error_name)

@@ -515,7 +515,7 @@ async def connectwith(
             _set_current(state, attempt, nic_json)
             # Manual mode. connect reuses only the interface of the pin with the
             # stored settings: impOS discards an extended NIC's settings.
-            state.pinned = _encrypted_nic_json(nic, store)
+            state.pinned = {"interface": nic.interface} if nic.is_bare else nic_json
         report.current = state.current
     return report
 
