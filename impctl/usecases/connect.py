@@ -15,8 +15,9 @@ How an attempt goes (connectwith, and each step of connect):
 4. the cloud is checked through the device (SO_BINDTODEVICE);
 5. success: the device gets the lowest route metric, then the previous
    uplink's device is disconnected, which also stops NM from autoconnecting
-   it (impOS: "disconnect from interface A and power it down"); failure: the attempt is deactivated and whatever the device had
-   before is put back, the previous uplink untouched.
+   it (impOS: "disconnect from interface A and power it down");
+   failure: the attempt is deactivated and whatever the device had before
+   is put back, the previous uplink untouched.
 """
 
 from __future__ import annotations
