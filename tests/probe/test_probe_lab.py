@@ -9,6 +9,7 @@ not change another's result.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -181,5 +182,6 @@ def test_hung_servers_never_overrun_the_timeout(lab: Lab) -> None:
     assert rc == 9 and set(codes(data).values()) == {"NOT_RESOLVED"}
     assert data["duration_ms"] < 1200
     for item in data["interfaces"]:
-        assert "did not answer in 1.0 s" in item["reason"]  # the DNS stage cut to what was left
+        # the DNS stage (2 s by default) cut to what was left of the 1.2 s
+        assert re.search(r"did not answer in (0\.\d|1\.[01]) s", item["reason"]), item["reason"]
     assert wall < 1.2 + 2.0  # interpreter start-up aside, the command ends on time
