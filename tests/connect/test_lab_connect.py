@@ -199,3 +199,12 @@ def test_unknown_interface_and_bad_nic_change_nothing(lab: Lab) -> None:
     assert doc["error"]["path"] == "wificonfig"
     assert (nm_states(lab), routes_by_dev(lab)) == before
     assert not lab.state_path.exists()
+
+
+def test_cellular_identifier_without_a_modem_is_no_modem(lab: Lab) -> None:
+    # cell0 is the veth playing cell; cell1 would be a second cellular interface: none here.
+    before = (nm_states(lab), routes_by_dev(lab))
+    rc, doc = impctl(lab, "connectwith", nic={"interface": "cell1"})
+    assert rc == 10 + 8
+    assert doc["data"]["attempts"][0]["code_name"] == "NO_MODEM"
+    assert (nm_states(lab), routes_by_dev(lab)) == before
