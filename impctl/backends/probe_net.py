@@ -30,6 +30,7 @@ from impctl.model.probe import Stage
 DNS_PORT = 53
 _MAX_PROXY_HEADER = 16 * 1024
 _UDP_BUF = 4096
+CLOSE_TIMEOUT_S = 0.2
 
 
 class StageFailed(ImpctlError):
@@ -201,13 +202,20 @@ class Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
 
-    async def close(self) -> None:
+    async def close(self, *, graceful: bool = True) -> None:
+        """Close politely (FIN, TLS close_notify) after a success, within a short
+        bound; abort (RST, no waiting) after a failure, whose peer may be hung —
+        closing must never push a probe past its deadline."""
+        if not graceful:
+            transport = self.writer.transport
+            transport.abort()
+            return
         self.writer.close()
         try:
-            async with asyncio.timeout(0.5):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await self.writer.wait_closed()
         except (TimeoutError, OSError, ssl.SSLError):
-            pass  # closing is best effort: the result is already known
+            self.writer.transport.abort()  # best effort: the result is already known
 
 
 async def open_tcp(address: str, port: int, ifname: str, timeout_s: float, what: str) -> Connection:

@@ -397,7 +397,7 @@ async def probe_interface(
         return finish()
     finally:
         if conn is not None:
-            await conn.close()
+            await conn.close(graceful=all(s.ok for s in run.stages))
 
 
 async def probe_all(

@@ -24,7 +24,14 @@ from impctl.usecases.probe import ProbeProxy, probe_all, probe_interface, proxy_
 CONFIG = Config(cloud=CloudEndpoint(host="cloud.imp.lab", port=443, tls=True))
 
 
+class FakeTransport:
+    def abort(self) -> None:
+        pass
+
+
 class FakeWriter:
+    transport = FakeTransport()
+
     def close(self) -> None:
         pass
 
