@@ -71,6 +71,7 @@ class LiveView:
         self.devices: list[DeviceInfo] = []
         self.done: dict[str, list[StageResult]] = {}
         self.running: dict[str, Stage | None] = {}
+        self.results: dict[str, InterfaceProbe] = {}
 
     def on_devices(self, devices: list[DeviceInfo]) -> None:
         self.devices = devices
@@ -81,6 +82,9 @@ class LiveView:
         else:
             self.done.setdefault(ifname, []).append(result)
             self.running[ifname] = None
+
+    def on_result(self, result: InterfaceProbe) -> None:
+        self.results[result.ifname] = result
 
     def table(self) -> Table:
         table = Table(title="probing the cloud through each interface", title_justify="left")
@@ -93,8 +97,12 @@ class LiveView:
             stages = self.done.get(name, [])
             failed = next((s for s in stages if not s.ok and not s.skipped), None)
             current = self.running.get(name)
-            if failed is not None:
-                status: Any = Text(f"✗ {failed.name}", style="red")
+            result = self.results.get(name)
+            if result is not None:
+                status: Any = Text(("✓ " if result.connected else "✗ ") + result.code_name,
+                                   style="green" if result.connected else "red")
+            elif failed is not None:
+                status = Text(f"✗ {failed.name}", style="red")
             elif current is not None:
                 status = Spinner("dots", text=current.value)
             else:
@@ -179,6 +187,7 @@ async def _probe_once(
             inventory=_inventory, links=Netlink(), net=BoundSockets(), decrypt=_decrypter(g),
             timeout_s=max(0.1, timeout_s - RENDER_MARGIN_S), proxy_override=proxy,
             no_proxy=no_proxy, listener=view.listener, on_devices=view.on_devices,
+            on_result=view.on_result,
         )
 
     if not live:

@@ -409,13 +409,19 @@ async def probe_all(
     net: SocketProbes,
     deadline: float | None = None,
     listener: StageListener | None = None,
+    on_result: Callable[[InterfaceProbe], None] | None = None,
 ) -> list[InterfaceProbe]:
-    """Probe every device concurrently; results in the order of `devices`."""
-    return list(await asyncio.gather(*(
-        probe_interface(d, config, proxy_for(d), links=links, net=net, deadline=deadline,
-                        listener=listener)
-        for d in devices
-    )))
+    """Probe every device concurrently; results in the order of `devices`.
+    `on_result` hears of each interface as soon as its probe ends."""
+
+    async def one(d: DeviceInfo) -> InterfaceProbe:
+        result = await probe_interface(d, config, proxy_for(d), links=links, net=net,
+                                       deadline=deadline, listener=listener)
+        if on_result:
+            on_result(result)
+        return result
+
+    return list(await asyncio.gather(*(one(d) for d in devices)))
 
 
 # ---------------------------------------------------------------- the gateway
@@ -507,6 +513,7 @@ async def probe_gateway(
     no_proxy: bool = False,
     listener: StageListener | None = None,
     on_devices: Callable[[list[DeviceInfo]], None] | None = None,
+    on_result: Callable[[InterfaceProbe], None] | None = None,
 ) -> ProbeReport:
     """`impctl probe`: read the interfaces, pick the named ones, probe them all at
     once within `timeout_s` overall (reading the inventory included)."""
@@ -522,7 +529,7 @@ async def probe_gateway(
         on_devices(chosen)
     results = await probe_all(
         chosen, config, lambda d: plan.get(d.ifname), links=links, net=net,
-        deadline=deadline, listener=listener,
+        deadline=deadline, listener=listener, on_result=on_result,
     )
     proxies = sorted({p.endpoint for p in plan.values()})
     return ProbeReport(
