@@ -525,33 +525,39 @@ async def _activate_variants(
                 activated=False, error_name=exc.error_name, error_text=exc.message,
                 elapsed_s=loop.time() - start,
             )
-        deadline = start + timeout_s
-        state_now = await bus.get_all_or_empty(NM, active_path, NM_ACTIVE)
-        ac_state = int(state_now.get("State", AC_ACTIVATING)) if state_now else AC_DEACTIVATED
-        dev_now = await bus.get_all_or_empty(NM, device_path, NM_DEVICE)
-        furthest = _device_progress(int(dev_now.get("State", 0)))
-        if dev_now.get("StateReason"):
-            reason = int(dev_now["StateReason"][1])
-        while ac_state not in (AC_ACTIVATED, AC_DEACTIVATED):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                await deactivate(bus, active_path)
-                return Activation(
-                    activated=False, active_path=active_path, profile_path=conn_path,
-                    furthest_state=furthest, reason=reason, timed_out=True,
-                    elapsed_s=loop.time() - start,
-                )
-            try:
-                msg = await asyncio.wait_for(queue.get(), remaining)
-            except TimeoutError:
-                continue
-            if msg.interface == NM_ACTIVE and msg.path == active_path:
-                ac_state = int(msg.body[0])
-            elif msg.interface == NM_DEVICE and msg.path == device_path:
-                new_state, _old, why = (int(x) for x in msg.body[:3])
-                furthest = max(furthest, _device_progress(new_state))
-                if new_state in (int(NMDeviceState.FAILED), int(NMDeviceState.DISCONNECTED)) and why:
-                    reason = why
+        try:
+            deadline = start + timeout_s
+            state_now = await bus.get_all_or_empty(NM, active_path, NM_ACTIVE)
+            ac_state = int(state_now.get("State", AC_ACTIVATING)) if state_now else AC_DEACTIVATED
+            dev_now = await bus.get_all_or_empty(NM, device_path, NM_DEVICE)
+            furthest = _device_progress(int(dev_now.get("State", 0)))
+            if dev_now.get("StateReason"):
+                reason = int(dev_now["StateReason"][1])
+            while ac_state not in (AC_ACTIVATED, AC_DEACTIVATED):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    await deactivate(bus, active_path)
+                    return Activation(
+                        activated=False, active_path=active_path, profile_path=conn_path,
+                        furthest_state=furthest, reason=reason, timed_out=True,
+                        elapsed_s=loop.time() - start,
+                    )
+                try:
+                    msg = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    continue
+                if msg.interface == NM_ACTIVE and msg.path == active_path:
+                    ac_state = int(msg.body[0])
+                elif msg.interface == NM_DEVICE and msg.path == device_path:
+                    new_state, _old, why = (int(x) for x in msg.body[:3])
+                    furthest = max(furthest, _device_progress(new_state))
+                    if new_state in (int(NMDeviceState.FAILED), int(NMDeviceState.DISCONNECTED)) and why:
+                        reason = why
+        except BaseException:
+            # Interrupted (Ctrl-C, NM gone, a bug): the attempt must not stay behind.
+            with contextlib.suppress(Exception):
+                await deactivate(bus, active_path, timeout_s=2.0)
+            raise
     elapsed = loop.time() - start
     if ac_state == AC_ACTIVATED:
         return Activation(

@@ -376,23 +376,32 @@ async def _attempt(
         return result(code, "modem", _modem_reason(device, code)), None
 
     snapshot = await ctx.network.snapshot(device) if device.active_path else None
-    activation = await ctx.network.activate(settings, device, timeout_s)
-    if not activation.activated:
-        code = activation_code(device.iface_class, activation, is_modem=is_modem)
-        if device.carrier is False and not is_modem:
-            code = link_code(device.iface_class)
-        devices = await ctx.network.devices()
-        fresh = _refreshed(devices, device)
-        if is_modem:
-            code = modem_code(fresh.modem if fresh else None, after_attempt=True) or code
-        if activation.active_path:
-            await ctx.network.deactivate(activation.active_path)
+    trial: str | None = None  # the active connection of this attempt, while it is on trial
+    undone = False
+
+    async def undo() -> None:
+        """Take the attempt down and give the device back what it had (once)."""
+        nonlocal undone
+        if undone:
+            return
+        undone = True
+        if trial is not None:
+            await ctx.network.deactivate(trial)
         if snapshot is not None:
             await ctx.network.restore(snapshot)
-        return result(code, "activation", _activation_reason(device, activation)), None
 
-    assert activation.active_path is not None
     try:
+        activation = await ctx.network.activate(settings, device, timeout_s)
+        trial = activation.active_path
+        if not activation.activated:
+            code = activation_code(device.iface_class, activation, is_modem=is_modem)
+            if device.carrier is False and not is_modem:
+                code = link_code(device.iface_class)
+            if is_modem:
+                fresh = _refreshed(await ctx.network.devices(), device)
+                code = modem_code(fresh.modem if fresh else None, after_attempt=True) or code
+            await undo()
+            return result(code, "activation", _activation_reason(device, activation)), None
         devices = await ctx.network.devices()
         fresh = _refreshed(devices, device)
         if fresh is None:
@@ -400,17 +409,15 @@ async def _attempt(
         remaining = timeout_s - (time.monotonic() - start)
         check_timeout = max(MIN_CHECK_TIMEOUT_S, min(remaining, ctx.config.probe.total_timeout_s))
         outcome = await ctx.check(fresh, full.proxyconfig, proxy_password, check_timeout)
+        code = cloud_code(device.iface_class, outcome.code)
+        if code != ResultCode.SERVER_CONNECTED:
+            await undo()
+            return result(code, "cloud", outcome.reason, addresses=list(fresh.addresses)), None
     except BaseException:
-        # Leave the gateway as it was, whatever went wrong (NM gone, interrupted ...).
+        # Leave the gateway as it was, whatever went wrong (NM gone, interrupted, a bug).
         with contextlib.suppress(Exception):
-            await ctx.network.deactivate(activation.active_path)
+            await undo()
         raise
-    code = cloud_code(device.iface_class, outcome.code)
-    if code != ResultCode.SERVER_CONNECTED:
-        await ctx.network.deactivate(activation.active_path)
-        if snapshot is not None:
-            await ctx.network.restore(snapshot)
-        return result(code, "cloud", outcome.reason, addresses=list(fresh.addresses)), None
 
     leaving = previous if previous is not None and previous.ifname != device.ifname else None
     metric = primary_metric(devices, fresh, leaving)
