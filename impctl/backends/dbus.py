@@ -445,18 +445,6 @@ async def read_inventory(config: Config, *, timeout_s: float = 5.0) -> list[Devi
         raise OperationTimeout(f"reading the interfaces took longer than {timeout_s:g} s") from None
 
 
-async def read_modems(bus: SystemBus) -> list[ModemInfo]:
-    return list((await _read_modems(bus)).values())
-
-
-async def modem_manager_running(bus: SystemBus) -> bool:
-    (has_owner,) = await bus.call(
-        "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
-        "NameHasOwner", "s", [MM], what="looking for ModemManager",
-    )
-    return bool(has_owner)
-
-
 # ---------------------------------------------------------------------------
 # acting: activation, deactivation
 

@@ -147,27 +147,40 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _radio(d: dict[str, Any]) -> str:
+    if "cell" in d:
+        c = d["cell"]
+        return (
+            f"{_cell(c['operator'])} {_cell(c['registration']).lower()}, SIM {c['sim']},"
+            f" signal {_cell(c['signal'])}%, modem {c['modem_state'].lower()}"
+        )
+    if "wifi" in d and d["wifi"]["ssid"] is not None:
+        w = d["wifi"]
+        return f"{w['ssid']} {w['signal']}%" if w["signal"] is not None else str(w["ssid"])
+    return ""
+
+
 def _render_status(report: uc.StatusReport) -> None:
     doc = report.to_json()
-    table = Table(title="interfaces", title_justify="left")
-    for col in ("", "id", "ifname", "class", "NM state", "addresses", "gateway", "DNS", "metric", "radio"):
-        table.add_column(col)
-    for d in doc["interfaces"]:
-        radio = ""
-        if "wifi" in d:
-            w = d["wifi"]
-            radio = f"{_cell(w['ssid'])} {w['signal']}%" if w["signal"] is not None else _cell(w["ssid"])
-        if "cell" in d:
-            c = d["cell"]
-            radio = (
-                f"{_cell(c['operator'])} {_cell(c['registration'])} SIM {c['sim']}"
-                f" signal {_cell(c['signal'])}% {c['modem_state']}"
-            )
-        table.add_row(
+    rows = doc["interfaces"]
+    radios = [_radio(d) for d in rows]
+    # No box and no edge padding: more room for addresses on narrow terminals.
+    table = Table(title="interfaces", title_justify="left", box=None, pad_edge=False, padding=(0, 1),
+                  header_style="bold")
+    columns = ["", "id", "ifname", "class", "state", "address", "gateway", "dns", "metric"]
+    if any(radios):
+        columns.append("radio")
+    for col in columns:
+        # Narrow terminals fold the address lists; short words stay whole.
+        wraps = col in ("address", "gateway", "dns", "radio")
+        table.add_column(col, overflow="fold", no_wrap=not wraps)
+    for d, radio in zip(rows, radios, strict=True):
+        cells = [
             "[green]●[/]" if d["active"] else "",
-            d["identifier"], d["ifname"], d["class"], d["nm_state"], _cell(d["addresses"]),
-            _cell(d["gateway"]), _cell(d["dns"]), _cell(d["route_metric"]), radio,
-        )
+            d["identifier"], d["ifname"], d["class"], d["nm_state"].lower(), _cell(d["addresses"]),
+            _cell(d["gateway"]), _cell(d["dns"]), _cell(d["route_metric"]),
+        ]
+        table.add_row(*cells, *([radio] if any(radios) else []))
     console.print(table)
     mode = doc["mode"] + (f" (pinned {doc['pinned']})" if doc["pinned"] else "")
     console.print(f"mode: {mode}; sequence: {', '.join(doc['sequence']) or 'default'}")
