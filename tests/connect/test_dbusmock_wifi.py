@@ -28,7 +28,7 @@ from impctl.backends.dbus import NetworkManagerBackend, read_inventory, system_b
 from impctl.model.attempt import CheckOutcome  # noqa: E402
 from impctl.model.codes import ResultCode  # noqa: E402
 from impctl.model.config import Config  # noqa: E402
-from impctl.model.errors import ServiceUnavailable  # noqa: E402
+from impctl.model.errors import OperationTimeout, PermissionDenied, ServiceUnavailable  # noqa: E402
 from impctl.model.inventory import DeviceInfo  # noqa: E402
 from impctl.model.nic import ProxyConfig, parse_nic  # noqa: E402
 from impctl.usecases import connect as uc  # noqa: E402
@@ -132,12 +132,14 @@ class FakeCloud:
         return CheckOutcome(ResultCode.SERVER_CONNECTED, "fake cloud answered")
 
 
-def connectwith(nic: dict[str, Any], store: uc.FileStore, cloud: FakeCloud) -> uc.ConnectReport:
+def connectwith(
+    nic: dict[str, Any], store: uc.FileStore, cloud: FakeCloud, timeout_s: float = 5.0
+) -> uc.ConnectReport:
     async def main() -> uc.ConnectReport:
         async with system_bus() as bus:
             network = NetworkManagerBackend(bus, Config())
             return await uc.connectwith(parse_nic(nic), network=network, check=cloud, store=store,
-                                        config=Config(), timeout_s=5)
+                                        config=Config(), timeout_s=timeout_s)
 
     return asyncio.run(main())
 
@@ -227,3 +229,28 @@ def test_bus_without_networkmanager_is_service_unavailable() -> None:
             os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
         else:
             os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = saved
+
+
+def replace_aac2(mock_nm: MockNM, code: str) -> None:
+    manager = mock_nm.conn.get_object(NM_IFACE, "/org/freedesktop/NetworkManager")
+    manager.AddMethod(NM_IFACE, "AddAndActivateConnection2", "a{sa{sv}}ooa{sv}", "ooa{sv}", code,
+                      dbus_interface=MOCK_IFACE)
+
+
+def test_permission_denied_is_exit_4_and_changes_nothing(mock_nm: MockNM, store: uc.FileStore) -> None:
+    replace_aac2(mock_nm, "raise dbus.exceptions.DBusException('not authorized',"
+                          " name='org.freedesktop.NetworkManager.PermissionDenied')")
+    with pytest.raises(PermissionDenied) as exc:
+        connectwith({"interface": "wl0", "wificonfig": {"ssid": SSID, "key": KEY}}, store, FakeCloud())
+    assert int(exc.value.exit_code) == 4
+    assert "NetworkManager refused" in exc.value.message
+    assert not store.state_path.exists() or json.loads(store.state_path.read_text())["pinned"] is None
+
+
+def test_networkmanager_not_answering_is_a_timeout(mock_nm: MockNM, store: uc.FileStore) -> None:
+    replace_aac2(mock_nm, "import time; time.sleep(4)")
+    with pytest.raises(OperationTimeout) as exc:
+        connectwith({"interface": "wl0", "wificonfig": {"ssid": SSID, "key": KEY}}, store, FakeCloud(),
+                    timeout_s=1.5)
+    assert int(exc.value.exit_code) == 7
+    assert "did not answer" in exc.value.message
