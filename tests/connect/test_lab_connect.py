@@ -208,3 +208,21 @@ def test_cellular_identifier_without_a_modem_is_no_modem(lab: Lab) -> None:
     assert rc == 10 + 8
     assert doc["data"]["attempts"][0]["code_name"] == "NO_MODEM"
     assert (nm_states(lab), routes_by_dev(lab)) == before
+
+
+def test_proxy_stored_and_in_the_nic(lab: Lab) -> None:
+    rc, _ = impctl(lab, "config", "proxy", "--address", lab.proxy_host, "--port", str(lab.proxy_port),
+                   "--username", lab.proxy_user, "--password", "wrong-password")
+    assert rc == 0
+    rc, doc = impctl(lab, "connectwith", "--timeout", "20", nic={"interface": "wl0"})
+    assert doc["data"]["attempts"][0]["code_name"] == "NOT_AUTHORISED"
+    assert rc == 10 + 7
+    nic = {"interface": "wl0", "proxyconfig": {"address": lab.proxy_host, "port": lab.proxy_port,
+                                               "username": lab.proxy_user, "password": lab.proxy_password}}
+    rc, doc = impctl(lab, "connectwith", "--timeout", "20", nic=nic)
+    assert rc == 0, doc
+    rc, current = impctl(lab, "config", "current")
+    assert set(current["data"]["nic"]["proxyconfig"]["password"]) == {"encrypted"}
+    for text in (json.dumps(doc), json.dumps(current), lab.state_path.read_text()):
+        assert lab.proxy_password not in text
+        assert "wrong-password" not in text
