@@ -723,3 +723,117 @@ class NetworkManagerBackend:
             self._bus, snapshot.applied, snapshot.device_path, timeout_s=timeout_s
         )
         return result.activated
+
+
+# ---------------------------------------------------------------------------
+# the failover daemon (impctl.usecases.daemon): NM signals, route metrics, bus loss
+# (maintained with the daemon; kept apart from the connect code above)
+
+
+@dataclass(frozen=True)
+class NMSignal:
+    """A NetworkManager signal the daemon reacts to, as plain data."""
+
+    kind: str  # "device-state" | "nm-started" | "nm-stopped" | "devices-changed"
+    path: str = ""  # the device, for device-state
+    new_state: int = 0  # NMDeviceState
+    old_state: int = 0
+    reason: int = 0  # NMDeviceStateReason
+
+
+_DAEMON_RULES = [
+    f"type='signal',interface='{NM_DEVICE}',member='StateChanged'",
+    f"type='signal',interface='{NM}',member='DeviceAdded',path='{NM_PATH}'",
+    f"type='signal',interface='{NM}',member='DeviceRemoved',path='{NM_PATH}'",
+    # NetworkManager (re)starting or stopping: its bus name changes owner.
+    "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',"
+    f"member='NameOwnerChanged',arg0='{NM}'",
+]
+
+
+def _nm_signal(msg: Message) -> NMSignal | None:
+    if msg.member == "StateChanged" and msg.interface == NM_DEVICE and len(msg.body) >= 3:
+        return NMSignal("device-state", msg.path or "", int(msg.body[0]), int(msg.body[1]), int(msg.body[2]))
+    if msg.member in ("DeviceAdded", "DeviceRemoved") and msg.interface == NM:
+        return NMSignal("devices-changed", str(msg.body[0]) if msg.body else "")
+    if msg.member == "NameOwnerChanged" and len(msg.body) == 3 and msg.body[0] == NM:
+        return NMSignal("nm-started" if msg.body[2] else "nm-stopped")
+    return None
+
+
+@contextlib.asynccontextmanager
+async def nm_signals(bus: SystemBus, emit: Callable[[NMSignal], None]) -> AsyncIterator[None]:
+    """Call `emit` for every NM device state change, device added/removed and NM (re)start.
+
+    The match rules live in the bus daemon, not in NM, so they keep working
+    across a restart of NetworkManager.
+    """
+
+    def accept(msg: Message) -> bool:
+        return _nm_signal(msg) is not None
+
+    async with bus.signals(_DAEMON_RULES, accept) as queue:
+
+        async def pump() -> None:
+            while True:
+                signal = _nm_signal(await queue.get())
+                if signal is not None:
+                    emit(signal)
+
+        task = asyncio.create_task(pump(), name="nm-signals")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def wait_disconnected(bus: SystemBus) -> None:
+    """Return when the bus connection is lost (dbus-daemon restarted, socket closed)."""
+    with contextlib.suppress(Exception):
+        await bus._bus.wait_for_disconnect()
+
+
+async def profile_route_metric(bus: SystemBus, device: DeviceInfo) -> int:
+    """The route metric the device's profile asks for (-1: NM's per-type default).
+
+    What the daemon puts back on an uplink it no longer makes primary.
+    """
+    profile_path = device.extra.get("profile_path")
+    if not profile_path:
+        return -1
+    (settings,) = await bus.call(
+        NM, profile_path, NM_SETTINGS_CONN, "GetSettings", what="reading the profile"
+    )
+    value = _unwrap(settings).get("ipv4", {}).get("route-metric", -1)
+    return int(value)
+
+
+class DaemonNetworkManager:
+    """What the failover daemon needs of NM (impctl.usecases.daemon.Network), over one bus."""
+
+    def __init__(self, bus: SystemBus, config: Config) -> None:
+        self._bus = bus
+        self._config = config
+
+    def set_config(self, config: Config) -> None:
+        self._config = config
+
+    async def devices(self) -> list[DeviceInfo]:
+        return await read_devices(self._bus, self._config)
+
+    async def set_route_metric(self, device: DeviceInfo, metric: int) -> None:
+        await set_route_metric(self._bus, device.nm_path, metric)
+
+    async def profile_route_metric(self, device: DeviceInfo) -> int:
+        return await profile_route_metric(self._bus, device)
+
+    def signals(self, emit: Callable[[NMSignal], None]) -> contextlib.AbstractAsyncContextManager[None]:
+        return nm_signals(self._bus, emit)
+
+    async def disconnected(self) -> None:
+        await wait_disconnected(self._bus)
+
+    def close(self) -> None:
+        self._bus.close()

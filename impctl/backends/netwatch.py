@@ -1,0 +1,161 @@
+"""Netlink events for the daemon: links, IPv4 addresses and routes changing, as they happen.
+
+One rtnetlink socket bound to the link, IPv4 address and IPv4 route
+multicast groups (pyroute2). The kernel sends a link-down 1-4 ms after a
+carrier loss, so this is how the daemon learns of a dead uplink long before
+any probe or NetworkManager would. Nothing here changes anything: read only.
+
+Events carry `time.monotonic()` of their arrival. Address and route events
+only say *that* something changed on an interface (`IPChanged`); the daemon
+re-reads that interface's facts, since a burst of four or five route
+messages describes one change. When the socket overflows (ENOBUFS: events
+were lost) or fails, the watcher reopens it and emits `Resync`, so the
+caller re-reads everything instead of trusting a stale picture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000
+RTMGRP_LINK = 0x1
+RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV4_ROUTE = 0x40
+# After a failure, wait this long before reopening (a failing socket must not spin).
+REOPEN_DELAY_S = 0.2
+
+
+@dataclass(frozen=True)
+class LinkChanged:
+    ifname: str
+    index: int
+    up: bool  # administratively up and carrier (IFF_UP and IFF_LOWER_UP)
+    at: float
+
+
+@dataclass(frozen=True)
+class IPChanged:
+    ifname: str
+    at: float
+
+
+@dataclass(frozen=True)
+class LinkRemoved:
+    ifname: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Resync:
+    """Events may have been lost: re-read every interface."""
+
+    reason: str
+    at: float
+
+
+NetEvent = LinkChanged | IPChanged | LinkRemoved | Resync
+
+
+def _link_up(flags: int) -> bool:
+    return bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)
+
+
+class NetlinkWatcher:
+    """Runs until cancelled, calling `emit` for every event (from the event loop, never blocking)."""
+
+    def __init__(self, emit: Callable[[NetEvent], None]) -> None:
+        self._emit = emit
+        self._names: dict[int, str] = {}
+        self._link_up: dict[str, bool] = {}
+
+    def ifname(self, index: int) -> str | None:
+        return self._names.get(index)
+
+    async def run(self) -> None:
+        first = True
+        while True:
+            try:
+                async with AsyncIPRoute() as ipr:
+                    await ipr.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE)
+                    # Subscribed first, then read the links: no change falls in between.
+                    await self._load_names(ipr)
+                    if not first:
+                        self._emit(Resync("netlink socket reopened", time.monotonic()))
+                    first = False
+                    await self._read(ipr)
+            except asyncio.CancelledError:
+                raise
+            except (NetlinkError, OSError) as err:
+                # ENOBUFS (105): the kernel dropped events for us; anything else: reopen too.
+                self._emit(Resync(f"netlink: {err}", time.monotonic()))
+            except Exception as err:  # pyroute2 parse errors must not kill the daemon
+                self._emit(Resync(f"netlink: {type(err).__name__}: {err}", time.monotonic()))
+            await asyncio.sleep(REOPEN_DELAY_S)
+
+    async def _load_names(self, ipr: Any) -> None:
+        reply = await ipr.link("dump")
+        msgs = [m async for m in reply] if hasattr(reply, "__aiter__") else list(reply)
+        for msg in msgs:
+            name = msg.get("IFLA_IFNAME")
+            if name:
+                self._names[int(msg["index"])] = str(name)
+                self._link_up[str(name)] = _link_up(int(msg["flags"]))
+
+    async def _read(self, ipr: Any) -> None:
+        while True:
+            async for msg in ipr.get():
+                self._handle(msg, time.monotonic())
+
+    def _handle(self, msg: Any, now: float) -> None:
+        event = msg.get("event")
+        if event in ("RTM_NEWLINK", "RTM_DELLINK"):
+            index = int(msg.get("index", 0))
+            name = msg.get("IFLA_IFNAME") or self._names.get(index)
+            if not name:
+                return
+            name = str(name)
+            if event == "RTM_DELLINK":
+                self._names.pop(index, None)
+                self._link_up.pop(name, None)
+                self._emit(LinkRemoved(name, now))
+                return
+            self._names[index] = name
+            up = _link_up(int(msg.get("flags", 0)))
+            # NEWLINK also reports statistics and other attribute changes: only
+            # a change of the up/carrier state is an event for the daemon.
+            if self._link_up.get(name) != up:
+                self._link_up[name] = up
+                self._emit(LinkChanged(name, index, up, now))
+        elif event in ("RTM_NEWADDR", "RTM_DELADDR"):
+            name = self._names.get(int(msg.get("index", 0)))
+            if name:
+                self._emit(IPChanged(name, now))
+        elif event in ("RTM_NEWROUTE", "RTM_DELROUTE"):
+            if int(msg.get("dst_len", -1)) != 0:
+                return  # only default routes say whether an uplink can carry traffic
+            oif = msg.get("RTA_OIF")
+            name = self._names.get(int(oif)) if oif is not None else None
+            if name:
+                self._emit(IPChanged(name, now))
+
+
+@contextlib.asynccontextmanager
+async def watching(emit: Callable[[NetEvent], None]) -> AsyncIterator[NetlinkWatcher]:
+    """Run a NetlinkWatcher in a task for the duration of the block."""
+    watcher = NetlinkWatcher(emit)
+    task = asyncio.create_task(watcher.run(), name="netlink-watch")
+    try:
+        yield watcher
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
