@@ -792,7 +792,7 @@ async def nm_signals(bus: SystemBus, emit: Callable[[NMSignal], None]) -> AsyncI
 async def wait_disconnected(bus: SystemBus) -> None:
     """Return when the bus connection is lost (dbus-daemon restarted, socket closed)."""
     with contextlib.suppress(Exception):
-        await bus._bus.wait_for_disconnect()
+        await bus._bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
 
 
 async def profile_route_metric(bus: SystemBus, device: DeviceInfo) -> int:
