@@ -14,6 +14,22 @@
    the gateway namespace, before and after a single-uplink probe), direct and
    through the lab's proxy. Medians over --runs.
 
+Measured (2026-11-22, 2 vCPUs shared with other test sessions, load ~2-3,
+`bench/probe_bench.py --runs 10`; medians):
+
+    healthy, 3 uplinks:   all 62.7 ms; alone eth0 48.8, wlan0 50.9, wwan0 46.7 ms
+                          ratio all/slowest 1.23 (sum/slowest would be 2.88)
+    wlan0 blackholed:     all 3044 ms; alone wlan0 3028 ms; ratio 1.01
+    bytes per probe:      direct TLS: 1164 B sent + 1891 B received, 8 + 8 packets
+                          via the proxy: 1350 B + 2027 B, 9 + 9 packets
+
+In the lab a round trip takes well under a millisecond, so a healthy probe is
+bound by CPU (pyroute2 decoding, TLS, ~15-20 ms per interface in one Python
+thread, plus the ~20-40 ms D-Bus inventory read both runs share): the
+concurrent run cannot be shorter than the CPU work of all three. Where
+waiting dominates — a hung uplink here, real RTTs in the field — the ratio
+is ~1.0.
+
 Usage (root; builds a private lab and removes it afterwards):
 
     .venv/bin/python bench/probe_bench.py [--runs 20]

@@ -61,7 +61,9 @@ def store_proxy(lab: Lab, password: str, pinned: dict[str, Any] | None = None) -
 
 def test_healthy_lab_reaches_the_cloud_everywhere(lab: Lab, tmp_path: Path) -> None:
     prom = tmp_path / "impctl.prom"
+    routes_before = lab.default_routes()
     rc, data = probe(lab, "--prometheus", str(prom))
+    assert lab.default_routes() == routes_before  # a probe changes no route
     assert rc == 0 and data["all_connected"] is True
     assert codes(data) == {"eth0": "SERVER_CONNECTED", "wl0": "SERVER_CONNECTED", "cell0": "SERVER_CONNECTED"}
     items = by_id(data)
