@@ -37,6 +37,12 @@ def probe(lab: Lab, *args: str) -> tuple[int, dict[str, Any]]:
     return proc.returncode, doc["data"]
 
 
+def probe_doc(lab: Lab, *args: str) -> tuple[int, dict[str, Any]]:
+    """The whole JSON envelope, for runs that end in an error."""
+    proc = lab.run([sys.executable, "-m", "impctl", "probe", "--json", *args], timeout=30)
+    return proc.returncode, json.loads(proc.stdout)
+
+
 def by_id(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {i["identifier"]: i for i in data["interfaces"]}
 
@@ -93,6 +99,8 @@ def test_healthy_lab_reaches_the_cloud_everywhere(lab: Lab, tmp_path: Path) -> N
     proc = lab.run([sys.executable, "-m", "impctl", "probe", "cell0"], timeout=30)
     assert proc.returncode == 0 and "SERVER_CONNECTED" in proc.stdout and "wwan0" in proc.stdout
     assert "wlan0" not in proc.stdout
+    rc, doc = probe_doc(lab, "wl7")
+    assert rc == 6 and doc["error"]["kind"] == "no_such_interface"
 
     # --watch: one compact document per probe
     proc = lab.run([sys.executable, "-m", "impctl", "probe", "--json", "--watch", "1", "--count", "2", "eth0"],
@@ -147,7 +155,7 @@ def test_a_fault_on_one_uplink_leaves_the_others_alone(lab: Lab) -> None:
     assert rc == 13 and "DNS 198.18.2.1 did not answer in 2.0 s" in data["interfaces"][0]["reason"]
 
 
-def test_proxy_codes_from_the_stored_and_pinned_proxy(lab: Lab) -> None:
+def test_proxy_codes_from_the_stored_and_pinned_proxy(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     store_proxy(lab, lab.proxy_password)
     rc, data = probe(lab)
     assert rc == 0 and data["proxy"] == f"{lab.proxy_host}:{lab.proxy_port}"
@@ -169,6 +177,11 @@ def test_proxy_codes_from_the_stored_and_pinned_proxy(lab: Lab) -> None:
     assert items["wl0"]["code"] == 7 and "with the configured credentials" in items["wl0"]["reason"]
     rc, data = probe(lab, "wl0")
     assert rc == 17
+
+    # a proxy given on the command line (password from the environment) replaces the stored ones
+    monkeypatch.setenv("IMPCTL_PROXY_PASSWORD", lab.proxy_password)
+    rc, data = probe(lab, "--proxy", f"{lab.proxy_host}:{lab.proxy_port}", "--proxy-user", lab.proxy_user, "wl0")
+    assert rc == 0 and stages(data["interfaces"][0])[3] == "proxy"
 
     # --no-proxy: straight to the cloud again
     rc, data = probe(lab, "--no-proxy", "eth0")
