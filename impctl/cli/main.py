@@ -12,6 +12,7 @@ import typer
 from impctl import __version__
 from impctl.cli import config_cmd as config_cli
 from impctl.cli import connect as connect_cli
+from impctl.cli import daemon as daemon_cli
 from impctl.cli import interfaces as interfaces_cli
 from impctl.cli import lab as lab_cli
 from impctl.cli import nic as nic_cli
@@ -30,6 +31,7 @@ app = typer.Typer(
 app.add_typer(interfaces_cli.app, name="interfaces")
 app.add_typer(nic_cli.app, name="nic")
 app.command("probe")(probe_cli.probe)
+app.command("daemon")(daemon_cli.daemon)
 connect_cli.register(app)
 app.add_typer(config_cli.app, name="config")
 app.add_typer(lab_cli.app, name="lab")

@@ -1,0 +1,112 @@
+"""`impctl daemon`: the failover daemon in the foreground (systemd runs it as Type=notify)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import typer
+
+from impctl.backends import netwatch
+from impctl.backends.config_file import load_config
+from impctl.backends.dbus import DaemonNetworkManager, SystemBus
+from impctl.backends.netlink import Netlink
+from impctl.backends.probe_net import BoundSockets
+from impctl.backends.sdnotify import Notifier
+from impctl.backends.secrets import decrypt_secret, key_path_for
+from impctl.backends.statefile import load_state, update_state
+from impctl.cli.context import Globals, get_globals
+from impctl.cli.output import fail
+from impctl.model.config import Config
+from impctl.model.errors import ImpctlError
+from impctl.model.inventory import DeviceInfo
+from impctl.model.nic import Secret
+from impctl.model.probe import InterfaceProbe
+from impctl.model.state import State
+from impctl.usecases.daemon import Daemon, Deps, Network, run_hook_dir
+from impctl.usecases.probe import ProbeProxy, probe_interface, proxy_plan
+
+COMMAND = "daemon"
+
+
+def _log_line() -> Callable[[str], None]:
+    # journald stamps every line itself; elsewhere (a terminal, the lab) the
+    # line carries its own wall-clock time, to the millisecond.
+    journal = bool(os.environ.get("JOURNAL_STREAM"))
+
+    def log(line: str) -> None:
+        if not journal:
+            line = f"ts={time.time():.3f} {line}"
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    return log
+
+
+def _deps(g: Globals) -> Deps:
+    links = Netlink()
+    sockets = BoundSockets()
+    key_path = key_path_for(g.state_path)
+
+    async def connect_network(config: Config) -> Network:
+        return DaemonNetworkManager(await SystemBus.connect(), config)
+
+    async def probe(device: DeviceInfo, config: Config, proxy: ProbeProxy | None,
+                    deadline: float) -> InterfaceProbe:
+        return await probe_interface(device, config, proxy, links=links, net=sockets, deadline=deadline)
+
+    def decrypt(secret: Secret | None, where: str) -> str | None:
+        return decrypt_secret(secret, key_path, where)
+
+    def proxies(state: State, devices: Sequence[DeviceInfo]) -> dict[str, ProbeProxy]:
+        return proxy_plan(state, devices, decrypt)
+
+    def change_state(change: Callable[[State], None]) -> None:
+        update_state(g.state_path, change)
+
+    return Deps(
+        connect_network=connect_network,
+        links=links,
+        watch=netwatch.watching,
+        probe=probe,
+        notifier=Notifier(),
+        load_config=lambda: load_config(g.config_path, explicit=g.config_explicit),
+        load_state=lambda: load_state(g.state_path),
+        update_state=change_state,
+        proxies=proxies,
+        run_hooks=run_hook_dir,
+        log=_log_line(),
+    )
+
+
+async def _main(daemon: Daemon) -> int:
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
+    return await daemon.run()
+
+
+def daemon(ctx: typer.Context) -> None:
+    """Keep the gateway connected: watch every uplink, fail over along the sequence, fail back.
+
+    Runs in the foreground and logs one line per event (event=switch from=…
+    to=… reason=… took_ms=…). Reacts within milliseconds to a lost link
+    (netlink), within about two probe intervals to a silent upstream loss;
+    switches by changing NetworkManager route metrics, verifies the new
+    primary with a probe. Manual mode (a NIC pinned by connectwith): reports
+    loss, never switches. SIGTERM stops, SIGHUP reloads the config and the
+    sequence. Settings: [daemon] in the config file. Under systemd use
+    systemd/impctl.service (Type=notify, watchdog).
+    """
+    g = get_globals(ctx)
+    try:
+        deps = _deps(g)
+        runner = Daemon(deps)
+    except ImpctlError as err:
+        fail(COMMAND, err, False)
+    raise typer.Exit(asyncio.run(_main(runner)))

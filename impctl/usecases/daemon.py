@@ -1,0 +1,794 @@
+"""`impctl daemon`: keep the gateway connected to its cloud, failing over in about a second.
+
+One asyncio loop, no polling. Everything that happens arrives in one inbox:
+
+* netlink events (`impctl.backends.netwatch`): a carrier loss 1-4 ms after it
+  happens; address and route changes make the daemon re-read that uplink;
+* NetworkManager signals (device state, devices added/removed, NM itself
+  starting or stopping) and the loss of the D-Bus connection;
+* probe results: the active uplink is probed periodically (a silent upstream
+  loss), standbys sparingly, a new primary once to verify it;
+* stop and reload requests (SIGTERM, SIGHUP: the CLI wires them).
+
+Between events the loop sleeps until the policy's next deadline (a probe
+falling due, a failback hold ending) or the systemd watchdog's next ping.
+The decisions are `impctl.model.failover.FailoverPolicy`'s; this module
+carries them out:
+
+* a switch is a change of route metrics through NM, without reconnecting:
+  the new primary gets `primary_route_metric` (Device.Reapply), the uplink
+  it replaces gets its profile's metric back. The new primary is verified by
+  a probe bound to it before it is declared connected;
+* every event is one log line (logfmt: `event=switch from=eth0 to=wlan0
+  reason=... took_ms=...`), the daemon's view goes to the state file
+  (`state.daemon`) for `impctl status`, and hook scripts run on a switch.
+
+NetworkManager restarting, or the bus connection dropping, does not stop
+the daemon: netlink events and probes carry on, NM calls fail and are
+logged, and the daemon reconnects and re-applies the routes it wants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from impctl.backends.dbus import NMSignal
+from impctl.backends.netlink import IPv4Facts, LinkState
+from impctl.backends.netwatch import IPChanged, LinkChanged, LinkRemoved, NetEvent, Resync
+from impctl.model.config import Config
+from impctl.model.errors import ConfigError, ImpctlError, StateError
+from impctl.model.failover import (
+    Action,
+    Connected,
+    FailoverPolicy,
+    HealthChange,
+    Lost,
+    Phase,
+    ProbeRequest,
+    Purpose,
+    Switch,
+    UplinkSpec,
+    pinned_uplink,
+    plan_uplinks,
+)
+from impctl.model.inventory import DeviceInfo, NMDeviceState
+from impctl.model.probe import InterfaceProbe
+from impctl.model.state import State
+from impctl.usecases.probe import ProbeProxy
+
+# Reconnecting to the bus / NM: first retry after this, doubling up to the max.
+RECONNECT_FIRST_S = 0.25
+RECONNECT_MAX_S = 5.0
+# The daemon's view is written at most this often (unless a switch happened).
+PUBLISH_MIN_INTERVAL_S = 1.0
+# A hook script that takes longer is killed.
+HOOK_TIMEOUT_S = 30.0
+# Waiting for NetworkManager's D-Bus calls on the hot path.
+NM_CALL_TIMEOUT_S = 5.0
+
+
+# ---------------------------------------------------------------- what the daemon is given
+
+
+class Network(Protocol):
+    """NetworkManager for the daemon (impctl.backends.dbus.DaemonNetworkManager)."""
+
+    def set_config(self, config: Config) -> None: ...
+
+    async def devices(self) -> list[DeviceInfo]: ...
+
+    async def set_route_metric(self, device: DeviceInfo, metric: int) -> None: ...
+
+    async def profile_route_metric(self, device: DeviceInfo) -> int: ...
+
+    def signals(self, emit: Callable[[NMSignal], None]) -> contextlib.AbstractAsyncContextManager[None]: ...
+
+    async def disconnected(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Links(Protocol):
+    async def link_state(self, ifname: str) -> LinkState: ...
+
+    async def ipv4(self, ifname: str) -> IPv4Facts: ...
+
+
+class Notifier(Protocol):
+    watchdog_s: float | None
+
+    def ready(self, status: str | None = None) -> bool: ...
+
+    def watchdog(self) -> bool: ...
+
+    def stopping(self, status: str | None = None) -> bool: ...
+
+    def reloading(self) -> bool: ...
+
+    def status(self, text: str) -> bool: ...
+
+
+ProbeFn = Callable[[DeviceInfo, Config, ProbeProxy | None, float], Awaitable[InterfaceProbe]]
+"""probe_interface with its backends bound: (device, config, proxy, deadline) -> result."""
+WatchFn = Callable[[Callable[[NetEvent], None]], contextlib.AbstractAsyncContextManager[Any]]
+HookFn = Callable[[str, Mapping[str, str], Callable[[str], None]], Awaitable[None]]
+"""(hooks_dir, environment, log) -> runs every executable of the directory."""
+
+
+@dataclass
+class Deps:
+    connect_network: Callable[[Config], Awaitable[Network]]
+    links: Links
+    watch: WatchFn
+    probe: ProbeFn
+    notifier: Notifier
+    load_config: Callable[[], Config]
+    load_state: Callable[[], State]
+    # Applies a change to the state file (locked read-modify-write).
+    update_state: Callable[[Callable[[State], None]], None]
+    proxies: Callable[[State, Sequence[DeviceInfo]], dict[str, ProbeProxy]]
+    run_hooks: HookFn
+    log: Callable[[str], None]
+    clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+
+
+# ---------------------------------------------------------------- inbox items
+
+
+@dataclass(frozen=True)
+class ProbeDone:
+    ifname: str
+    purpose: Purpose
+    result: InterfaceProbe | None
+    error: str | None
+    at: float
+
+
+@dataclass(frozen=True)
+class IPFacts:
+    ifname: str
+    ready: bool
+    link_up: bool | None
+    at: float
+
+
+@dataclass(frozen=True)
+class Control:
+    what: str  # "stop" | "reload" | "bus-lost" | "refresh"
+
+
+Item = NetEvent | NMSignal | ProbeDone | IPFacts | Control
+
+
+def logfmt(event: str, **fields: object) -> str:
+    """One journal-friendly line: `event=switch from=eth0 to=wlan0 reason="..."`."""
+    parts = [f"event={event}"]
+    for key, value in fields.items():
+        if value is None:
+            continue
+        text = (f"{value:.1f}" if abs(value) >= 1 else f"{value:.3f}") if isinstance(value, float) else str(value)
+        if text == "" or any(c in text for c in ' "=\\'):
+            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+def ip_ready(facts: IPv4Facts) -> bool:
+    return bool(facts.addresses) and facts.gateway is not None and not facts.default_route_linkdown
+
+
+# ---------------------------------------------------------------- the daemon
+
+
+class Daemon:
+    def __init__(self, deps: Deps) -> None:
+        self.d = deps
+        self.inbox: asyncio.Queue[Item] = asyncio.Queue()
+        self.config: Config = deps.load_config()
+        self.state: State = deps.load_state()
+        self.network: Network | None = None
+        self.devices: dict[str, DeviceInfo] = {}
+        self.proxies: dict[str, ProbeProxy] = {}
+        self.policy = FailoverPolicy(self.config.daemon, [])
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ip_refreshing: set[str] = set()
+        self._profile_metrics: dict[str, int] = {}
+        self._lifted: set[str] = set()  # uplinks the daemon gave the primary metric
+        self._routes_wanted = asyncio.Event()
+        self._refresh_wanted = False
+        self._refreshing = False
+        self._publish_due = math.inf
+        self._last_publish = -math.inf
+        self._next_watchdog = math.inf
+        self._stopping = False
+        self._started_wall = deps.wall()
+        self._nm_up = False
+        self._signals_cm: contextlib.AbstractAsyncContextManager[None] | None = None
+
+    # ---- requests from outside (signal handlers) -----------------------------------------
+
+    def request_stop(self) -> None:
+        self.inbox.put_nowait(Control("stop"))
+
+    def request_reload(self) -> None:
+        self.inbox.put_nowait(Control("reload"))
+
+    def _put(self, item: Item) -> None:
+        self.inbox.put_nowait(item)
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def log(self, event: str, **fields: object) -> None:
+        self.d.log(logfmt(event, **fields))
+
+    # ---- the main loop ---------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until stopped; returns the exit status (0 after a clean stop)."""
+        self.log("start", pid=os.getpid(), mode="manual" if self.state.pinned else "automatic",
+                 sequence=",".join(self.state.sequence) or "default")
+        watchdog = self.d.notifier.watchdog_s
+        if watchdog:
+            self._next_watchdog = self.d.clock()
+        async with self.d.watch(self._put):
+            route_worker = asyncio.create_task(self._route_worker(), name="routes")
+            try:
+                if not await self._connect_network(first=True):
+                    return 0  # stopped before NetworkManager ever answered
+                await self._initial_facts()
+                self._apply(self.policy.start(self.d.clock()))
+                self.d.notifier.ready(self._status_text())
+                self.log("ready", active=self.policy.active, phase=self.policy.phase.value)
+                await self._loop()
+            finally:
+                route_worker.cancel()
+                for task in list(self._tasks):
+                    task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await route_worker
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+                self._publish(final=True)
+                if self.network is not None:
+                    self.network.close()
+        self.log("stopped")
+        return 0
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            now = self.d.clock()
+            self._start_probes(now)
+            if now >= self._next_watchdog:
+                self.d.notifier.watchdog()
+                assert self.d.notifier.watchdog_s is not None
+                self._next_watchdog = now + self.d.notifier.watchdog_s / 2
+            if now >= self._publish_due:
+                self._publish()
+            deadline = min(self.policy.next_deadline(now), self._next_watchdog, self._publish_due)
+            timeout = None if deadline == math.inf else max(0.0, deadline - self.d.clock())
+            try:
+                item = await asyncio.wait_for(self.inbox.get(), timeout)
+            except TimeoutError:
+                self._apply(self.policy.decide(self.d.clock()))
+                continue
+            await self._handle(item)
+            # Drain what arrived meanwhile before sleeping again (a burst of route events).
+            while not self.inbox.empty() and not self._stopping:
+                await self._handle(self.inbox.get_nowait())
+
+    async def _handle(self, item: Item) -> None:
+        if isinstance(item, LinkChanged):
+            if item.ifname in self.policy.uplinks:
+                self.log("link", ifname=item.ifname, state="up" if item.up else "down")
+                self._apply(self.policy.on_link(item.ifname, item.up, item.at))
+                self._refresh_ip(item.ifname)
+        elif isinstance(item, IPChanged):
+            if item.ifname in self.policy.uplinks:
+                self._refresh_ip(item.ifname)
+        elif isinstance(item, IPFacts):
+            self._ip_refreshing.discard(item.ifname)
+            if item.link_up is not None:
+                self._apply(self.policy.on_link(item.ifname, item.link_up, item.at))
+            self._apply(self.policy.on_ip(item.ifname, item.ready, item.at))
+        elif isinstance(item, LinkRemoved):
+            if item.ifname in self.policy.uplinks:
+                self._apply(self.policy.on_link(item.ifname, False, item.at))
+                self._want_refresh()
+        elif isinstance(item, Resync):
+            self.log("resync", reason=item.reason)
+            for name in self.policy.uplinks:
+                self._refresh_ip(name)
+        elif isinstance(item, ProbeDone):
+            self._probe_done(item)
+        elif isinstance(item, NMSignal):
+            self._nm_signal(item)
+        elif isinstance(item, Control):
+            await self._control(item)
+
+    # ---- actions ------------------------------------------------------------------------------
+
+    def _apply(self, actions: Sequence[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Switch):
+                since = self.d.clock() - action.cause_at
+                self.log("switch", **{"from": action.from_ifname, "to": action.to_ifname},
+                         reason=action.reason, since_cause_ms=round(since * 1000, 1))
+                self._routes_wanted.set()
+                self._publish_soon(0.0)
+            elif isinstance(action, Connected):
+                self.log("connected", ifname=action.ifname, **{"from": action.from_ifname},
+                         reason=action.reason, took_ms=round(action.took_s * 1000, 1))
+                self.d.notifier.status(self._status_text())
+                self._set_current(action.ifname)
+                self._publish_soon(0.0)
+                if action.from_ifname is not None or action.reason not in ("start", "recovered"):
+                    self._hooks("switch", action.from_ifname, action.ifname, action.reason,
+                                took_ms=round(action.took_s * 1000, 1))
+            elif isinstance(action, Lost):
+                self.log("lost", ifname=action.ifname, reason=action.reason)
+                self.d.notifier.status(self._status_text())
+                self._publish_soon(0.0)
+                self._hooks("lost", action.ifname, None, action.reason)
+            elif isinstance(action, HealthChange):
+                self.log("health", ifname=action.ifname, old=action.old.value, new=action.new.value,
+                         reason=action.reason)
+                self._publish_soon(PUBLISH_MIN_INTERVAL_S)
+
+    def _status_text(self) -> str:
+        p = self.policy
+        if p.phase == Phase.LOST:
+            return f"lost: {p.snapshot(0.0, lambda t: t).get('lost_reason')}"
+        mode = "manual" if p.manual else "automatic"
+        return f"{p.phase.value} via {p.active or 'nothing'} ({mode})"
+
+    def _hooks(self, event: str, from_ifname: str | None, to_ifname: str | None, reason: str,
+               took_ms: float | None = None) -> None:
+        hooks_dir = self.config.daemon.hooks_dir
+        if not hooks_dir:
+            return
+        env = {
+            "IMPCTL_EVENT": event,
+            "IMPCTL_FROM": from_ifname or "",
+            "IMPCTL_TO": to_ifname or "",
+            "IMPCTL_REASON": reason,
+        }
+        for key, name in (("IMPCTL_FROM_ID", from_ifname), ("IMPCTL_TO_ID", to_ifname)):
+            u = self.policy.uplinks.get(name or "")
+            env[key] = u.spec.identifier if u else ""
+        if took_ms is not None:
+            env["IMPCTL_TOOK_MS"] = str(took_ms)
+        self._spawn(self.d.run_hooks(hooks_dir, env, self.d.log), "hooks")
+
+    # ---- probes ---------------------------------------------------------------------------------
+
+    def _start_probes(self, now: float) -> None:
+        for req in self.policy.due_probes(now):
+            device = self.devices.get(req.ifname)
+            if device is None:
+                continue
+            self.policy.probe_started(req.ifname, now)
+            self._spawn(self._probe(device, req), f"probe-{req.ifname}")
+
+    def _probe_budget(self, req: ProbeRequest, device: DeviceInfo) -> float:
+        s = self.config.daemon
+        total = self.config.probe.total_timeout_s
+        if req.purpose == Purpose.LIVENESS:
+            # A periodic probe must end before the next one falls due, so that
+            # probe_failures of them fit in about one more interval.
+            interval = s.cell_probe_interval_s if device.iface_class == "cell" else s.probe_interval_s
+            return min(total, interval / max(1, s.probe_failures))
+        return total
+
+    async def _probe(self, device: DeviceInfo, req: ProbeRequest) -> None:
+        config = self.config
+        if req.purpose == Purpose.LIVENESS and not config.daemon.liveness_tls:
+            # Reaching the cloud's port proves the path; the handshake costs ~10x the bytes.
+            config = dataclasses.replace(config, cloud=dataclasses.replace(config.cloud, tls=False))
+        budget = self._probe_budget(req, device)
+        result: InterfaceProbe | None = None
+        error: str | None = None
+        try:
+            result = await self.d.probe(device, config, self.proxies.get(device.ifname),
+                                        time.monotonic() + budget)
+        except asyncio.CancelledError:
+            raise
+        except ImpctlError as err:
+            error = err.message
+        except Exception as err:  # a bug in a probe must not stop the daemon
+            error = f"{type(err).__name__}: {err}"
+        self._put(ProbeDone(device.ifname, req.purpose, result, error, self.d.clock()))
+
+    def _probe_done(self, done: ProbeDone) -> None:
+        ok = done.result is not None and done.result.connected
+        code = int(done.result.code) if done.result is not None else None
+        reason = done.result.reason if done.result is not None else done.error
+        if not ok or done.purpose != Purpose.LIVENESS:
+            self.log("probe", ifname=done.ifname, purpose=done.purpose.value, ok=str(ok).lower(),
+                     code=done.result.code_name if done.result else None, reason=reason,
+                     ms=round(done.result.duration_ms, 1) if done.result else None)
+        self._apply(self.policy.on_probe(done.ifname, ok, done.at, code=code, reason=reason,
+                                         purpose=done.purpose))
+        self._publish_soon(PUBLISH_MIN_INTERVAL_S)
+
+    # ---- netlink facts ----------------------------------------------------------------------------
+
+    def _refresh_ip(self, ifname: str) -> None:
+        if ifname in self._ip_refreshing:
+            return  # one re-read covers the whole burst of route messages
+        self._ip_refreshing.add(ifname)
+        self._spawn(self._read_ip(ifname), f"ip-{ifname}")
+
+    async def _read_ip(self, ifname: str) -> None:
+        # Let the rest of a burst of address/route messages arrive first.
+        await asyncio.sleep(0)
+        try:
+            link, facts = await asyncio.gather(self.d.links.link_state(ifname), self.d.links.ipv4(ifname))
+            item = IPFacts(ifname, ip_ready(facts), link.admin_up and link.carrier, self.d.clock())
+        except ImpctlError:
+            item = IPFacts(ifname, False, False, self.d.clock())
+        self._put(item)
+
+    async def _initial_facts(self) -> None:
+        now = self.d.clock()
+        for name in list(self.policy.uplinks):
+            try:
+                link, facts = await asyncio.gather(self.d.links.link_state(name), self.d.links.ipv4(name))
+            except ImpctlError:
+                self.policy.on_link(name, False, now)
+                self.policy.on_ip(name, False, now)
+                continue
+            self.policy.on_link(name, link.admin_up and link.carrier, now)
+            self.policy.on_ip(name, ip_ready(facts), now)
+
+    # ---- NetworkManager ----------------------------------------------------------------------------
+
+    async def _connect_network(self, *, first: bool) -> bool:
+        """Connect to the bus and NM, retrying until it works (True) or a stop is requested."""
+        delay = RECONNECT_FIRST_S
+        while True:
+            try:
+                network = await self.d.connect_network(self.config)
+                devices = await network.devices()
+                break
+            except ImpctlError as err:
+                if first:
+                    self.d.notifier.status(f"waiting for NetworkManager: {err.message}")
+                self.log("nm-unavailable", reason=err.message, retry_s=delay)
+                if await self._stop_requested_within(delay):
+                    self._stopping = True
+                    return False
+                delay = min(delay * 2, RECONNECT_MAX_S)
+        self.network = network
+        self._nm_up = True
+        self._signals_cm = network.signals(self._put)
+        await self._signals_cm.__aenter__()
+        self._spawn(self._watch_bus(network), "bus-watch")
+        await self._set_devices(devices)
+        if not first:
+            self.log("nm-reconnected", devices=len(devices))
+        return True
+
+    async def _stop_requested_within(self, seconds: float) -> bool:
+        """Sleep, but return True at once if a stop arrives (other items are kept)."""
+        end = self.d.clock() + seconds
+        kept: list[Item] = []
+        stop = False
+        while (left := end - self.d.clock()) > 0:
+            try:
+                item = await asyncio.wait_for(self.inbox.get(), left)
+            except TimeoutError:
+                break
+            if isinstance(item, Control) and item.what == "stop":
+                stop = True
+                break
+            kept.append(item)
+        for item in kept:
+            self.inbox.put_nowait(item)
+        return stop
+
+    async def _watch_bus(self, network: Network) -> None:
+        await network.disconnected()
+        if network is self.network and not self._stopping:
+            self._put(Control("bus-lost"))
+
+    def _nm_signal(self, sig: NMSignal) -> None:
+        if sig.kind == "nm-stopped":
+            self._nm_up = False
+            self.log("nm-stopped")
+        elif sig.kind == "nm-started":
+            self._nm_up = True
+            self.log("nm-started")
+            self._want_refresh()
+        elif sig.kind == "devices-changed":
+            self._want_refresh()
+        elif sig.kind == "device-state":
+            activated = int(NMDeviceState.ACTIVATED)
+            if activated in (sig.new_state, sig.old_state):
+                # (Re)activated: NM applied the profile's metric again; deactivated: gone.
+                self._want_refresh()
+
+    def _want_refresh(self) -> None:
+        if self._refreshing:
+            self._refresh_wanted = True
+            return
+        self._refreshing = True
+        self._refresh_wanted = False
+        self._spawn(self._refresh_devices(), "refresh")
+
+    async def _refresh_devices(self) -> None:
+        try:
+            while True:
+                network = self.network
+                if network is None:
+                    return
+                try:
+                    devices = await network.devices()
+                except ImpctlError as err:
+                    self.log("nm-error", doing="reading devices", reason=err.message)
+                    return
+                await self._set_devices(devices)
+                if not self._refresh_wanted:
+                    return
+                self._refresh_wanted = False
+        finally:
+            self._refreshing = False
+
+    async def _set_devices(self, devices: list[DeviceInfo]) -> None:
+        """New facts from NM: the plan may change, and the routes may need re-applying."""
+        self.devices = {d.ifname: d for d in devices}
+        try:
+            self.proxies = self.d.proxies(self.state, devices)
+        except ImpctlError as err:
+            self.log("config-error", reason=err.message)
+            self.proxies = {}
+        uplinks, manual = self._plan(devices)
+        if [u.ifname for u in uplinks] != self.policy.order or manual != self.policy.manual:
+            known = set(self.policy.uplinks)
+            self.policy.set_uplinks(uplinks, manual=manual)
+            self.log("plan", mode="manual" if manual else "automatic",
+                     order=",".join(u.ifname for u in uplinks) or "none")
+            for spec in uplinks:
+                if spec.ifname not in known:
+                    self._refresh_ip(spec.ifname)
+            self._apply(self.policy.decide(self.d.clock()))
+        # A device NM (re)activated has its profile's metric again.
+        for name in list(self._lifted):
+            dev = self.devices.get(name)
+            if dev is None or dev.route_metric != self.config.daemon.primary_route_metric:
+                self._lifted.discard(name)
+        self._routes_wanted.set()
+
+    def _plan(self, devices: list[DeviceInfo]) -> tuple[list[UplinkSpec], bool]:
+        if self.state.pinned:
+            interface = str(self.state.pinned.get("interface", ""))
+            spec = pinned_uplink(devices, interface)
+            return ([spec] if spec else []), True
+        return plan_uplinks(devices, self.state.sequence), False
+
+    # ---- routes -------------------------------------------------------------------------------------
+
+    async def _route_worker(self) -> None:
+        """Make NM's route metrics match the policy's choice, one change at a time.
+
+        Always works towards the latest choice, so a burst of switches ends in
+        the right place without queueing stale ones.
+        """
+        while True:
+            await self._routes_wanted.wait()
+            self._routes_wanted.clear()
+            with contextlib.suppress(Exception):
+                await self._apply_routes()
+
+    async def _apply_routes(self) -> None:
+        network = self.network
+        if network is None or self.policy.manual or self.policy.active is None:
+            return  # manual mode: connectwith chose the route; the daemon only reports
+        metric = self.config.daemon.primary_route_metric
+        active = self.devices.get(self.policy.active)
+        started = self.d.clock()
+        if active is not None and active.connected and (
+                active.ifname not in self._lifted or active.route_metric != metric):
+            try:
+                await asyncio.wait_for(network.set_route_metric(active, metric), NM_CALL_TIMEOUT_S)
+                self._lifted.add(active.ifname)
+                self.devices[active.ifname] = dataclasses.replace(active, route_metric=metric)
+                self.log("route", ifname=active.ifname, metric=metric, role="primary",
+                         ms=round((self.d.clock() - started) * 1000, 1))
+            except (ImpctlError, TimeoutError) as err:
+                self.log("route-error", ifname=active.ifname, metric=metric,
+                         reason=getattr(err, "message", "NetworkManager did not answer"))
+        demote = [name for name in self._lifted if name != self.policy.active]
+        await asyncio.gather(*(self._demote(network, name) for name in demote))
+
+    async def _demote(self, network: Network, name: str) -> None:
+        dev = self.devices.get(name)
+        self._lifted.discard(name)
+        if dev is None or not dev.connected:
+            return  # deactivated: NM applies the profile's metric when it comes back
+        try:
+            if name not in self._profile_metrics:
+                self._profile_metrics[name] = await network.profile_route_metric(dev)
+            metric = self._profile_metrics[name]
+            await asyncio.wait_for(network.set_route_metric(dev, metric), NM_CALL_TIMEOUT_S)
+            self.devices[name] = dataclasses.replace(dev, route_metric=None if metric < 0 else metric)
+            self.log("route", ifname=name, metric=metric, role="standby")
+        except (ImpctlError, TimeoutError) as err:
+            self.log("route-error", ifname=name, reason=getattr(err, "message", "NetworkManager did not answer"))
+
+    # ---- control ------------------------------------------------------------------------------------
+
+    async def _control(self, item: Control) -> None:
+        if item.what == "stop":
+            self._stopping = True
+            self.d.notifier.stopping("stopping")
+            self.log("stopping")
+        elif item.what == "reload":
+            await self._reload()
+        elif item.what == "bus-lost":
+            self.log("bus-lost")
+            old = self.network
+            self.network = None
+            self._nm_up = False
+            if self._signals_cm is not None:
+                with contextlib.suppress(Exception):
+                    await self._signals_cm.__aexit__(None, None, None)
+                self._signals_cm = None
+            if old is not None:
+                old.close()
+            self._spawn(self._reconnect(), "reconnect")
+
+    async def _reconnect(self) -> None:
+        delay = RECONNECT_FIRST_S
+        while not self._stopping:
+            try:
+                network = await self.d.connect_network(self.config)
+                devices = await network.devices()
+            except ImpctlError as err:
+                self.log("nm-unavailable", reason=err.message, retry_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+                continue
+            self.network = network
+            self._nm_up = True
+            self._signals_cm = network.signals(self._put)
+            await self._signals_cm.__aenter__()
+            self._spawn(self._watch_bus(network), "bus-watch")
+            await self._set_devices(devices)
+            self.log("nm-reconnected", devices=len(devices))
+            return
+
+    async def _reload(self) -> None:
+        self.d.notifier.reloading()
+        try:
+            config = self.d.load_config()
+            state = self.d.load_state()
+        except (ConfigError, StateError, ImpctlError) as err:
+            self.log("reload-error", reason=err.message)
+            self.d.notifier.ready(self._status_text())
+            return
+        self.config = config
+        self.state = state
+        self.policy.set_settings(config.daemon)
+        if self.network is not None:
+            self.network.set_config(config)
+        self.log("reload", mode="manual" if state.pinned else "automatic",
+                 sequence=",".join(state.sequence) or "default")
+        self._want_refresh()
+        self._apply(self.policy.decide(self.d.clock()))
+        self.d.notifier.ready(self._status_text())
+
+    # ---- the state file -----------------------------------------------------------------------------
+
+    def _publish_soon(self, delay: float) -> None:
+        now = self.d.clock()
+        due = max(now + delay, self._last_publish + (0.0 if delay == 0.0 else PUBLISH_MIN_INTERVAL_S))
+        self._publish_due = min(self._publish_due, due)
+
+    def _view(self, *, running: bool) -> dict[str, Any]:
+        now = self.d.clock()
+        wall_now = self.d.wall()
+        view = self.policy.snapshot(now, lambda t: wall_now - (now - t))
+        view.update({
+            "running": running,
+            "pid": os.getpid(),
+            "started_at": round(self._started_wall, 3),
+            "updated_at": round(wall_now, 3),
+            "networkmanager": self._nm_up,
+            "settings": {
+                "probe_interval_s": self.config.daemon.probe_interval_s,
+                "probe_failures": self.config.daemon.probe_failures,
+                "failback_hold_s": self.config.daemon.failback_hold_s,
+                "min_switch_interval_s": self.config.daemon.min_switch_interval_s,
+            },
+        })
+        return view
+
+    def _publish(self, *, final: bool = False) -> None:
+        self._publish_due = math.inf
+        self._last_publish = self.d.clock()
+        view = self._view(running=not final)
+
+        def change(state: State) -> None:
+            state.daemon = view
+
+        try:
+            self.d.update_state(change)
+        except ImpctlError as err:
+            self.log("state-error", reason=err.message)
+
+    def _set_current(self, ifname: str) -> None:
+        if self.policy.manual:
+            return  # connectwith set it, with its NIC
+        u = self.policy.uplinks.get(ifname)
+        if u is None:
+            return
+        since = self.d.wall()
+
+        def change(state: State) -> None:
+            if state.pinned:
+                return  # connectwith pinned meanwhile: its current stands
+            state.current = {"identifier": u.spec.identifier, "ifname": ifname,
+                             "class": u.spec.iface_class, "since": since, "by": "daemon"}
+
+        try:
+            self.d.update_state(change)
+        except ImpctlError as err:
+            self.log("state-error", reason=err.message)
+
+
+# ---------------------------------------------------------------- hooks (default runner)
+
+
+async def run_hook_dir(hooks_dir: str, env: Mapping[str, str], log: Callable[[str], None]) -> None:
+    """Run every executable file of `hooks_dir`, in name order, one after the other.
+
+    Like run-parts: names starting with "." or ending in "~" are skipped. A
+    hook's failure or time-out is logged and does not stop the others.
+    """
+    try:
+        names = sorted(os.listdir(hooks_dir))
+    except OSError as err:
+        log(logfmt("hook-error", dir=hooks_dir, reason=err.strerror or str(err)))
+        return
+    full_env = {**os.environ, **env}
+    for name in names:
+        path = os.path.join(hooks_dir, name)
+        if name.startswith(".") or name.endswith("~") or not os.path.isfile(path) or not os.access(path, os.X_OK):
+            continue
+        started = time.monotonic()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                path, env=full_env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )
+        except OSError as err:
+            log(logfmt("hook-error", hook=name, reason=err.strerror or str(err)))
+            continue
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), HOOK_TIMEOUT_S)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            log(logfmt("hook-error", hook=name, reason=f"killed after {HOOK_TIMEOUT_S:g} s"))
+            continue
+        text = out.decode(errors="replace").strip().replace("\n", " | ")[:500]
+        log(logfmt("hook", hook=name, status=proc.returncode, ms=round((time.monotonic() - started) * 1000, 1),
+                   output=text or None))
+
+
+@contextlib.asynccontextmanager
+async def no_watch(_emit: Callable[[NetEvent], None]) -> AsyncIterator[None]:
+    """A watcher that sees nothing (for tests of the loop without netlink)."""
+    yield
