@@ -65,7 +65,7 @@ def store_proxy(lab: Lab, password: str, pinned: dict[str, Any] | None = None) -
     write_state(lab.state_path, State(stored={"proxy": stored}, pinned=pinned))
 
 
-def test_healthy_lab_reaches_the_cloud_everywhere(lab: Lab, tmp_path: Path) -> None:
+def test_healthy_lab_reaches_the_cloud_everywhere(lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     prom = tmp_path / "impctl.prom"
     routes_before = lab.default_routes()
     rc, data = probe(lab, "--prometheus", str(prom))
@@ -101,6 +101,12 @@ def test_healthy_lab_reaches_the_cloud_everywhere(lab: Lab, tmp_path: Path) -> N
     assert "wlan0" not in proc.stdout
     rc, doc = probe_doc(lab, "wl7")
     assert rc == 6 and doc["error"]["kind"] == "no_such_interface"
+
+    # the cloud endpoint from the environment (the certificate also names the address)
+    monkeypatch.setenv("IMPCTL_CLOUD", CLOUD_BY_ADDRESS)
+    rc, data = probe(lab, "eth0")
+    assert rc == 0 and data["cloud"]["endpoint"] == CLOUD_BY_ADDRESS
+    assert "198.19.0.10 is an address" in data["interfaces"][0]["stages"][2]["detail"]
 
     # --watch: one compact document per probe
     proc = lab.run([sys.executable, "-m", "impctl", "probe", "--json", "--watch", "1", "--count", "2", "eth0"],
