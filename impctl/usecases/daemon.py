@@ -510,6 +510,9 @@ class Daemon:
         elif sig.kind == "nm-started":
             self._nm_up = True
             self.log("nm-started")
+            # A restarted NM re-reads its profiles: whatever metric the daemon set is
+            # forgotten (or left behind as a stray route). Apply the choice again.
+            self._lifted.clear()
             self._want_refresh()
         elif sig.kind == "devices-changed":
             self._want_refresh()
@@ -520,6 +523,8 @@ class Daemon:
                 self._want_refresh()
 
     def _want_refresh(self) -> None:
+        if not self._nm_up:
+            return  # NM is stopping or gone: its half-empty device list is no news
         if self._refreshing:
             self._refresh_wanted = True
             return
@@ -528,16 +533,21 @@ class Daemon:
         self._spawn(self._refresh_devices(), "refresh")
 
     async def _refresh_devices(self) -> None:
+        delay = RECONNECT_FIRST_S
         try:
             while True:
                 network = self.network
-                if network is None:
+                if network is None or not self._nm_up:
                     return
                 try:
                     devices = await network.devices()
                 except ImpctlError as err:
-                    self.log("nm-error", doing="reading devices", reason=err.message)
-                    return
+                    # NM just (re)started answers with errors until it has set up its
+                    # objects: try again, backing off, as long as NM is there.
+                    self.log("nm-error", doing="reading devices", reason=err.message, retry_s=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RECONNECT_MAX_S)
+                    continue
                 await self._set_devices(devices)
                 if not self._refresh_wanted:
                     return
