@@ -42,7 +42,7 @@ from impctl.model.probe import (
     render_prometheus,
     report_to_json,
 )
-from impctl.usecases.probe import ProbeProxy, probe_gateway
+from impctl.usecases.probe import Decrypt, ProbeProxy, probe_gateway
 
 COMMAND = "probe"
 PROXY_PASSWORD_ENV = "IMPCTL_PROXY_PASSWORD"
@@ -50,7 +50,7 @@ PROXY_PASSWORD_ENV = "IMPCTL_PROXY_PASSWORD"
 RENDER_MARGIN_S = 0.2
 
 
-def _decrypter(g: Globals) -> Any:
+def _decrypter(g: Globals) -> Decrypt:
     key_path = key_path_for(g.state_path)
 
     def decrypt(secret: Secret | None, where: str) -> str | None:
