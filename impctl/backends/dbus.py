@@ -761,32 +761,51 @@ def _nm_signal(msg: Message) -> NMSignal | None:
     return None
 
 
-@contextlib.asynccontextmanager
-async def nm_signals(bus: SystemBus, emit: Callable[[NMSignal], None]) -> AsyncIterator[None]:
+class _NMSignals:
+    """The subscription behind `nm_signals`: a plain async context manager (no generator
+    left suspended at shutdown), whose exit does not wait on a bus that is gone."""
+
+    def __init__(self, bus: SystemBus, emit: Callable[[NMSignal], None]) -> None:
+        self._bus = bus
+        self._emit = emit
+        self._added: list[str] = []
+
+    def _handler(self, msg: Message) -> None:
+        if msg.message_type == MessageType.SIGNAL:
+            signal = _nm_signal(msg)
+            if signal is not None:
+                self._emit(signal)
+
+    async def __aenter__(self) -> None:
+        self._bus._bus.add_message_handler(self._handler)
+        try:
+            for rule in _DAEMON_RULES:
+                await self._bus.add_match(rule)
+                self._added.append(rule)
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._bus._bus.remove_message_handler(self._handler)
+        if not self._bus._bus.connected:
+            return  # the rules went with the connection
+        for rule in self._added:
+            with contextlib.suppress(ImpctlError):
+                await self._bus.call(
+                    "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                    "RemoveMatch", "s", [rule], timeout_s=1.0, what="unsubscribing",
+                )
+        self._added.clear()
+
+
+def nm_signals(bus: SystemBus, emit: Callable[[NMSignal], None]) -> contextlib.AbstractAsyncContextManager[None]:
     """Call `emit` for every NM device state change, device added/removed and NM (re)start.
 
     The match rules live in the bus daemon, not in NM, so they keep working
     across a restart of NetworkManager.
     """
-
-    def accept(msg: Message) -> bool:
-        return _nm_signal(msg) is not None
-
-    async with bus.signals(_DAEMON_RULES, accept) as queue:
-
-        async def pump() -> None:
-            while True:
-                signal = _nm_signal(await queue.get())
-                if signal is not None:
-                    emit(signal)
-
-        task = asyncio.create_task(pump(), name="nm-signals")
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    return _NMSignals(bus, emit)
 
 
 async def wait_disconnected(bus: SystemBus) -> None:

@@ -1,7 +1,7 @@
 """Netlink events for the daemon: links, IPv4 addresses and routes changing, as they happen.
 
 One rtnetlink socket bound to the link, IPv4 address and IPv4 route
-multicast groups (pyroute2). The kernel sends a link-down 1-4 ms after a
+multicast groups, its messages parsed by pyroute2. The kernel sends a link-down 1-4 ms after a
 carrier loss, so this is how the daemon learns of a dead uplink long before
 any probe or NetworkManager would. Nothing here changes anything: read only.
 
@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2 import AsyncIPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
@@ -32,6 +32,8 @@ RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV4_ROUTE = 0x40
 # After a failure, wait this long before reopening (a failing socket must not spin).
 REOPEN_DELAY_S = 0.2
+RCVBUF_BYTES = 1 << 20
+RECV_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -70,50 +72,79 @@ def _link_up(flags: int) -> bool:
 
 
 class NetlinkWatcher:
-    """Runs until cancelled, calling `emit` for every event (from the event loop, never blocking)."""
+    """Runs until cancelled, calling `emit` for every event (from the event loop, never blocking).
+
+    A plain rtnetlink socket read with `loop.add_reader` and parsed with
+    pyroute2's marshal: no reader task or async generator left behind
+    when the daemon stops.
+    """
 
     def __init__(self, emit: Callable[[NetEvent], None]) -> None:
         self._emit = emit
         self._names: dict[int, str] = {}
         self._link_up: dict[str, bool] = {}
+        self._marshal = MarshalRtnl()
 
     def ifname(self, index: int) -> str | None:
         return self._names.get(index)
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         first = True
         while True:
+            failed: asyncio.Future[str] = loop.create_future()
             try:
-                async with AsyncIPRoute() as ipr:
-                    await ipr.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE)
-                    # Subscribed first, then read the links: no change falls in between.
-                    await self._load_names(ipr)
-                    if not first:
-                        self._emit(Resync("netlink socket reopened", time.monotonic()))
-                    first = False
-                    await self._read(ipr)
-            except asyncio.CancelledError:
-                raise
-            except (NetlinkError, OSError) as err:
-                # ENOBUFS (105): the kernel dropped events for us; anything else: reopen too.
-                self._emit(Resync(f"netlink: {err}", time.monotonic()))
-            except Exception as err:  # pyroute2 parse errors must not kill the daemon
-                self._emit(Resync(f"netlink: {type(err).__name__}: {err}", time.monotonic()))
+                sock = self._open()
+            except OSError as err:
+                self._emit(Resync(f"netlink: cannot subscribe: {err.strerror or err}", time.monotonic()))
+                await asyncio.sleep(REOPEN_DELAY_S)
+                continue
+            try:
+                # Subscribed first, then the names read: no link falls in between.
+                self._names.update({index: name for index, name in socket.if_nameindex()})
+                loop.add_reader(sock.fileno(), self._readable, sock, failed)
+                if not first:
+                    self._emit(Resync("netlink socket reopened", time.monotonic()))
+                first = False
+                reason = await failed
+            finally:
+                loop.remove_reader(sock.fileno())
+                sock.close()
+            # ENOBUFS: the kernel dropped events for us. Either way the picture is stale.
+            self._emit(Resync(reason, time.monotonic()))
             await asyncio.sleep(REOPEN_DELAY_S)
 
-    async def _load_names(self, ipr: Any) -> None:
-        reply = await ipr.link("dump")
-        msgs = [m async for m in reply] if hasattr(reply, "__aiter__") else list(reply)
-        for msg in msgs:
-            name = msg.get("IFLA_IFNAME")
-            if name:
-                self._names[int(msg["index"])] = str(name)
-                self._link_up[str(name)] = _link_up(int(msg["flags"]))
+    def _open(self) -> socket.socket:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
+                             socket.NETLINK_ROUTE)
+        try:
+            # Room for a burst (an NM restart re-adds every route) before ENOBUFS.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
+            sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE))
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
-    async def _read(self, ipr: Any) -> None:
+    def _readable(self, sock: socket.socket, failed: asyncio.Future[str]) -> None:
+        now = time.monotonic()
         while True:
-            async for msg in ipr.get():
-                self._handle(msg, time.monotonic())
+            try:
+                data = sock.recv(RECV_BYTES)
+            except BlockingIOError:
+                return
+            except OSError as err:
+                if not failed.done():
+                    failed.set_result(f"netlink: {err.strerror or err}")
+                return
+            try:
+                messages = list(self._marshal.parse(data))
+            except Exception as err:  # a message pyroute2 cannot parse must not kill the daemon
+                if not failed.done():
+                    failed.set_result(f"netlink: unparsable message: {err}")
+                return
+            for msg in messages:
+                self._handle(msg, now)
 
     def _handle(self, msg: Any, now: float) -> None:
         event = msg.get("event")

@@ -163,7 +163,8 @@ class IPFacts:
 
 @dataclass(frozen=True)
 class Control:
-    what: str  # "stop" | "reload" | "bus-lost" | "refresh"
+    what: str  # "stop" | "reload" | "bus-lost" | "routes-applied"
+    ifname: str | None = None
 
 
 Item = NetEvent | NMSignal | ProbeDone | IPFacts | Control
@@ -213,6 +214,8 @@ class Daemon:
         self._started_wall = deps.wall()
         self._nm_up = False
         self._signals_cm: contextlib.AbstractAsyncContextManager[None] | None = None
+        self._routes_pending: str | None = None  # a new primary whose routes are not applied yet
+        self._deferred: ProbeDone | None = None  # its verification result, waiting for them
 
     # ---- requests from outside (signal handlers) -----------------------------------------
 
@@ -261,6 +264,7 @@ class Daemon:
                     await route_worker
                 await asyncio.gather(*self._tasks, return_exceptions=True)
                 self._publish(final=True)
+                await self._unsubscribe()
                 if self.network is not None:
                     self.network.close()
         self.log("stopped")
@@ -322,6 +326,9 @@ class Daemon:
     def _apply(self, actions: Sequence[Action]) -> None:
         for action in actions:
             if isinstance(action, Switch):
+                # Not connected before the traffic has moved: the verification
+                # result waits for the route change (see _probe_done).
+                self._routes_pending = action.to_ifname if not self.policy.manual else None
                 since = self.d.clock() - action.cause_at
                 self.log("switch", **{"from": action.from_ifname, "to": action.to_ifname},
                          reason=action.reason, since_cause_ms=round(since * 1000, 1))
@@ -411,6 +418,10 @@ class Daemon:
         self._put(ProbeDone(device.ifname, req.purpose, result, error, self.d.clock()))
 
     def _probe_done(self, done: ProbeDone) -> None:
+        if (done.purpose == Purpose.VERIFY and done.ifname == self._routes_pending
+                and done.ifname == self.policy.active):
+            self._deferred = done
+            return
         ok = done.result is not None and done.result.connected
         code = int(done.result.code) if done.result is not None else None
         reason = done.result.reason if done.result is not None else done.error
@@ -598,8 +609,10 @@ class Daemon:
         while True:
             await self._routes_wanted.wait()
             self._routes_wanted.clear()
+            target = self.policy.active
             with contextlib.suppress(Exception):
                 await self._apply_routes()
+            self._put(Control("routes-applied", target))
 
     async def _apply_routes(self) -> None:
         network = self.network
@@ -646,18 +659,27 @@ class Daemon:
             self.log("stopping")
         elif item.what == "reload":
             await self._reload()
+        elif item.what == "routes-applied":
+            if item.ifname is not None and item.ifname == self._routes_pending:
+                self._routes_pending = None
+                deferred, self._deferred = self._deferred, None
+                if deferred is not None:
+                    self._probe_done(deferred)
         elif item.what == "bus-lost":
             self.log("bus-lost")
             old = self.network
             self.network = None
             self._nm_up = False
-            if self._signals_cm is not None:
-                with contextlib.suppress(Exception):
-                    await self._signals_cm.__aexit__(None, None, None)
-                self._signals_cm = None
+            await self._unsubscribe()
             if old is not None:
                 old.close()
             self._spawn(self._reconnect(), "reconnect")
+
+    async def _unsubscribe(self) -> None:
+        cm, self._signals_cm = self._signals_cm, None
+        if cm is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(cm.__aexit__(None, None, None), NM_CALL_TIMEOUT_S)
 
     async def _reconnect(self) -> None:
         delay = RECONNECT_FIRST_S

@@ -1,0 +1,195 @@
+"""`impctl daemon` against the lab's real NetworkManager (a subprocess in the gateway netns).
+
+Short intervals from a test config (labdaemon.FAST_DAEMON: probe every 1 s,
+2 failures, hold 3 s, dwell 2 s) keep these fast. "Traffic" is where the
+kernel sends unbound packets: the default route with the lowest metric.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from labdaemon import DaemonProcess, is_event, primary_uplink, restart_networkmanager, write_config
+
+from impctl.backends.statefile import load_state, update_state
+from impctl.lab import Lab
+
+pytestmark = pytest.mark.lab
+
+FAST = 1.0  # probe_interval_s
+FAILURES = 2
+HOLD = 3.0
+
+
+@pytest.fixture
+def files(tmp_path: Path, lab: Lab) -> tuple[Path, Path]:
+    return write_config(lab, tmp_path / "impctl.toml"), tmp_path / "state" / "state.json"
+
+
+@pytest.fixture
+def daemon(lab: Lab, files: tuple[Path, Path]) -> Iterator[DaemonProcess]:
+    config, state = files
+    proc = DaemonProcess(lab, config, state)
+    try:
+        proc.wait_for(is_event("connected", ifname="eth0"), 15.0, "connection through eth0 at start")
+        yield proc
+    finally:
+        proc.stop()
+
+
+def daemon_view(state: Path) -> dict[str, object]:
+    return load_state(state).daemon
+
+
+def test_link_down_on_the_primary_moves_traffic_to_the_next_uplink(lab: Lab, daemon: DaemonProcess) -> None:
+    assert primary_uplink(lab) == "eth0"
+    lab.fault("eth0", "link-down")
+    event = daemon.wait_for(is_event("connected", ifname="wlan0"), 5.0, "failover to wlan0")
+    assert event["from"] == "eth0" and "no carrier" in event["reason"]
+    assert float(event["took_ms"]) < 1000  # "about a second", measured from the netlink event
+    assert primary_uplink(lab) == "wlan0"
+    # Verified before declared connected: the verification probe came first.
+    verify = [e for e in daemon.events("probe") if e.get("ifname") == "wlan0" and e.get("purpose") == "verify"]
+    assert verify and verify[-1]["ok"] == "true"
+    time.sleep(PUBLISH_WAIT_S)
+    view = daemon_view(daemon.state_path)
+    assert view["active"] == "wlan0" and view["phase"] == "connected"
+    health = {u["ifname"]: u["health"] for u in view["uplinks"]}  # type: ignore[attr-defined]
+    assert health["eth0"] == "down" and health["wlan0"] == "up"
+    last = view["switches"][-1]  # type: ignore[index]
+    assert (last["from"], last["to"], last["verified"]) == ("eth0", "wlan0", True)
+    assert load_state(daemon.state_path).current["ifname"] == "wlan0"  # type: ignore[index]
+
+
+PUBLISH_WAIT_S = 0.3
+
+
+def test_blackhole_on_the_primary_moves_within_interval_times_failures(lab: Lab, daemon: DaemonProcess) -> None:
+    started = time.time()
+    lab.fault("eth0", "blackhole")
+    switch = daemon.wait_for(is_event("switch", **{"from": "eth0"}), 6.0, "switch away from eth0")
+    took = float(switch["ts"]) - started
+    # interval x failures, plus one liveness probe's budget (interval / failures) of slack.
+    assert took <= FAST * FAILURES + FAST / FAILURES + 0.3, took
+    assert switch["to"] == "wlan0" and "2 probes failed" in switch["reason"]
+    daemon.wait_for(is_event("connected", ifname="wlan0"), 3.0, "wlan0 verified")
+    assert primary_uplink(lab) == "wlan0"
+    # Not before the second failure: one lost probe is not a dead uplink.
+    failures = [e for e in daemon.events("probe") if e.get("ifname") == "eth0" and e.get("ok") == "false"]
+    assert len(failures) >= FAILURES
+
+
+def test_restore_fails_back_after_the_hold_time(lab: Lab, daemon: DaemonProcess) -> None:
+    lab.fault("eth0", "link-down")
+    daemon.wait_for(is_event("connected", ifname="wlan0"), 5.0, "failover to wlan0")
+    lab.restore("eth0")
+    usable = daemon.wait_for(lambda e: e.get("event") == "health" and e.get("ifname") == "eth0"
+                             and e.get("old") == "down", 10.0, "eth0 usable again")
+    back = daemon.wait_for(is_event("connected", ifname="eth0"), HOLD + 8.0, "failback to eth0")
+    assert back["from"] == "wlan0" and back["reason"].startswith("failback")
+    held = float(back["ts"]) - float(usable["ts"])
+    assert HOLD <= held <= HOLD + 2 * FAST, held
+    assert primary_uplink(lab) == "eth0"
+    routes = {r["dev"]: r["metric"] for r in lab.default_routes()}
+    assert routes["wlan0"] == 600  # its own metric back: the daemon lifts one uplink only
+
+
+def test_link_flapping_every_second_for_30_s_switches_only_as_hysteresis_allows(
+        lab: Lab, daemon: DaemonProcess) -> None:
+    isp = lab.uplink("eth0").isp_netns
+    end = time.monotonic() + 30.0
+    up = False
+    while time.monotonic() < end:
+        subprocess.run(["ip", "-n", isp, "link", "set", "down0", "up" if up else "down"], check=True)
+        up = not up
+        time.sleep(0.5)
+    subprocess.run(["ip", "-n", isp, "link", "set", "down0", "up"], check=True)
+    flapping_over = time.time()
+    away = [e for e in daemon.events("switch") if e.get("from") == "eth0"]
+    back = [e for e in daemon.events("switch") if e.get("to") == "eth0" and e.get("from")]
+    # One switch away; no failback while it flaps (each loss restarts the 3 s hold).
+    assert len(away) == 1, away
+    assert back == [], back
+    assert len([e for e in daemon.events("link") if e.get("ifname") == "eth0"]) >= 10  # it did flap
+    lab.wait_uplinks(["eth0"])
+    event = daemon.wait_for(is_event("connected", ifname="eth0"), HOLD + 8.0, "failback once steady")
+    assert float(event["ts"]) - flapping_over >= HOLD - 0.1
+    assert len([e for e in daemon.events("switch") if e.get("from")]) == 2
+
+
+def test_networkmanager_restart_mid_run_is_survived(lab: Lab, daemon: DaemonProcess) -> None:
+    restart_networkmanager(lab)
+    daemon.wait_for(is_event("nm-started"), 10.0, "NetworkManager seen back")
+    daemon.wait_for(is_event("route", ifname="eth0", role="primary"), 10.0, "primary metric re-applied")
+    assert daemon.proc.poll() is None
+    assert primary_uplink(lab) == "eth0"
+    # And it still fails over through the new NetworkManager.
+    lab.fault("eth0", "link-down")
+    daemon.wait_for(is_event("connected", ifname="wlan0"), 5.0, "failover after the restart")
+    assert primary_uplink(lab) == "wlan0"
+    assert daemon.stop() == 0
+
+
+def test_manual_mode_reports_loss_and_does_not_switch(lab: Lab, files: tuple[Path, Path]) -> None:
+    config, state = files
+
+    def pin(s: object) -> None:
+        s.pinned = {"interface": "eth0"}  # type: ignore[attr-defined]
+
+    update_state(state, pin)
+    proc = DaemonProcess(lab, config, state)
+    try:
+        proc.wait_for(is_event("connected", ifname="eth0"), 15.0, "connected through the pinned eth0")
+        lab.fault("eth0", "link-down")
+        lost = proc.wait_for(is_event("lost", ifname="eth0"), 5.0, "loss reported")
+        assert "manual mode" in lost["reason"]
+        time.sleep(2 * FAST)
+        assert proc.events("switch") == [] and proc.events("route") == []
+        assert {r["dev"]: r["metric"] for r in lab.default_routes()}.get("wlan0") == 600
+        time.sleep(PUBLISH_WAIT_S)
+        view = daemon_view(state)
+        assert view["mode"] == "manual" and view["phase"] == "lost" and view["active"] == "eth0"
+        lab.restore("eth0")
+        proc.wait_for(is_event("connected", ifname="eth0", reason="recovered"), 10.0, "recovery reported")
+        assert proc.events("switch") == []
+    finally:
+        assert proc.stop() == 0
+
+
+def test_sighup_reloads_the_sequence_and_hooks_run_on_a_switch(lab: Lab, tmp_path: Path) -> None:
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    out = tmp_path / "hook.out"
+    script = hooks / "10-record"
+    script.write_text(f"#!/bin/sh\necho \"$IMPCTL_EVENT $IMPCTL_FROM $IMPCTL_TO $IMPCTL_REASON\" >> {out}\n")
+    script.chmod(0o755)
+    config = write_config(lab, tmp_path / "impctl.toml", daemon={"hooks_dir": str(hooks)})
+    state = tmp_path / "state" / "state.json"
+    proc = DaemonProcess(lab, config, state)
+    try:
+        proc.wait_for(is_event("connected", ifname="eth0"), 15.0, "start")
+
+        def prefer_wifi(s: object) -> None:
+            s.set_sequence(["wifi", "ethernet"])  # type: ignore[attr-defined]
+
+        update_state(state, prefer_wifi)
+        proc.signal(signal.SIGHUP)
+        proc.wait_for(is_event("plan", order="wlan0,eth0,wwan0"), 5.0, "new order after SIGHUP")
+        # The new first choice takes over after its hold, as a failback.
+        event = proc.wait_for(is_event("connected", ifname="wlan0"), HOLD + 8.0, "wlan0 preferred")
+        assert event["from"] == "eth0"
+        assert primary_uplink(lab) == "wlan0"
+        proc.wait_for(is_event("hook", hook="10-record"), 5.0, "the hook ran")
+        lines = out.read_text().splitlines()
+        assert lines and lines[-1].startswith("switch eth0 wlan0 failback")
+    finally:
+        assert proc.stop() == 0
+    view = json.loads(state.read_text())["daemon"]
+    assert view["running"] is False  # SIGTERM: a clean stop, recorded
+    assert proc.events("stopped")
