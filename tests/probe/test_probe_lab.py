@@ -133,6 +133,18 @@ def test_one_fault_per_uplink_gives_each_its_own_code(lab: Lab) -> None:
     assert rc == 12 and codes(data) == {"eth0": "NO_IP_ADDRESS"}
 
 
+def test_tls_with_a_ca_that_did_not_sign_the_cloud_is_no_server(lab: Lab, tmp_path: Path) -> None:
+    # the lab's config without its CA: the system's CAs do not know the lab cloud
+    config = tmp_path / "impctl.toml"
+    config.write_text("\n".join(line for line in lab.config_path.read_text().splitlines()
+                                 if not line.startswith("ca_file")) + "\n")
+    proc = lab.run([sys.executable, "-m", "impctl", "--config", str(config), "probe", "--json", "eth0"],
+                   timeout=30)
+    (item,) = json.loads(proc.stdout)["data"]["interfaces"]
+    assert proc.returncode == 14 and item["code_name"] == "NO_SERVER"
+    assert stages(item)[-2:] == ["tcp", "tls"] and "does not verify" in item["reason"]
+
+
 def test_a_fault_on_one_uplink_leaves_the_others_alone(lab: Lab) -> None:
     lab.fault("eth0", "link-down")
     rc, data = probe(lab)
