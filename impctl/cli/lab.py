@@ -114,10 +114,7 @@ def fault(
     def action() -> dict[str, Any]:
         lab = _load(root)
         start = time.monotonic()
-        if uplink == "modem":
-            state = "registered" if kind == "restore" else kind
-            lab.modem_state(state)
-        elif kind == "restore":
+        if kind == "restore":
             lab.restore(uplink)
         else:
             lab.fault(uplink, kind)

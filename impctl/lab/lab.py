@@ -306,7 +306,7 @@ class Lab:
     def nmcli(self, *args: str, check: bool = True,
               timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
         """nmcli against the lab's NM (a D-Bus client: it needs no namespace, just the bus)."""
-        env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": self.bus_address}
+        env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": self.bus_address, "LC_ALL": "C"}
         proc = subprocess.run(["nmcli", *args], capture_output=True, text=True, env=env,
                               timeout=timeout, check=False)
         if check and proc.returncode != 0:
@@ -673,7 +673,12 @@ class Lab:
         def ready() -> bool:
             self._expect_alive("NetworkManager")
             addrs, routes = self.addresses(), self.default_routes()
-            return all(self.uplink_healthy(u, addrs, routes) for u in todo)
+            if not all(self.uplink_healthy(u, addrs, routes) for u in todo):
+                return False
+            # An address can be there before NM is done (or left by a previous activation):
+            # NM must also call the device connected with the lab profile.
+            nm = self.nm_devices()
+            return all(nm.get(u.ifname) == ("connected", u.profile_id) for u in todo)
 
         wait_for(f"DHCP lease and default route on {', '.join(ifnames)}", ready, timeout_s,
                  interval_s=0.02)
@@ -697,7 +702,12 @@ class Lab:
                       unreachable (ECONNREFUSED), over TCP a reset
         cloud-closed  TCP from the gateway to the cloud's ports 443 and 80 gets a reset
         proxy-down    TCP from the gateway to the proxy port gets a reset
+
+        `fault("modem", state)` switches the simulated modem (see modem_state).
         """
+        if ifname == "modem":
+            self.modem_state(kind)
+            return
         u = self.uplink(ifname)
         if kind not in FAULTS:
             raise LabError(f"unknown fault {kind!r}: use one of {', '.join(FAULTS)} or restore")
@@ -731,7 +741,13 @@ class Lab:
                      lambda: not self.addresses().get(u.ifname), 10.0)
 
     def restore(self, ifname: str) -> None:
-        """Undo every fault of an uplink and wait until it has its lease and default route."""
+        """Undo every fault of an uplink and wait until it has its lease and default route.
+
+        `restore("modem")` puts the simulated modem back to registered.
+        """
+        if ifname == "modem":
+            self.modem_state("registered")
+            return
         u = self.uplink(ifname)
         had = self.faults().get(u.ifname, [])
         sh(["ip", "netns", "exec", u.isp_netns, "nft", "delete", "table", "inet", NFT_TABLE],
@@ -747,12 +763,20 @@ class Lab:
         """Re-activate the lab profile of each uplink that is not healthy, then wait for all."""
         if not uplinks:
             return
+        # Undo what a test may have done to NM itself.
+        if self.nmcli("networking", check=False).stdout.strip() != "enabled":
+            self.nmcli("networking", "on")
+        nm = self.nm_devices()
+        for u in uplinks:
+            if nm.get(u.ifname, ("", ""))[0] == "unmanaged":
+                self.nmcli("device", "set", u.ifname, "managed", "yes")
         wait_for("gateway carrier", lambda: all(self.carriers().get(u.ifname) for u in uplinks),
                  5.0)
         active = self._active_profiles()
-        addrs, routes = self.addresses(), self.default_routes()
+        addrs, routes, nm = self.addresses(), self.default_routes(), self.nm_devices()
         for u in uplinks:
-            if active.get(u.ifname) != u.profile_uuid or not self.uplink_healthy(u, addrs, routes):
+            if (active.get(u.ifname) != u.profile_uuid or not self.uplink_healthy(u, addrs, routes)
+                    or nm.get(u.ifname) != ("connected", u.profile_id)):
                 # A fresh activation may still be under way (NM retries on carrier); give it
                 # a moment before forcing a new one.
                 if active.get(u.ifname) == u.profile_uuid and self._settles(u, SETTLE_S):
@@ -776,6 +800,17 @@ class Lab:
                    u.profile_uuid, "ifname", u.ifname)
         if wait:
             self.wait_uplinks([u.ifname])
+
+    def nm_devices(self) -> dict[str, tuple[str, str]]:
+        """NM's device list: ifname -> (state, connection name), e.g. ("connected", "lab-eth0")."""
+        out = self.nmcli("-t", "-f", "DEVICE,STATE,CONNECTION", "device", check=False,
+                         timeout=5.0).stdout
+        result = {}
+        for line in out.splitlines():
+            parts = line.split(":", 2)
+            if len(parts) == 3:
+                result[parts[0]] = (parts[1], parts[2])
+        return result
 
     def _active_profiles(self) -> dict[str, str]:
         """device -> UUID of its active connection."""
@@ -804,10 +839,19 @@ class Lab:
         data["faults"] = {}
         self._write_lab_file(data)
         lab_uuids = {u.profile_uuid for u in self.uplinks}
+        changed = False
         for u in self.uplinks:
-            if not (self.keyfile_dir / f"{u.profile_id}.nmconnection").exists():
+            path = self.keyfile_dir / f"{u.profile_id}.nmconnection"
+            want = files.keyfile(self.prefix, u.profile_id, u.ifname, u.metric)
+            try:
+                ok = path.read_text() == want and path.stat().st_mode & 0o777 == 0o600
+            except OSError:
+                ok = False
+            if not ok:
                 self.write_keyfile(u)
-                self.nmcli("connection", "reload")
+                changed = True
+        if changed:
+            self.nmcli("connection", "reload")
         out = self.nmcli("-t", "-f", "UUID,TYPE", "connection", "show").stdout
         strangers = [line.split(":")[0] for line in out.splitlines()
                      if line and line.split(":")[0] not in lab_uuids
@@ -1058,14 +1102,7 @@ class Lab:
         faults = data.get("faults", {})
         if namespaces[self.gw_netns]:
             addrs, routes, carriers = self.addresses(), self.default_routes(), self.carriers()
-            nm: dict[str, tuple[str, str]] = {}
-            if _unix_connectable(self.bus_socket):
-                out = self.nmcli("-t", "-f", "DEVICE,STATE,CONNECTION", "device",
-                                 check=False, timeout=5.0).stdout
-                for line in out.splitlines():
-                    parts = line.split(":", 2)
-                    if len(parts) == 3:
-                        nm[parts[0]] = (parts[1], parts[2])
+            nm = self.nm_devices() if _unix_connectable(self.bus_socket) else {}
             for u in self.uplinks:
                 uplinks.append(UplinkStatus(
                     ifname=u.ifname, carrier=carriers.get(u.ifname, False),

@@ -112,6 +112,21 @@ def test_cli_exec_and_status(lab: Lab) -> None:
     assert [u["ifname"] for u in data["uplinks"] if u["addresses"]] == ["eth0", "wlan0", "wwan0"]
 
 
+def test_reset_undoes_what_tests_do_to_networkmanager(lab: Lab) -> None:
+    lab.nmcli("connection", "modify", "lab-wwan0", "ipv4.route-metric", "50")
+    lab.nmcli("device", "reapply", "wwan0")
+    lab.nmcli("device", "disconnect", "wlan0")
+    lab.nmcli("networking", "off")
+    assert not lab.addresses().get("eth0")
+    lab.reset()
+    assert lab.nmcli("networking").stdout.strip() == "enabled"
+    nm = lab.nm_devices()
+    for u in lab.uplinks:
+        assert nm[u.ifname] == ("connected", u.profile_id)
+        assert lab.uplink_healthy(u)
+    assert "route-metric=700" in (lab.keyfile_dir / "lab-wwan0.nmconnection").read_text()
+
+
 def test_reset_removes_foreign_profiles_and_state(lab: Lab) -> None:
     lab.state_path.write_text("{}")
     lab.nmcli("connection", "add", "type", "ethernet", "ifname", "eth0", "con-name", "foreign",
