@@ -26,6 +26,9 @@ import pytest
 
 from impctl.lab import Lab
 
+# tests/lab/test_lab_fixtures.py runs these fixtures in an inner pytest session.
+pytest_plugins = ["pytester"]
+
 REQUIRE_ENV = "IMPCTL_REQUIRE_LAB"
 PREFIX_ENV = "IMPCTL_LAB_PREFIX"
 _STALE = re.compile(r"^imptm?(\d+)[a-z]?-gw$")
