@@ -44,12 +44,16 @@ def up(
     root: DirOption = DEFAULT_ROOT,
     prefix: PrefixOption = DEFAULT_PREFIX,
     replace: Annotated[bool, typer.Option("--replace", help="Replace a lab that is up.")] = False,
+    connectivity_uri: Annotated[str | None, typer.Option(
+        "--connectivity-uri",
+        help="Turn on NM's connectivity check against this URI (the lab cloud answers "
+        "http://cloud.imp.lab/).")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Build the lab (cleans up after a crashed one first)."""
 
     def action() -> tuple[Lab, float]:
-        lab = Lab(root, prefix, modem=modem)
+        lab = Lab(root, prefix, modem=modem, connectivity_uri=connectivity_uri)
         start = time.monotonic()
         lab.up(replace=replace)
         return lab, time.monotonic() - start

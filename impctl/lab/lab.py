@@ -105,7 +105,7 @@ REQUIRED_TOOLS = {
     "dnsmasq": "dnsmasq-base",
     "tinyproxy": "tinyproxy",
 }
-MODEM_TOOLS = {"ModemManager": "modemmanager", "mmcli": "modemmanager"}
+MODEM_TOOLS = {"ModemManager": "modemmanager", "mmcli": "modemmanager", "dbus-send": "dbus"}
 
 
 @dataclass(frozen=True)
