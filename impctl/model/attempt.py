@@ -125,9 +125,14 @@ def activation_code(iface_class: str, activation: Activation, *, is_modem: bool)
     return link_code(iface_class)
 
 
-def cloud_code(iface_class: str, code: ResultCode) -> ResultCode:
-    """A cloud-check failure through a cellular bearer is PPP_NO_CONNECTIVITY."""
-    if iface_class == "cell" and code != ResultCode.SERVER_CONNECTED:
+def cloud_code(iface_class: str, code: ResultCode, *, via_modem: bool = True) -> ResultCode:
+    """A cloud-check failure through a cellular bearer is PPP_NO_CONNECTIVITY.
+
+    A cell-class interface with no modem behind it (a USB stick that is an
+    Ethernet device, a lab veth) keeps the network stage's own code, as
+    `impctl probe` reports it: that names what actually failed.
+    """
+    if iface_class == "cell" and via_modem and code != ResultCode.SERVER_CONNECTED:
         return ResultCode.PPP_NO_CONNECTIVITY
     return code
 

@@ -409,7 +409,7 @@ async def _attempt(
         remaining = timeout_s - (time.monotonic() - start)
         check_timeout = max(MIN_CHECK_TIMEOUT_S, min(remaining, ctx.config.probe.total_timeout_s))
         outcome = await ctx.check(fresh, full.proxyconfig, proxy_password, check_timeout)
-        code = cloud_code(device.iface_class, outcome.code)
+        code = cloud_code(device.iface_class, outcome.code, via_modem=fresh.modem is not None)
         if code != ResultCode.SERVER_CONNECTED:
             await undo()
             return result(code, "cloud", outcome.reason, addresses=list(fresh.addresses)), None
@@ -543,12 +543,16 @@ async def connect(
     ctx = _Ctx(network, check, store, config)
     with store.transaction() as state:
         devices = await network.devices()
-        current = _current_device(state, devices, await network.primary_ifname())
         if state.pinned and isinstance(state.pinned.get("interface"), str):
             mode, identifiers = "manual", [state.pinned["interface"]]
+            # Manual mode: the current interface is the pinned one (server.connect on impOS 42),
+            # even when another uplink happens to carry the default route.
+            pinned = find_devices(identifiers[0], devices)
+            current = _current_device(state, pinned, None)
         else:
             mode = "automatic" if state.sequence else "legacy"
             identifiers = effective_order(state.sequence, {d.iface_class for d in devices})
+            current = _current_device(state, devices, await network.primary_ifname())
         report = ConnectReport(command="connect", mode=mode)
         if current is not None:
             outcome = await _check_current(ctx, current, state)
@@ -599,7 +603,7 @@ async def _check_current(ctx: _Ctx, device: DeviceInfo, state: State) -> Attempt
         proxy = full.proxyconfig
         password = ctx.store.decrypt(proxy.password, "proxyconfig.password") if proxy else None
     outcome = await ctx.check(device, proxy, password, ctx.config.probe.total_timeout_s)
-    code = cloud_code(device.iface_class, outcome.code)
+    code = cloud_code(device.iface_class, outcome.code, via_modem=device.modem is not None)
     return Attempt(
         device.identifier, device.ifname, device.iface_class, code, outcome.reason,
         elapsed_s=time.monotonic() - start, stage="cloud",

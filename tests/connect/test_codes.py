@@ -99,6 +99,8 @@ def test_cloud_failure_through_cellular_is_ppp_no_connectivity() -> None:
     assert cloud_code("cell", R.NOT_RESOLVED) == R.PPP_NO_CONNECTIVITY
     assert cloud_code("cell", R.SERVER_CONNECTED) == R.SERVER_CONNECTED
     assert cloud_code("wifi", R.NOT_RESOLVED) == R.NOT_RESOLVED
+    # a cell-class interface without a modem keeps the stage's code, as impctl probe does
+    assert cloud_code("cell", R.NO_SERVER, via_modem=False) == R.NO_SERVER
 
 
 def dev(ifname: str, nm_type: int, **kw: object) -> DeviceInfo:

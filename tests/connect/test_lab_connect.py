@@ -149,9 +149,9 @@ def test_connect_reports_every_failed_attempt_and_exits_with_the_last_code(lab: 
     before = nm_states(lab)
     rc, doc = impctl(lab, "connect", "--timeout", "20")
     attempts = [(a["identifier"], a["code_name"]) for a in doc["data"]["attempts"]]
-    # cell0 is a veth here: a cloud failure through a cellular interface is PPP_NO_CONNECTIVITY.
-    assert attempts == [("eth0", "NO_SERVER"), ("wl0", "NO_SERVER"), ("cell0", "PPP_NO_CONNECTIVITY")]
-    assert rc == 10 + 13
+    # cell0 is a veth with no modem behind it: it keeps the stage's code, as impctl probe reports it.
+    assert attempts == [("eth0", "NO_SERVER"), ("wl0", "NO_SERVER"), ("cell0", "NO_SERVER")]
+    assert rc == 10 + 4
     assert nm_states(lab) == before
 
 
@@ -226,3 +226,17 @@ def test_proxy_stored_and_in_the_nic(lab: Lab) -> None:
     for text in (json.dumps(doc), json.dumps(current), lab.state_path.read_text()):
         assert lab.proxy_password not in text
         assert "wrong-password" not in text
+
+
+def test_manual_mode_connect_uses_the_pinned_interface_only(lab: Lab) -> None:
+    rc, _ = impctl(lab, "connectwith", nic={"interface": "wl0"})
+    assert rc == 0
+    lab.fault("wlan0", "link-down")
+    # cell0 still carries a default route and reaches the cloud, but impOS 42's manual
+    # mode connects through the interface connectwith set, and reports its failure.
+    assert "wwan0" in routes_by_dev(lab)
+    rc, doc = impctl(lab, "connect")
+    assert rc == 11, doc
+    assert doc["data"]["mode"] == "manual"
+    assert [a["ifname"] for a in doc["data"]["attempts"]] == ["wlan0"]
+    assert doc["data"]["attempts"][0]["code_name"] == "NO_WIFI"
