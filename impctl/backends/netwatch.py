@@ -34,6 +34,8 @@ RTMGRP_IPV4_ROUTE = 0x40
 REOPEN_DELAY_S = 0.2
 RCVBUF_BYTES = 1 << 20
 RECV_BYTES = 1 << 16
+RT_TABLE_MAIN = 254
+RTNH_F_LINKDOWN = 0x10
 
 
 @dataclass(frozen=True)
@@ -190,3 +192,44 @@ async def watching(emit: Callable[[NetEvent], None]) -> AsyncIterator[NetlinkWat
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@dataclass(frozen=True)
+class DefaultRoute:
+    ifname: str
+    metric: int
+    linkdown: bool
+
+
+async def default_routes() -> list[DefaultRoute]:
+    """The IPv4 default routes of the main table, as the kernel has them now."""
+    from pyroute2 import AsyncIPRoute  # the dump only; events use the raw socket above
+
+    names = {index: name for index, name in socket.if_nameindex()}
+    out: list[DefaultRoute] = []
+    try:
+        async with AsyncIPRoute() as ipr:
+            reply = await ipr.route("dump", family=socket.AF_INET)
+            msgs = [m async for m in reply] if hasattr(reply, "__aiter__") else list(reply)
+    except OSError:
+        return out
+    except Exception:  # NetlinkError: an unreadable table is "no routes known"
+        return out
+    for msg in msgs:
+        if int(msg.get("dst_len", -1)) != 0 or int(msg.get("table", 0)) != RT_TABLE_MAIN:
+            continue
+        oif = msg.get("RTA_OIF")
+        if oif is None or int(oif) not in names:
+            continue
+        out.append(DefaultRoute(names[int(oif)], int(msg.get("RTA_PRIORITY") or 0),
+                                bool(int(msg.get("flags", 0)) & RTNH_F_LINKDOWN)))
+    return out
+
+
+def kernel_primary(routes: list[DefaultRoute]) -> str | None:
+    """Where unbound traffic goes: the usable default route with the lowest metric.
+
+    Linkdown routes are skipped, as the kernel does with ignore_routes_with_linkdown.
+    """
+    usable = [r for r in routes if not r.linkdown]
+    return min(usable, key=lambda r: r.metric).ifname if usable else None

@@ -71,6 +71,7 @@ def _deps(g: Globals) -> Deps:
     return Deps(
         connect_network=connect_network,
         links=links,
+        routes=netwatch.default_routes,
         watch=netwatch.watching,
         probe=probe,
         notifier=Notifier(),

@@ -42,7 +42,15 @@ from typing import Any, Protocol
 
 from impctl.backends.dbus import NMSignal
 from impctl.backends.netlink import IPv4Facts, LinkState
-from impctl.backends.netwatch import IPChanged, LinkChanged, LinkRemoved, NetEvent, Resync
+from impctl.backends.netwatch import (
+    DefaultRoute,
+    IPChanged,
+    LinkChanged,
+    LinkRemoved,
+    NetEvent,
+    Resync,
+    kernel_primary,
+)
 from impctl.model.config import Config
 from impctl.model.errors import ConfigError, ImpctlError, StateError
 from impctl.model.failover import (
@@ -73,6 +81,8 @@ PUBLISH_MIN_INTERVAL_S = 1.0
 HOOK_TIMEOUT_S = 30.0
 # Waiting for NetworkManager's D-Bus calls on the hot path.
 NM_CALL_TIMEOUT_S = 5.0
+# NM syncs the kernel's routes shortly after Reapply returns: wait this long at most.
+KERNEL_ROUTE_TIMEOUT_S = 2.0
 
 
 # ---------------------------------------------------------------- what the daemon is given
@@ -127,6 +137,7 @@ HookFn = Callable[[str, Mapping[str, str], Callable[[str], None]], Awaitable[Non
 class Deps:
     connect_network: Callable[[Config], Awaitable[Network]]
     links: Links
+    routes: Callable[[], Awaitable[list[DefaultRoute]]]
     watch: WatchFn
     probe: ProbeFn
     notifier: Notifier
@@ -216,6 +227,7 @@ class Daemon:
         self._signals_cm: contextlib.AbstractAsyncContextManager[None] | None = None
         self._routes_pending: str | None = None  # a new primary whose routes are not applied yet
         self._deferred: ProbeDone | None = None  # its verification result, waiting for them
+        self._kernel_routes_changed = asyncio.Event()
 
     # ---- requests from outside (signal handlers) -----------------------------------------
 
@@ -299,6 +311,7 @@ class Daemon:
                 self._apply(self.policy.on_link(item.ifname, item.up, item.at))
                 self._refresh_ip(item.ifname)
         elif isinstance(item, IPChanged):
+            self._kernel_routes_changed.set()
             if item.ifname in self.policy.uplinks:
                 self._refresh_ip(item.ifname)
         elif isinstance(item, IPFacts):
@@ -615,25 +628,66 @@ class Daemon:
             self._put(Control("routes-applied", target))
 
     async def _apply_routes(self) -> None:
+        """Give the active uplink the primary metric and the others their own back.
+
+        Without a moment where two uplinks share the lowest metric (the kernel
+        would keep the old, perhaps dead, route): the new primary first gets
+        one below the primary metric, the old ones are put back, then the new
+        one is set to the primary metric itself. Done when the kernel's lowest
+        default route goes through the new primary (NM syncs routes just
+        after Reapply returns).
+        """
         network = self.network
         if network is None or self.policy.manual or self.policy.active is None:
             return  # manual mode: connectwith chose the route; the daemon only reports
         metric = self.config.daemon.primary_route_metric
         active = self.devices.get(self.policy.active)
         started = self.d.clock()
-        if active is not None and active.connected and (
-                active.ifname not in self._lifted or active.route_metric != metric):
-            try:
-                await asyncio.wait_for(network.set_route_metric(active, metric), NM_CALL_TIMEOUT_S)
-                self._lifted.add(active.ifname)
-                self.devices[active.ifname] = dataclasses.replace(active, route_metric=metric)
-                self.log("route", ifname=active.ifname, metric=metric, role="primary",
-                         ms=round((self.d.clock() - started) * 1000, 1))
-            except (ImpctlError, TimeoutError) as err:
-                self.log("route-error", ifname=active.ifname, metric=metric,
-                         reason=getattr(err, "message", "NetworkManager did not answer"))
         demote = [name for name in self._lifted if name != self.policy.active]
+        if active is not None and active.connected and (
+                active.ifname not in self._lifted or active.route_metric != metric or demote):
+            lifted = active.ifname in self._lifted and active.route_metric == metric
+            steps = [metric] if not demote or metric <= 1 else [metric - 1, metric]
+            if lifted and demote:
+                steps = []  # it already holds the primary metric: only put the others back
+            for i, value in enumerate(steps):
+                if i == 1:
+                    await asyncio.gather(*(self._demote(network, name) for name in demote))
+                    demote = []
+                if not await self._set_metric(network, active, value, started):
+                    break
+            self._lifted.add(active.ifname)
         await asyncio.gather(*(self._demote(network, name) for name in demote))
+        if active is not None and active.connected:
+            await self._wait_kernel_primary(active.ifname, started)
+
+    async def _set_metric(self, network: Network, device: DeviceInfo, metric: int, started: float) -> bool:
+        try:
+            await asyncio.wait_for(network.set_route_metric(device, metric), NM_CALL_TIMEOUT_S)
+        except (ImpctlError, TimeoutError) as err:
+            self.log("route-error", ifname=device.ifname, metric=metric,
+                     reason=getattr(err, "message", "NetworkManager did not answer"))
+            return False
+        self.devices[device.ifname] = dataclasses.replace(device, route_metric=metric)
+        self.log("route", ifname=device.ifname, metric=metric, role="primary",
+                 ms=round((self.d.clock() - started) * 1000, 1))
+        return True
+
+    async def _wait_kernel_primary(self, ifname: str, started: float) -> None:
+        """Until the kernel's lowest default route is through `ifname` (netlink route events)."""
+        deadline = started + KERNEL_ROUTE_TIMEOUT_S
+        while True:
+            self._kernel_routes_changed.clear()
+            now_primary = kernel_primary(await self.d.routes())
+            if now_primary == ifname:
+                self.log("kernel-route", ifname=ifname, ms=round((self.d.clock() - started) * 1000, 1))
+                return
+            left = deadline - self.d.clock()
+            if left <= 0:
+                self.log("route-error", ifname=ifname, reason=f"the kernel still routes through {now_primary}")
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kernel_routes_changed.wait(), left)
 
     async def _demote(self, network: Network, name: str) -> None:
         dev = self.devices.get(name)

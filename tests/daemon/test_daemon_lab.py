@@ -41,6 +41,7 @@ def daemon(lab: Lab, files: tuple[Path, Path]) -> Iterator[DaemonProcess]:
         yield proc
     finally:
         proc.stop()
+        print("\n".join(proc.raw))  # shown by pytest when the test failed
 
 
 def daemon_view(state: Path) -> dict[str, object]:
