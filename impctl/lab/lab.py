@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from impctl.lab import files, pki
+from impctl.lab.cloud import NM_ONLINE_BODY
 from impctl.lab.modem import KERNEL_EVENT, STATES, build_sysfs, write_control
 from impctl.lab.proc import (
     Bind,
@@ -60,6 +61,7 @@ from impctl.lab.proc import (
     netns_exists,
     netns_inode,
     netns_pids,
+    pid_netns_inode,
     root_netns_inode,
     sh,
     wait_for,
@@ -392,6 +394,7 @@ class Lab:
                 self._build()
             except BaseException as err:
                 self._teardown(keep_logs=True)
+                self._lock_path.unlink(missing_ok=True)
                 if isinstance(err, LabError):
                     raise LabError(f"{err.message} (logs in {self.log_dir})") from err
                 raise
@@ -442,7 +445,7 @@ class Lab:
         (self.gw_dir / "dbus.conf").write_text(files.dbus_config(str(self.bus_socket)))
         (self.gw_dir / "etc-nm" / "NetworkManager.conf").write_text(
             files.nm_config([u.ifname for u in self.uplinks], CARRIER_WAIT_MS,
-                            self.connectivity_uri, files_nm_response()))
+                            self.connectivity_uri, NM_ONLINE_BODY.strip()))
         for u in self.uplinks:
             self.write_keyfile(u)
         pki.make_ca_and_cert(self.cloud_dir, [CLOUD_HOST, PROXY_HOST], CLOUD_IP)
@@ -605,7 +608,6 @@ class Lab:
         deadline = time.monotonic() + 2.0
         while True:
             self._expect_alive("NetworkManager")
-            from impctl.lab.proc import pid_netns_inode
             ino = pid_netns_inode(pid)
             if ino == gw_ino:
                 break
@@ -1119,12 +1121,6 @@ class Lab:
                          namespaces=namespaces, daemons=daemons, uplinks=uplinks,
                          modem_state=modem_state,
                          extra={"modem_switched_to": data.get("modem_state")} if self.modem else {})
-
-
-def files_nm_response() -> str:
-    from impctl.lab.cloud import NM_ONLINE_BODY
-
-    return NM_ONLINE_BODY.strip()
 
 
 def _generic_plugin() -> Path | None:

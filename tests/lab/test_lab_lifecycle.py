@@ -43,6 +43,9 @@ def machine_snapshot() -> dict[str, Any]:
         "etc-nm": sorted((str(p), p.stat().st_mtime) for p in Path("/etc/NetworkManager").rglob("*"))
         if Path("/etc/NetworkManager").exists() else [],
         "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text(),
+        # The lab sets these inside its namespaces only.
+        "sysctl": {str(p): p.read_text() for p in Path("/proc/sys/net/ipv4/conf").glob("*/*")
+                   if p.name in ("ignore_routes_with_linkdown", "rp_filter", "forwarding")},
     }
 
 
