@@ -27,8 +27,22 @@ Python API, for tests and benchmarks::
 
 Attributes: `root`, `prefix`, `gw_netns`, `cloud_netns`, `bus_address`,
 `config_path`, `state_path`, `keyfile_dir`, `ca_file`, `uplinks` (tuple of
-`Uplink`), `cloud_host`, `cloud_ip`, `cloud_port`, `cloud_http_port`,
+`Uplink`: ifname, cls, isp_netns, subnet, router_ip, metric, profile_id,
+profile_uuid), `cloud_host`, `cloud_ip`, `cloud_port`, `cloud_http_port`,
 `proxy_host`, `proxy_port`, `proxy_user`, `proxy_password`.
+
+Also: `env()`; `exec_argv(argv)` (the argv `run` uses, for Popen of
+long-running processes such as `impctl daemon`); `open_socket()`,
+`bound_socket(ifname)`, `connect(ifname, ip, port)` (sockets created in the
+gateway netns from a short-lived thread, usable from the caller's thread);
+`nmcli(...)`, `mmcli(...)` (against the lab's bus); `addresses()`,
+`default_routes()`, `carriers()`, `nm_devices()`, `uplink_healthy(u)`,
+`wait_uplinks(ifnames)`; `faults()`, `status()`; with a modem:
+`modem_state(state)`, `modem_info()`, `modem_observed()`.
+`impctl.lab.checks` has bound TCP/TLS/proxy/DNS probes returning outcome words.
+
+The default lab lives in /run/impctl-lab (tmpfs: it goes with a reboot, as
+the namespaces do) with prefix `imp`.
 """
 
 from __future__ import annotations
@@ -342,10 +356,14 @@ class Lab:
 
     # ---- building -------------------------------------------------------------------------
 
+    @staticmethod
+    def _require_root() -> None:
+        if os.geteuid() != 0:
+            raise PermissionDenied("the lab needs root (network namespaces): run it with sudo")
+
     def check_prerequisites(self) -> None:
         """Root and every needed program; a LabError names the Debian package to install."""
-        if os.geteuid() != 0:
-            raise PermissionDenied("the lab needs root (network namespaces, mounts): run it with sudo")
+        self._require_root()
         tools = dict(REQUIRED_TOOLS)
         if self.modem:
             tools.update(MODEM_TOOLS)
@@ -401,8 +419,7 @@ class Lab:
 
     def down(self) -> None:
         """Kill every lab process, delete the namespaces and the lab directory."""
-        if os.geteuid() != 0:
-            raise PermissionDenied("the lab needs root: run it with sudo")
+        self._require_root()
         with self._locked():
             self._teardown()
             # Nothing of the lab may stay outside its directory; the lock goes too.
@@ -707,6 +724,7 @@ class Lab:
 
         `fault("modem", state)` switches the simulated modem (see modem_state).
         """
+        self._require_root()
         if ifname == "modem":
             self.modem_state(kind)
             return
@@ -747,6 +765,7 @@ class Lab:
 
         `restore("modem")` puts the simulated modem back to registered.
         """
+        self._require_root()
         if ifname == "modem":
             self.modem_state("registered")
             return
@@ -833,6 +852,7 @@ class Lab:
         back to registered, and empties the impctl state directory (removing
         `state_path`).
         """
+        self._require_root()
         for u in self.uplinks:
             sh(["ip", "netns", "exec", u.isp_netns, "nft", "delete", "table", "inet", NFT_TABLE],
                check=False)
@@ -1096,6 +1116,8 @@ class Lab:
     # ---- status ----------------------------------------------------------------------------
 
     def status(self) -> LabStatus:
+        """Namespaces, daemons (pid, alive), uplinks (carrier, addresses, NM state), faults."""
+        self._require_root()
         data = self._read_lab_file()
         namespaces = {ns: netns_exists(ns) for ns in self.namespaces}
         daemons = [DaemonStatus(name, int(pid), alive(int(pid)))
