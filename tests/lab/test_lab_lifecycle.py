@@ -166,3 +166,37 @@ def test_bad_prefix_and_unknown_lab(tmp_path: Path) -> None:
         Lab(tmp_path, "a/b")
     with pytest.raises(LabError, match="no lab at"):
         Lab.load(tmp_path / "nothing")
+
+
+@pytest.mark.lab
+def test_networkmanager_outside_the_gateway_namespace_aborts_the_lab(
+        tmp_path: Path, lab_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import impctl.lab.lab as lab_module
+
+    real = lab_module.netns_argv
+    marker = "4242.5"
+
+    def misplaced(netns: str, argv: Any, *args: Any, **kwargs: Any) -> list[str]:
+        # A harmless stand-in for NetworkManager, started in the machine's own namespace.
+        if argv and argv[0] == "NetworkManager":
+            return ["sleep", marker]
+        return real(netns, argv, *args, **kwargs)
+
+    monkeypatch.setattr(lab_module, "netns_argv", misplaced)
+    lab = Lab(tmp_path / "lab", lab_prefix + "s")
+    with pytest.raises(LabError, match="NetworkManager is not in the gateway namespace"):
+        lab.up(replace=True)
+    stand_ins = [p for p in Path("/proc").iterdir() if p.name.isdigit()
+                 and (p / "cmdline").exists() and alive(int(p.name))
+                 and _cmdline(p) == f"sleep {marker}"]
+    assert stand_ins == []
+    assert [ns for ns in lab.namespaces if netns_exists(ns)] == []
+    # The logs stay for the post-mortem; nothing else does.
+    assert sorted(p.name for p in lab.root.iterdir()) == ["logs"]
+
+
+def _cmdline(proc_dir: Path) -> str:
+    try:
+        return (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
