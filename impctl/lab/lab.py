@@ -37,7 +37,8 @@ long-running processes such as `impctl daemon`); `open_socket()`,
 gateway netns from a short-lived thread, usable from the caller's thread);
 `nmcli(...)`, `mmcli(...)` (against the lab's bus); `addresses()`,
 `default_routes()`, `carriers()`, `nm_devices()`, `uplink_healthy(u)`,
-`wait_uplinks(ifnames)`; `faults()`, `status()`; with a modem:
+`wait_uplinks(ifnames)`; `faults()`, `status()`; `stop_networkmanager()`,
+`start_networkmanager()`, `restart_networkmanager(down_s)`; with a modem:
 `modem_state(state)`, `modem_info()`, `modem_observed()`.
 `impctl.lab.checks` has bound TCP/TLS/proxy/DNS probes returning outcome words.
 
@@ -637,6 +638,32 @@ class Lab:
             kill_all([pid])
             raise LabError(f"NetworkManager (pid {pid}) is in netns {ident or 'of the machine'}, "
                            f"not {self.gw_netns}: aborted")
+
+    def stop_networkmanager(self) -> None:
+        """Stop the lab's NetworkManager (SIGTERM; it leaves the uplinks configured)."""
+        self._require_root()
+        pid = self._read_lab_file().get("pids", {}).get("NetworkManager")
+        # Only ever the lab's own NM: the recorded pid must live in the gateway namespace.
+        if pid is not None and pid_netns_inode(int(pid)) == netns_inode(self.gw_netns):
+            kill_all([int(pid)], grace_s=10.0)
+        child = self._children.pop("NetworkManager", None)
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=5.0)
+
+    def start_networkmanager(self, *, wait: bool = True) -> None:
+        """Start the lab's NetworkManager again; with `wait`, until every uplink is connected."""
+        self._require_root()
+        self._start_networkmanager()
+        if wait:
+            self.wait_uplinks([u.ifname for u in self.uplinks])
+
+    def restart_networkmanager(self, down_s: float = 0.0, *, wait: bool = True) -> None:
+        """Stop NM, wait `down_s`, start it again (it takes the lab profiles over)."""
+        self.stop_networkmanager()
+        if down_s > 0:
+            time.sleep(down_s)
+        self.start_networkmanager(wait=wait)
 
     def _tcp_ok(self, netns: str, ip: str, port: int, ifname: str | None = None,
                 timeout: float = 0.5) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from impctl.lab import Lab, checks
-from impctl.lab.proc import netns_inode, pid_netns_inode
+from impctl.lab.proc import alive, netns_inode, pid_netns_inode
 from impctl.model.config import parse_config
 
 pytestmark = pytest.mark.lab
@@ -140,4 +140,16 @@ def test_reset_removes_foreign_profiles_and_state(lab: Lab) -> None:
     assert "foreign" not in names
     for u in lab.uplinks:
         assert lab.uplink_healthy(u)
+        assert checks.tls(lab, u.ifname) == "ok"
+
+
+def test_restart_networkmanager_keeps_the_lab_working(lab: Lab) -> None:
+    old_pid = _nm_pid(lab)
+    lab.restart_networkmanager(down_s=0.2)
+    new_pid = _nm_pid(lab)
+    assert new_pid != old_pid and not alive(old_pid)
+    assert pid_netns_inode(new_pid) == netns_inode(lab.gw_netns)
+    assert lab.is_up()
+    for u in lab.uplinks:
+        assert lab.nm_devices()[u.ifname] == ("connected", u.profile_id)
         assert checks.tls(lab, u.ifname) == "ok"
