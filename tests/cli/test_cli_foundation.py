@@ -88,7 +88,7 @@ def test_nic_check_accepts_the_examples(tmp_path: Path, name: str) -> None:
     doc = one_json(proc)
     assert proc.returncode == 0, doc
     assert doc["data"]["interface"] == json.loads((EXAMPLES / name).read_text())["interface"]
-    for secret in ("verybadpassw0rd!", "lab-proxy-pass"):
+    for secret in ("verybadpassw0rd!", "lab-proxy-secret"):
         assert secret not in proc.stdout
 
 
