@@ -57,7 +57,7 @@ def wifi_cmd(
     ssid: Annotated[str, typer.Option("--ssid", help="Network name (1-32 bytes).")],
     key: Annotated[
         str | None,
-        typer.Option("--key", help=f"WPA passphrase; omit or '' for an open network [env {KEY_ENV}]."),
+        typer.Option("--key", help=f"WPA passphrase; omit or '' for an open network (or env {KEY_ENV})."),
     ] = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -93,7 +93,7 @@ def proxy_cmd(
     port: Annotated[int, typer.Option("--port", help="Proxy port.")],
     username: Annotated[str | None, typer.Option("--username", help="Proxy user name.")] = None,
     password: Annotated[
-        str | None, typer.Option("--password", help=f"Proxy password [env {PROXY_PASSWORD_ENV}].")
+        str | None, typer.Option("--password", help=f"Proxy password (or env {PROXY_PASSWORD_ENV}).")
     ] = None,
     interface: InterfaceOption = None,
     json_out: JsonOption = False,
