@@ -213,6 +213,7 @@ class Daemon:
         self.policy = FailoverPolicy(self.config.daemon, [])
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ip_refreshing: set[str] = set()
+        self._ip_again: set[str] = set()
         self._profile_metrics: dict[str, int] = {}
         self._lifted: set[str] = set()  # uplinks the daemon gave the primary metric
         self._routes_wanted = asyncio.Event()
@@ -316,6 +317,9 @@ class Daemon:
                 self._refresh_ip(item.ifname)
         elif isinstance(item, IPFacts):
             self._ip_refreshing.discard(item.ifname)
+            if item.ifname in self._ip_again:
+                self._ip_again.discard(item.ifname)
+                self._refresh_ip(item.ifname)
             if item.link_up is not None:
                 self._apply(self.policy.on_link(item.ifname, item.link_up, item.at))
             self._apply(self.policy.on_ip(item.ifname, item.ready, item.at))
@@ -450,7 +454,9 @@ class Daemon:
 
     def _refresh_ip(self, ifname: str) -> None:
         if ifname in self._ip_refreshing:
-            return  # one re-read covers the whole burst of route messages
+            # A read is under way and may have missed this change: read once more after it.
+            self._ip_again.add(ifname)
+            return
         self._ip_refreshing.add(ifname)
         self._spawn(self._read_ip(ifname), f"ip-{ifname}")
 
@@ -623,19 +629,27 @@ class Daemon:
             await self._routes_wanted.wait()
             self._routes_wanted.clear()
             target = self.policy.active
-            with contextlib.suppress(Exception):
-                await self._apply_routes()
-            self._put(Control("routes-applied", target))
+            posted = False
 
-    async def _apply_routes(self) -> None:
+            def moved(target: str | None = target) -> None:
+                nonlocal posted
+                if not posted:
+                    posted = True
+                    self._put(Control("routes-applied", target))
+
+            with contextlib.suppress(Exception):
+                await self._apply_routes(moved)
+            moved()
+
+    async def _apply_routes(self, moved: Callable[[], None]) -> None:
         """Give the active uplink the primary metric and the others their own back.
 
         Without a moment where two uplinks share the lowest metric (the kernel
         would keep the old, perhaps dead, route): the new primary first gets
-        one below the primary metric, the old ones are put back, then the new
-        one is set to the primary metric itself. Done when the kernel's lowest
-        default route goes through the new primary (NM syncs routes just
-        after Reapply returns).
+        one below the primary metric, and as soon as the kernel's lowest
+        default route goes through it (NM syncs routes just after Reapply
+        returns) the traffic has moved: `moved()`. Then the old primary gets
+        its profile's metric back and the new one the primary metric itself.
         """
         network = self.network
         if network is None or self.policy.manual or self.policy.active is None:
@@ -644,21 +658,22 @@ class Daemon:
         active = self.devices.get(self.policy.active)
         started = self.d.clock()
         demote = [name for name in self._lifted if name != self.policy.active]
-        if active is not None and active.connected and (
-                active.ifname not in self._lifted or active.route_metric != metric or demote):
-            lifted = active.ifname in self._lifted and active.route_metric == metric
-            steps = [metric] if not demote or metric <= 1 else [metric - 1, metric]
-            if lifted and demote:
-                steps = []  # it already holds the primary metric: only put the others back
-            for i, value in enumerate(steps):
-                if i == 1:
-                    await asyncio.gather(*(self._demote(network, name) for name in demote))
-                    demote = []
-                if not await self._set_metric(network, active, value, started):
-                    break
-            self._lifted.add(active.ifname)
+        if active is None or not active.connected:
+            await asyncio.gather(*(self._demote(network, name) for name in demote))
+            return
+        holds = active.ifname in self._lifted and active.route_metric == metric
+        if not holds:
+            first = metric - 1 if demote and metric > 1 else metric
+            if await self._set_metric(network, active, first, started):
+                self._lifted.add(active.ifname)
+                await self._wait_kernel_primary(active.ifname, started)
+                moved()
+                await asyncio.gather(*(self._demote(network, name) for name in demote))
+                if first != metric:
+                    await self._set_metric(network, active, metric, started)
+                return
         await asyncio.gather(*(self._demote(network, name) for name in demote))
-        if active is not None and active.connected:
+        if holds:
             await self._wait_kernel_primary(active.ifname, started)
 
     async def _set_metric(self, network: Network, device: DeviceInfo, metric: int, started: float) -> bool:

@@ -11,7 +11,7 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -71,6 +71,15 @@ def test_link_down_on_the_primary_moves_traffic_to_the_next_uplink(lab: Lab, dae
 PUBLISH_WAIT_S = 0.3
 
 
+def settles(check: Callable[[], bool], timeout_s: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def test_blackhole_on_the_primary_moves_within_interval_times_failures(lab: Lab, daemon: DaemonProcess) -> None:
     started = time.time()
     lab.fault("eth0", "blackhole")
@@ -97,31 +106,47 @@ def test_restore_fails_back_after_the_hold_time(lab: Lab, daemon: DaemonProcess)
     held = float(back["ts"]) - float(usable["ts"])
     assert HOLD <= held <= HOLD + 2 * FAST, held
     assert primary_uplink(lab) == "eth0"
-    routes = {r["dev"]: r["metric"] for r in lab.default_routes()}
-    assert routes["wlan0"] == 600  # its own metric back: the daemon lifts one uplink only
+    # The uplink it replaces gets its own metric back just after the traffic moved.
+    daemon.wait_for(is_event("route", ifname="wlan0", role="standby"), 5.0, "wlan0 put back")
+    # NM syncs the kernel's routes just after its Reapply answer.
+    assert settles(lambda: {r["dev"]: r["metric"] for r in lab.default_routes()}.get("wlan0") == 600)
 
 
 def test_link_flapping_every_second_for_30_s_switches_only_as_hysteresis_allows(
         lab: Lab, daemon: DaemonProcess) -> None:
+    """The link changes state every second for 30 s.
+
+    The kernel delivers carrier changes of a flapping link late (rate-limited
+    linkwatch) and may fold a short down/up into none, so how many flaps the
+    gateway sees varies; the bound does not: at most one switch away while it
+    flaps (each loss restarts the failback hold) and one back once steady.
+    """
     isp = lab.uplink("eth0").isp_netns
     end = time.monotonic() + 30.0
     up = False
+    last_up = time.time()
     while time.monotonic() < end:
         subprocess.run(["ip", "-n", isp, "link", "set", "down0", "up" if up else "down"], check=True)
+        if up:
+            last_up = time.time()
         up = not up
-        time.sleep(0.5)
-    subprocess.run(["ip", "-n", isp, "link", "set", "down0", "up"], check=True)
-    flapping_over = time.time()
+        time.sleep(1.0)
+    if up:  # the last toggle took it down: bring it up for good
+        subprocess.run(["ip", "-n", isp, "link", "set", "down0", "up"], check=True)
+        last_up = time.time()
     away = [e for e in daemon.events("switch") if e.get("from") == "eth0"]
     back = [e for e in daemon.events("switch") if e.get("to") == "eth0" and e.get("from")]
-    # One switch away; no failback while it flaps (each loss restarts the 3 s hold).
-    assert len(away) == 1, away
-    assert back == [], back
-    assert len([e for e in daemon.events("link") if e.get("ifname") == "eth0"]) >= 10  # it did flap
+    assert len(away) <= 1, away
+    assert back == [], back  # never handed back while it flaps
+    downs = [e for e in daemon.events("link") if e.get("ifname") == "eth0" and e.get("state") == "down"]
+    assert len(downs) >= 3, "the gateway did not see the link flap"
+    assert len(away) == 1  # it did see it go: the traffic moved off it once
     lab.wait_uplinks(["eth0"])
     event = daemon.wait_for(is_event("connected", ifname="eth0"), HOLD + 8.0, "failback once steady")
-    assert float(event["ts"]) - flapping_over >= HOLD - 0.1
+    # Steady from its last carrier-up on: back after the hold, not before.
+    assert float(event["ts"]) - last_up >= HOLD - 0.1
     assert len([e for e in daemon.events("switch") if e.get("from")]) == 2
+    assert primary_uplink(lab) == "eth0"
 
 
 def test_networkmanager_restart_mid_run_is_survived(lab: Lab, daemon: DaemonProcess) -> None:
