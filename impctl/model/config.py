@@ -74,7 +74,7 @@ class DaemonSettings:
     cell_probe_interval_s: float = 60.0
     # The route metric the daemon gives the primary uplink (below NM's 100/600/700 defaults).
     primary_route_metric: int = 20
-    # Periodic probes of the active uplink stop after TCP (no TLS handshake): ~10x fewer bytes.
+    # Periodic and standby probes stop after TCP (no TLS handshake): ~5x fewer bytes.
     liveness_tls: bool = False
 
 
