@@ -1,0 +1,397 @@
+"""The daemon's event loop (impctl.usecases.daemon) with fake backends.
+
+The fakes stand in for NetworkManager, netlink and the probe; the loop, the
+policy, the route sequencing and the state publishing are the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import os
+import stat
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from impctl.backends.dbus import NMSignal
+from impctl.backends.netlink import IPv4Facts, LinkState
+from impctl.backends.netwatch import DefaultRoute, LinkChanged, NetEvent
+from impctl.model.codes import ResultCode
+from impctl.model.config import Config, DaemonSettings
+from impctl.model.errors import ConfigError, ServiceUnavailable
+from impctl.model.inventory import DeviceInfo, NMDeviceState
+from impctl.model.probe import InterfaceProbe
+from impctl.model.state import State
+from impctl.usecases.daemon import Daemon, Deps, logfmt, run_hook_dir
+from impctl.usecases.probe import ProbeProxy
+
+
+def run_async(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """A coroutine test run on its own event loop (no asyncio plugin for pytest here)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+PROFILE_METRICS = {"eth0": 100, "wlan0": 600, "wwan0": 700}
+CLASSES = {"eth0": "ethernet", "wlan0": "wifi", "wwan0": "cell"}
+IDENTS = {"eth0": "eth0", "wlan0": "wl0", "wwan0": "cell0"}
+
+
+class FakeNM:
+    def __init__(self) -> None:
+        self.metrics = dict(PROFILE_METRICS)
+        self.calls: list[tuple[str, int]] = []
+        self.emit: Callable[[NMSignal], None] | None = None
+        self.available = True
+        self.lost = asyncio.Event()
+
+    def set_config(self, config: Config) -> None:
+        pass
+
+    async def devices(self) -> list[DeviceInfo]:
+        if not self.available:
+            raise ServiceUnavailable("NetworkManager is not running on the system bus")
+        return [DeviceInfo(name, 20, int(NMDeviceState.ACTIVATED), CLASSES[name], identifier=IDENTS[name],
+                           nm_path=f"/dev/{name}", route_metric=self.metrics[name],
+                           extra={"profile_path": f"/p/{name}"})
+                for name in ("eth0", "wlan0", "wwan0")]
+
+    async def set_route_metric(self, device: DeviceInfo, metric: int) -> None:
+        await asyncio.sleep(0)
+        self.calls.append((device.ifname, metric))
+        self.metrics[device.ifname] = PROFILE_METRICS[device.ifname] if metric < 0 else metric
+
+    async def profile_route_metric(self, device: DeviceInfo) -> int:
+        return PROFILE_METRICS[device.ifname]
+
+    def signals(self, emit: Callable[[NMSignal], None]) -> contextlib.AbstractAsyncContextManager[None]:
+        self.emit = emit
+
+        @contextlib.asynccontextmanager
+        async def cm() -> AsyncIterator[None]:
+            yield
+
+        return cm()
+
+    async def disconnected(self) -> None:
+        await self.lost.wait()
+
+    def close(self) -> None:
+        pass
+
+
+class World:
+    def __init__(self) -> None:
+        self.link = {n: True for n in CLASSES}
+        self.reachable = {n: True for n in CLASSES}
+        self.probes: list[tuple[str, bool]] = []  # (ifname, tls)
+
+    async def link_state(self, ifname: str) -> LinkState:
+        up = self.link[ifname]
+        return LinkState(ifname, 1, True, up, "UP" if up else "DOWN", "veth")
+
+    async def ipv4(self, ifname: str) -> IPv4Facts:
+        up = self.link[ifname]
+        return IPv4Facts(("198.18.1.50/24",) if up else (), "198.18.1.1" if up else None, False)
+
+    async def probe(self, device: DeviceInfo, config: Config, proxy: ProbeProxy | None,
+                    deadline: float) -> InterfaceProbe:
+        await asyncio.sleep(0.001)
+        self.probes.append((device.ifname, config.cloud.tls))
+        ok = self.link[device.ifname] and self.reachable[device.ifname]
+        return InterfaceProbe(device.identifier, device.ifname, device.iface_class,
+                              ResultCode.SERVER_CONNECTED if ok else ResultCode.NO_SERVER,
+                              reason=None if ok else "tcp: timed out")
+
+
+class Notes:
+    watchdog_s: float | None = None
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def ready(self, status: str | None = None) -> bool:
+        self.sent.append("READY")
+        return True
+
+    def watchdog(self) -> bool:
+        self.sent.append("WATCHDOG")
+        return True
+
+    def stopping(self, status: str | None = None) -> bool:
+        self.sent.append("STOPPING")
+        return True
+
+    def reloading(self) -> bool:
+        self.sent.append("RELOADING")
+        return True
+
+    def status(self, text: str) -> bool:
+        self.sent.append(f"STATUS={text}")
+        return True
+
+
+@dataclasses.dataclass
+class Rig:
+    daemon: Daemon
+    nm: FakeNM
+    world: World
+    notes: Notes
+    state: State
+    lines: list[str]
+    emit: list[Callable[[NetEvent], None]]
+    config: list[Config]
+
+    async def wait_line(self, text: str, timeout_s: float = 3.0) -> str:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                for line in self.lines:
+                    if text in line:
+                        self.lines.remove(line)
+                        return line
+                await asyncio.sleep(0.005)
+
+    def link(self, ifname: str, up: bool) -> None:
+        self.world.link[ifname] = up
+        loop = asyncio.get_running_loop()
+        self.emit[0](LinkChanged(ifname, 2, up, loop.time()))
+
+
+SETTINGS = DaemonSettings(probe_interval_s=0.2, probe_failures=2, standby_probe_interval_s=1.0,
+                          cell_standby_probe_interval_s=2.0, cell_probe_interval_s=0.5,
+                          failback_hold_s=0.5, min_switch_interval_s=0.3)
+
+
+def make_rig(state: State | None = None, settings: DaemonSettings = SETTINGS,
+             load_config: Callable[[], Config] | None = None) -> Rig:
+    nm, world, notes = FakeNM(), World(), Notes()
+    the_state = state or State()
+    lines: list[str] = []
+    emit: list[Callable[[NetEvent], None]] = []
+    config = [Config(daemon=settings)]
+
+    @contextlib.asynccontextmanager
+    async def watch(e: Callable[[NetEvent], None]) -> AsyncIterator[None]:
+        emit.append(e)
+        yield
+
+    async def routes() -> list[DefaultRoute]:
+        return [DefaultRoute(n, m, not world.link[n]) for n, m in nm.metrics.items()]
+
+    async def connect_network(_config: Config) -> FakeNM:
+        if not nm.available:
+            raise ServiceUnavailable("no NetworkManager")
+        return nm
+
+    async def no_hooks(_d: str, _e: object, _l: object) -> None:
+        return None
+
+    def change(fn: Callable[[State], None]) -> None:
+        fn(the_state)
+
+    deps = Deps(
+        connect_network=connect_network, links=world, routes=routes, watch=watch, probe=world.probe,
+        notifier=notes, load_config=load_config or (lambda: config[0]), load_state=lambda: the_state,
+        update_state=change, proxies=lambda _s, _d: {}, run_hooks=no_hooks, log=lines.append,
+        clock=lambda: asyncio.get_running_loop().time(),
+    )
+    return Rig(Daemon(deps), nm, world, notes, the_state, lines, emit, config)
+
+
+async def started(rig: Rig) -> asyncio.Task[int]:
+    task = asyncio.create_task(rig.daemon.run())
+    await rig.wait_line("event=connected ifname=eth0")
+    return task
+
+
+async def stop(rig: Rig, task: asyncio.Task[int]) -> int:
+    rig.daemon.request_stop()
+    async with asyncio.timeout(3.0):
+        return await task
+
+
+@run_async
+async def test_failover_moves_traffic_without_sharing_the_lowest_metric() -> None:
+    rig = make_rig()
+    task = await started(rig)
+    assert rig.nm.calls == [("eth0", 20)]
+    assert "READY" in rig.notes.sent
+    rig.link("eth0", False)
+    line = await rig.wait_line("event=connected ifname=wlan0")
+    assert "from=eth0" in line and 'reason="eth0: no carrier"' in line
+    await rig.wait_line("event=route ifname=wlan0 metric=20")
+    # wlan0 first just below the primary metric, then eth0 its own back, then wlan0 the primary metric.
+    assert rig.nm.calls == [("eth0", 20), ("wlan0", 19), ("eth0", 100), ("wlan0", 20)]
+    assert await stop(rig, task) == 0
+    assert rig.notes.sent[-1] == "STOPPING"
+    assert rig.state.daemon["running"] is False and rig.state.daemon["active"] == "wlan0"
+    assert rig.state.current is not None and rig.state.current["ifname"] == "wlan0"
+
+
+@run_async
+async def test_connected_is_not_declared_before_the_route_moved() -> None:
+    rig = make_rig()
+    task = await started(rig)
+    rig.link("eth0", False)
+    await rig.wait_line("event=connected ifname=wlan0")
+    # By the time it says connected, the kernel's lowest usable route is wlan0's.
+    assert rig.nm.metrics["wlan0"] < rig.nm.metrics["eth0"]
+    await stop(rig, task)
+
+
+@run_async
+async def test_manual_mode_never_touches_routes() -> None:
+    rig = make_rig(State(pinned={"interface": "eth0"}))
+    task = await started(rig)
+    rig.link("eth0", False)
+    line = await rig.wait_line("event=lost ifname=eth0")
+    assert "manual mode" in line
+    await asyncio.sleep(0.5)
+    assert rig.nm.calls == []
+    assert not any("event=switch" in x for x in rig.lines)
+    assert rig.daemon.policy.active == "eth0"
+    await stop(rig, task)
+    assert rig.state.daemon["mode"] == "manual" and rig.state.daemon["phase"] == "lost"
+    assert rig.state.current is None  # connectwith's current stands in manual mode
+
+
+@run_async
+async def test_networkmanager_restart_reapplies_the_primary_metric() -> None:
+    rig = make_rig()
+    task = await started(rig)
+    assert rig.nm.emit is not None
+    rig.nm.emit(NMSignal("nm-stopped"))
+    await rig.wait_line("event=nm-stopped")
+    # NM comes back having re-read its profiles: eth0 at its own metric again.
+    rig.nm.metrics["eth0"] = 100
+    rig.nm.emit(NMSignal("nm-started"))
+    await rig.wait_line("event=nm-started")
+    await rig.wait_line("event=route ifname=eth0 metric=20")
+    assert rig.nm.calls[-1] == ("eth0", 20)
+    await stop(rig, task)
+
+
+@run_async
+async def test_devices_unreadable_after_nm_start_are_retried() -> None:
+    rig = make_rig()
+    task = await started(rig)
+    assert rig.nm.emit is not None
+    rig.nm.emit(NMSignal("nm-stopped"))
+    rig.nm.available = False
+    rig.nm.emit(NMSignal("nm-started"))
+    await rig.wait_line("event=nm-error")
+    rig.nm.available = True
+    rig.nm.metrics["eth0"] = 100
+    await rig.wait_line("event=route ifname=eth0 metric=20", 3.0)
+    await stop(rig, task)
+
+
+@run_async
+async def test_blackhole_switches_after_consecutive_failures_with_tcp_only_liveness() -> None:
+    rig = make_rig()
+    task = await started(rig)
+    rig.world.reachable["eth0"] = False
+    line = await rig.wait_line("event=switch from=eth0 to=wlan0")
+    assert "2 probes failed" in line
+    await rig.wait_line("event=connected ifname=wlan0")
+    liveness = [tls for name, tls in rig.world.probes if name == "eth0"][1:]
+    assert liveness and not any(liveness)  # periodic probes skip TLS (liveness_tls=false)
+    verify_wlan0 = [tls for name, tls in rig.world.probes if name == "wlan0"]
+    assert verify_wlan0[-1] is True  # the new primary's verification is the full check
+    await stop(rig, task)
+
+
+@run_async
+async def test_reload_with_a_broken_config_keeps_running_on_the_old_one() -> None:
+    broken = [False]
+    good = Config(daemon=SETTINGS)
+
+    def load() -> Config:
+        if broken[0]:
+            raise ConfigError("impctl.toml: daemon.probe_interval_s: must be a positive number")
+        return good
+
+    rig = make_rig(load_config=load)
+    task = await started(rig)
+    broken[0] = True
+    rig.daemon.request_reload()
+    line = await rig.wait_line("event=reload-error")
+    assert "probe_interval_s" in line
+    assert rig.daemon.config is good
+    rig.link("eth0", False)
+    await rig.wait_line("event=connected ifname=wlan0")  # still failing over
+    await stop(rig, task)
+
+
+@run_async
+async def test_reload_applies_a_new_sequence() -> None:
+    rig = make_rig()
+    task = await started(rig)
+    rig.state.set_sequence(["cell"])
+    rig.daemon.request_reload()
+    await rig.wait_line("event=plan mode=automatic order=wwan0,eth0,wlan0")
+    await rig.wait_line("event=connected ifname=wwan0", 5.0)  # after its failback hold
+    assert "RELOADING" in rig.notes.sent
+    await stop(rig, task)
+
+
+@run_async
+async def test_stop_while_waiting_for_networkmanager() -> None:
+    rig = make_rig()
+    rig.nm.available = False
+    task = asyncio.create_task(rig.daemon.run())
+    await rig.wait_line("event=nm-unavailable")
+    assert any(s.startswith("STATUS=waiting for NetworkManager") for s in rig.notes.sent)
+    assert await stop(rig, task) == 0
+    assert "READY" not in rig.notes.sent
+
+
+@run_async
+async def test_watchdog_pings_come_from_the_loop() -> None:
+    rig = make_rig()
+    rig.notes.watchdog_s = 0.2
+    task = await started(rig)
+    await asyncio.sleep(0.55)
+    assert rig.notes.sent.count("WATCHDOG") >= 3
+    await stop(rig, task)
+
+
+# ---------------------------------------------------------------- log lines, hooks
+
+
+def test_logfmt_quotes_what_needs_it() -> None:
+    line = logfmt("switch", **{"from": "eth0", "to": "wlan0"}, reason='eth0: "x" = y', took_ms=12.345, none=None)
+    assert line == 'event=switch from=eth0 to=wlan0 reason="eth0: \\"x\\" = y" took_ms=12.3'
+
+
+@run_async
+async def test_hooks_run_in_order_with_the_switch_in_their_environment(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    hooks = (("20-second", "echo second >> {o}"),
+             ("10-first", 'echo "$IMPCTL_FROM>$IMPCTL_TO $IMPCTL_REASON" >> {o}'),
+             (".hidden", "echo hidden >> {o}"), ("30-fails", "exit 3"))
+    for name, body in hooks:
+        p = tmp_path / name
+        p.write_text("#!/bin/sh\n" + body.format(o=out) + "\n")
+        p.chmod(p.stat().st_mode | stat.S_IXUSR)
+    (tmp_path / "not-executable").write_text("#!/bin/sh\necho no >> {out}\n")
+    logs: list[str] = []
+    await run_hook_dir(str(tmp_path), {"IMPCTL_FROM": "eth0", "IMPCTL_TO": "wlan0", "IMPCTL_REASON": "no carrier"},
+                       logs.append)
+    assert out.read_text().splitlines() == ["eth0>wlan0 no carrier", "second"]
+    assert any("hook=30-fails status=3" in x for x in logs)
+    assert os.path.exists(out)
+
+
+@run_async
+async def test_missing_hooks_dir_is_logged_not_fatal(tmp_path: Path) -> None:
+    logs: list[str] = []
+    await run_hook_dir(str(tmp_path / "absent"), {}, logs.append)
+    assert logs and "event=hook-error" in logs[0]
