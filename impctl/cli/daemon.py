@@ -8,8 +8,10 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from impctl.backends import netwatch
 from impctl.backends.config_file import load_config
@@ -20,7 +22,7 @@ from impctl.backends.sdnotify import Notifier
 from impctl.backends.secrets import decrypt_secret, key_path_for
 from impctl.backends.statefile import load_state, update_state
 from impctl.cli.context import Globals, get_globals
-from impctl.cli.output import fail
+from impctl.cli.output import JsonOption, console, fail, run
 from impctl.model.config import Config
 from impctl.model.errors import ImpctlError
 from impctl.model.inventory import DeviceInfo
@@ -92,7 +94,36 @@ async def _main(daemon: Daemon) -> int:
     return await daemon.run()
 
 
-def daemon(ctx: typer.Context) -> None:
+def render_view(view: dict[str, Any]) -> None:
+    """The daemon's view (state.daemon) for people: uplinks with their health, last switches."""
+    if not view:
+        console.print("the daemon has not run on this gateway (no daemon view in the state file)")
+        return
+    running = "running" if view.get("running") else "not running (last view)"
+    console.print(f"daemon {running}, pid {view.get('pid')}, {view.get('mode')} mode: "
+                  f"[bold]{view.get('phase')}[/] via [bold]{view.get('active') or 'nothing'}[/]"
+                  + (f" — {view['lost_reason']}" if view.get("lost_reason") else ""), highlight=False)
+    table = Table("uplink", "ifname", "class", "health", "failures", "last result")
+    for u in view.get("uplinks", []):
+        mark = "▶ " if u.get("active") else "  "
+        table.add_row(mark + str(u.get("identifier")), str(u.get("ifname")), str(u.get("class")),
+                      str(u.get("health")), str(u.get("failures")), str(u.get("last_reason") or ""))
+    console.print(table)
+    switches = view.get("switches", [])[-5:]
+    if switches:
+        moves = Table("at", "from", "to", "reason", "took")
+        for sw in switches:
+            at = time.strftime("%H:%M:%S", time.localtime(sw["at"])) if sw.get("at") else ""
+            took = f"{sw['took_s'] * 1000:.0f} ms" if sw.get("took_s") is not None else "unverified"
+            moves.add_row(at, str(sw.get("from") or "—"), str(sw.get("to")), str(sw.get("reason")), took)
+        console.print(moves)
+
+
+def daemon(
+    ctx: typer.Context,
+    status: Annotated[bool, typer.Option("--status", help="Show the running daemon's view and exit.")] = False,
+    json_out: JsonOption = False,
+) -> None:
     """Keep the gateway connected: watch every uplink, fail over along the sequence, fail back.
 
     Runs in the foreground and logs one line per event (event=switch from=…
@@ -100,11 +131,15 @@ def daemon(ctx: typer.Context) -> None:
     (netlink), within about two probe intervals to a silent upstream loss;
     switches by changing NetworkManager route metrics, verifies the new
     primary with a probe. Manual mode (a NIC pinned by connectwith): reports
-    loss, never switches. SIGTERM stops, SIGHUP reloads the config and the
-    sequence. Settings: [daemon] in the config file. Under systemd use
+    loss, never switches. `--status` (or `--json`) shows the running
+    daemon's view instead: active uplink, health of each, last switches.
+    SIGTERM stops, SIGHUP reloads the config and the sequence. Settings: [daemon] in the config file. Under systemd use
     systemd/impctl.service (Type=notify, watchdog).
     """
     g = get_globals(ctx)
+    if status or json_out:
+        # The view the daemon keeps in the state file: uplinks, health, last switches.
+        run("daemon", json_out, lambda: load_state(g.state_path).daemon, render_view, lambda v: v)
     try:
         deps = _deps(g)
         runner = Daemon(deps)
