@@ -395,3 +395,19 @@ async def test_missing_hooks_dir_is_logged_not_fatal(tmp_path: Path) -> None:
     logs: list[str] = []
     await run_hook_dir(str(tmp_path / "absent"), {}, logs.append)
     assert logs and "event=hook-error" in logs[0]
+
+
+@run_async
+async def test_lost_bus_connection_is_reconnected_and_routes_reapplied() -> None:
+    rig = make_rig()
+    task = await started(rig)
+    rig.nm.metrics["eth0"] = 100  # what a reconnect finds: NM restarted with the bus
+    rig.nm.lost.set()
+    await rig.wait_line("event=bus-lost")
+    rig.nm.lost = asyncio.Event()
+    await rig.wait_line("event=nm-reconnected")
+    # Failover still works through the new connection.
+    rig.link("eth0", False)
+    await rig.wait_line("event=connected ifname=wlan0")
+    assert ("wlan0", 19) in rig.nm.calls
+    await stop(rig, task)
