@@ -133,7 +133,8 @@ def daemon(
     primary with a probe. Manual mode (a NIC pinned by connectwith): reports
     loss, never switches. `--status` (or `--json`) shows the running
     daemon's view instead: active uplink, health of each, last switches.
-    SIGTERM stops, SIGHUP reloads the config and the sequence. Settings: [daemon] in the config file. Under systemd use
+    SIGTERM stops, SIGHUP reloads the config and the sequence. Settings: the
+    daemon section of the config file. Under systemd use
     systemd/impctl.service (Type=notify, watchdog).
     """
     g = get_globals(ctx)
