@@ -47,6 +47,7 @@ from impctl.lab import Lab
 from impctl.lab import files as lab_files
 from impctl.lab.cloud import NM_ONLINE_BODY
 from impctl.lab.lab import CARRIER_WAIT_MS
+from impctl.lab.proc import in_netns
 
 BENCH_DAEMON = {"failback_hold_s": 1.0, "min_switch_interval_s": 1.0}
 
@@ -154,6 +155,21 @@ def summary(values: list[float]) -> dict[str, Any]:
             "min_ms": round(ms[0], 1)}
 
 
+def set_ignore_linkdown(lab: Lab, value: int) -> None:
+    """net.ipv4.conf.{all,uplinks}.ignore_routes_with_linkdown in the gateway netns only."""
+    def write() -> None:
+        for where in ("all", *(u.ifname for u in lab.uplinks)):
+            Path(f"/proc/sys/net/ipv4/conf/{where}/ignore_routes_with_linkdown").write_text(str(value))
+
+    in_netns(lab.gw_netns, write)
+
+
+# link: as the lab sets it up (ignore_routes_with_linkdown=1, the kernel skips a dead
+# link's route at once); link-sysctl0: Debian's default (0), the dead route wins until
+# NM or the daemon changes the routes.
+KINDS = ("link", "link-sysctl0", "blackhole")
+
+
 def bench_daemon(lab: Lab, mon: Monitor, work: Path, n: int) -> dict[str, Any]:
     config = write_config(lab, work / "bench.toml", daemon=BENCH_DAEMON)
     daemon = DaemonProcess(lab, config, work / "state-daemon" / "state.json")
@@ -161,13 +177,14 @@ def bench_daemon(lab: Lab, mon: Monitor, work: Path, n: int) -> dict[str, Any]:
     try:
         daemon.wait_for(is_event("connected", ifname="eth0"), 15.0, "start")
         mon.wait_primary("eth0", 5.0)
-        for kind in ("link", "blackhole"):
+        for kind in KINDS:
+            set_ignore_linkdown(lab, 0 if kind == "link-sysctl0" else 1)
             route_s: list[float] = []
             verified_s: list[float] = []
             total_s: list[float] = []
             for i in range(n):
                 mon.drain()
-                if kind == "link":
+                if kind.startswith("link"):
                     cut(lab, up=False)
                     t_fault = float(mon.wait("link", "eth0", 5.0, up=False)["t"])
                 else:
@@ -178,14 +195,14 @@ def bench_daemon(lab: Lab, mon: Monitor, work: Path, n: int) -> dict[str, Any]:
                 route_s.append(t_route - t_fault)
                 verified_s.append(t_verified - t_fault)
                 total_s.append(max(t_route, t_verified) - t_fault)
-                if kind == "link":
+                if kind.startswith("link"):
                     cut(lab, up=True)
                     lab.wait_uplinks(["eth0"])
                 else:
                     blackhole(lab, False)
                 daemon.wait_for(is_event("connected", ifname="eth0"), 20.0, f"failback {i}")
                 mon.wait_primary("eth0", 5.0)
-                print(f"  daemon {kind:9} #{i + 1:2}: route {route_s[-1] * 1000:7.1f} ms, "
+                print(f"  daemon {kind:12} #{i + 1:2}: route {route_s[-1] * 1000:7.1f} ms, "
                       f"verified {verified_s[-1] * 1000:7.1f} ms", flush=True)
             results[kind] = {"route": summary(route_s), "verified": summary(verified_s),
                              "fault_to_route_and_verified": summary(total_s)}
@@ -209,12 +226,13 @@ def bench_nm(lab: Lab, mon: Monitor, n: int, interval_s: int, timeout_s: float) 
     mon.drain()
     mon.wait_primary("eth0", 10.0)
     results: dict[str, Any] = {}
-    for kind in ("link", "blackhole"):
+    for kind in KINDS:
+        set_ignore_linkdown(lab, 0 if kind == "link-sysctl0" else 1)
         route_s: list[float] = []
         missed = 0
         for i in range(n):
             mon.drain()
-            if kind == "link":
+            if kind.startswith("link"):
                 cut(lab, up=False)
                 t_fault = float(mon.wait("link", "eth0", 5.0, up=False)["t"])
             else:
@@ -222,11 +240,11 @@ def bench_nm(lab: Lab, mon: Monitor, n: int, interval_s: int, timeout_s: float) 
             try:
                 t_route = mon.wait_primary("wlan0", timeout_s)
                 route_s.append(t_route - t_fault)
-                print(f"  NM     {kind:9} #{i + 1:2}: route {route_s[-1] * 1000:7.1f} ms", flush=True)
+                print(f"  NM     {kind:12} #{i + 1:2}: route {route_s[-1] * 1000:7.1f} ms", flush=True)
             except TimeoutError:
                 missed += 1
-                print(f"  NM     {kind:9} #{i + 1:2}: no failover within {timeout_s} s", flush=True)
-            if kind == "link":
+                print(f"  NM     {kind:12} #{i + 1:2}: no failover within {timeout_s} s", flush=True)
+            if kind.startswith("link"):
                 cut(lab, up=True)
                 lab.wait_uplinks(["eth0"])
             else:
@@ -236,6 +254,7 @@ def bench_nm(lab: Lab, mon: Monitor, n: int, interval_s: int, timeout_s: float) 
             except TimeoutError:
                 print("  NM never moved back to eth0", flush=True)
         results[kind] = {"route": summary(route_s), "no_failover_within_s": timeout_s, "missed": missed}
+    set_ignore_linkdown(lab, 1)
     return results
 
 

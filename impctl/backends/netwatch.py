@@ -21,6 +21,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
@@ -199,6 +200,19 @@ class DefaultRoute:
     ifname: str
     metric: int
     linkdown: bool
+    # The kernel skips it: linkdown and net.ipv4.conf.{all,IF}.ignore_routes_with_linkdown=1.
+    ignored: bool = False
+
+
+def _ignores_linkdown(ifname: str) -> bool:
+    """The kernel's rule: conf.all OR conf.<ifname> ignore_routes_with_linkdown."""
+    for where in ("all", ifname):
+        try:
+            if Path(f"/proc/sys/net/ipv4/conf/{where}/ignore_routes_with_linkdown").read_text().strip() == "1":
+                return True
+        except OSError:
+            continue
+    return False
 
 
 async def default_routes() -> list[DefaultRoute]:
@@ -221,15 +235,18 @@ async def default_routes() -> list[DefaultRoute]:
         oif = msg.get("RTA_OIF")
         if oif is None or int(oif) not in names:
             continue
-        out.append(DefaultRoute(names[int(oif)], int(msg.get("RTA_PRIORITY") or 0),
-                                bool(int(msg.get("flags", 0)) & RTNH_F_LINKDOWN)))
+        name = names[int(oif)]
+        linkdown = bool(int(msg.get("flags", 0)) & RTNH_F_LINKDOWN)
+        out.append(DefaultRoute(name, int(msg.get("RTA_PRIORITY") or 0), linkdown,
+                                linkdown and _ignores_linkdown(name)))
     return out
 
 
 def kernel_primary(routes: list[DefaultRoute]) -> str | None:
-    """Where unbound traffic goes: the usable default route with the lowest metric.
+    """Where unbound traffic goes: the default route with the lowest metric the kernel uses.
 
-    Linkdown routes are skipped, as the kernel does with ignore_routes_with_linkdown.
+    A linkdown route counts unless ignore_routes_with_linkdown makes the kernel skip
+    it (Debian's default is 0: a dead link's route wins until NM removes it).
     """
-    usable = [r for r in routes if not r.linkdown]
+    usable = [r for r in routes if not r.ignored]
     return min(usable, key=lambda r: r.metric).ifname if usable else None

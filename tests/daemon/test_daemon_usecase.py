@@ -183,7 +183,8 @@ def make_rig(state: State | None = None, settings: DaemonSettings = SETTINGS,
         yield
 
     async def routes() -> list[DefaultRoute]:
-        return [DefaultRoute(n, m, not world.link[n]) for n, m in nm.metrics.items()]
+        # As in the lab: ignore_routes_with_linkdown=1, a dead link's route is skipped.
+        return [DefaultRoute(n, m, not world.link[n], not world.link[n]) for n, m in nm.metrics.items()]
 
     async def connect_network(_config: Config) -> FakeNM:
         if not nm.available:
