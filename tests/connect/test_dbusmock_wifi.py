@@ -18,20 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dbusmock.testcase import BusType, PrivateDBus, SpawnedMock
 
-dbusmock = pytest.importorskip("dbusmock")
-dbus = pytest.importorskip("dbus")
-
-from dbusmock.testcase import BusType, PrivateDBus, SpawnedMock  # noqa: E402
-
-from impctl.backends.dbus import NetworkManagerBackend, read_inventory, system_bus  # noqa: E402
-from impctl.model.attempt import CheckOutcome  # noqa: E402
-from impctl.model.codes import ResultCode  # noqa: E402
-from impctl.model.config import Config  # noqa: E402
-from impctl.model.errors import OperationTimeout, PermissionDenied, ServiceUnavailable  # noqa: E402
-from impctl.model.inventory import DeviceInfo  # noqa: E402
-from impctl.model.nic import ProxyConfig, parse_nic  # noqa: E402
-from impctl.usecases import connect as uc  # noqa: E402
+from impctl.backends.dbus import NetworkManagerBackend, read_inventory, system_bus
+from impctl.model.attempt import CheckOutcome
+from impctl.model.codes import ResultCode
+from impctl.model.config import Config
+from impctl.model.errors import OperationTimeout, PermissionDenied, ServiceUnavailable
+from impctl.model.inventory import DeviceInfo
+from impctl.model.nic import ProxyConfig, parse_nic
+from impctl.usecases import connect as uc
 
 pytestmark = pytest.mark.dbusmock
 
