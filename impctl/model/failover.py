@@ -333,13 +333,13 @@ class FailoverPolicy:
         actions = self._track(u, now, before, why)
         return actions + self.decide(now)
 
-    def probe_started(self, ifname: str, now: float) -> None:
+    def probe_started(self, ifname: str, now: float, purpose: Purpose = Purpose.VERIFY) -> None:
         u = self.uplinks.get(ifname)
         if u is None:
             return
         u.probing = True
         u.last_probe_started = now
-        if ifname == self.active:
+        if ifname == self.active and purpose == Purpose.VERIFY:
             self._verify_needed = False
 
     def on_probe(self, ifname: str, ok: bool, now: float, *, code: int | None = None,
@@ -365,7 +365,10 @@ class FailoverPolicy:
             # chance: the traffic is on it, and the next candidate may be fine.
             u.failures = self.settings.probe_failures if verifying else u.failures + 1
         actions += self._track(u, now, before, "probe passed" if ok else f"probe failed: {reason or code}")
-        if ok and ifname == self.active and self.phase in (Phase.VERIFYING, Phase.LOST, Phase.STARTING):
+        # Only the verification probe concludes a switch: a periodic probe started
+        # before it (still in flight when the traffic moved) does not count.
+        concludes = verifying or self.phase in (Phase.LOST, Phase.STARTING)
+        if ok and ifname == self.active and concludes:
             actions.append(self._connected(ifname, now, "start" if self.phase == Phase.STARTING else "recovered"))
         return actions + self.decide(now)
 

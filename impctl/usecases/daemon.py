@@ -424,7 +424,7 @@ class Daemon:
             device = self.devices.get(req.ifname)
             if device is None:
                 continue
-            self.policy.probe_started(req.ifname, now)
+            self.policy.probe_started(req.ifname, now, req.purpose)
             self._spawn(self._probe(device, req), f"probe-{req.ifname}")
 
     def _probe_budget(self, req: ProbeRequest, device: DeviceInfo) -> float:

@@ -98,7 +98,7 @@ class Sim:
 
     def _start_probes(self) -> None:
         for req in self.policy.due_probes(self.now):
-            self.policy.probe_started(req.ifname, self.now)
+            self.policy.probe_started(req.ifname, self.now, req.purpose)
             self.probes.append((self.now, req.ifname, req.purpose))
 
             def done(name: str = req.ifname, purpose: Purpose = req.purpose) -> None:
@@ -486,3 +486,24 @@ def test_snapshot_is_json_and_names_everything_status_shows() -> None:
     assert (last["from"], last["to"], last["verified"]) == ("eth0", "wlan0", True)
     assert last["at"] == pytest.approx(1_700_000_001.0)
     assert last["took_s"] == pytest.approx(PROBE_LATENCY_S)
+
+
+def test_a_periodic_probe_in_flight_at_a_switch_does_not_conclude_it() -> None:
+    policy = FailoverPolicy(FAST, ORDER)
+    for u in ORDER:
+        policy.on_link(u.ifname, True, 0.0)
+        policy.on_ip(u.ifname, True, 0.0)
+    policy.start(0.0)
+    policy.probe_started("eth0", 0.0, Purpose.VERIFY)
+    policy.on_probe("eth0", True, 0.01, purpose=Purpose.VERIFY)
+    # A standby probe of wlan0 is under way when eth0 dies and wlan0 takes over.
+    policy.probe_started("wlan0", 0.5, Purpose.STANDBY)
+    (switch,) = [a for a in policy.on_link("eth0", False, 0.6) if isinstance(a, Switch)]
+    assert switch.to_ifname == "wlan0" and policy.phase == Phase.VERIFYING
+    actions = policy.on_probe("wlan0", True, 0.61, purpose=Purpose.STANDBY)
+    assert not any(isinstance(a, Connected) for a in actions)
+    assert policy.phase == Phase.VERIFYING
+    assert [r.purpose for r in policy.due_probes(0.61) if r.ifname == "wlan0"] == [Purpose.VERIFY]
+    policy.probe_started("wlan0", 0.61, Purpose.VERIFY)
+    actions = policy.on_probe("wlan0", True, 0.63, purpose=Purpose.VERIFY)
+    assert [a.ifname for a in actions if isinstance(a, Connected)] == ["wlan0"]
