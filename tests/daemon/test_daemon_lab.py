@@ -155,6 +155,9 @@ def test_networkmanager_restart_mid_run_is_survived(lab: Lab, daemon: DaemonProc
     daemon.wait_for(is_event("route", ifname="eth0", role="primary"), 10.0, "primary metric re-applied")
     assert daemon.proc.poll() is None
     assert primary_uplink(lab) == "eth0"
+    # One default route per uplink again: no stray route from before the restart.
+    assert settles(lambda: sorted((r["dev"], r["metric"]) for r in lab.default_routes())
+                   == [("eth0", 20), ("wlan0", 600), ("wwan0", 700)])
     # And it still fails over through the new NetworkManager.
     lab.fault("eth0", "link-down")
     daemon.wait_for(is_event("connected", ifname="wlan0"), 5.0, "failover after the restart")
