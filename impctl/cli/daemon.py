@@ -16,6 +16,7 @@ from rich.table import Table
 from impctl.backends import netwatch
 from impctl.backends.config_file import load_config
 from impctl.backends.dbus import DaemonNetworkManager, SystemBus
+from impctl.backends.hooks import run_hook_dir
 from impctl.backends.netlink import Netlink
 from impctl.backends.probe_net import BoundSockets
 from impctl.backends.sdnotify import Notifier
@@ -29,7 +30,7 @@ from impctl.model.inventory import DeviceInfo
 from impctl.model.nic import Secret
 from impctl.model.probe import InterfaceProbe
 from impctl.model.state import State
-from impctl.usecases.daemon import Daemon, Deps, Network, run_hook_dir
+from impctl.usecases.daemon import Daemon, Deps, Network
 from impctl.usecases.probe import ProbeProxy, probe_interface, proxy_plan
 
 COMMAND = "daemon"

@@ -97,8 +97,6 @@ RECONNECT_MAX_S = 5.0
 PUBLISH_MIN_INTERVAL_S = 1.0
 # After a switch, the view is written this much later (the verification is usually back by then).
 SWITCH_PUBLISH_DELAY_S = 0.2
-# A hook script that takes longer is killed.
-HOOK_TIMEOUT_S = 30.0
 # Waiting for NetworkManager's D-Bus calls on the hot path.
 NM_CALL_TIMEOUT_S = 5.0
 # NM syncs the kernel's routes shortly after Reapply returns: wait this long at most.
@@ -149,8 +147,9 @@ class Notifier(Protocol):
 ProbeFn = Callable[[DeviceInfo, Config, ProbeProxy | None, float], Awaitable[InterfaceProbe]]
 """probe_interface with its backends bound: (device, config, proxy, deadline) -> result."""
 WatchFn = Callable[[Callable[[NetEvent], None]], contextlib.AbstractAsyncContextManager[Any]]
-HookFn = Callable[[str, Mapping[str, str], Callable[[str], None]], Awaitable[None]]
-"""(hooks_dir, environment, log) -> runs every executable of the directory."""
+HookFn = Callable[[str, Mapping[str, str], Callable[..., None]], Awaitable[None]]
+"""(hooks_dir, environment, log(event, **fields)) -> runs every executable of the directory
+(impctl.backends.hooks.run_hook_dir)."""
 
 
 @dataclass
@@ -415,7 +414,7 @@ class Daemon:
             env[key] = u.spec.identifier if u else ""
         if took_ms is not None:
             env["IMPCTL_TOOK_MS"] = str(took_ms)
-        self._spawn(self.d.run_hooks(hooks_dir, env, self.d.log), "hooks")
+        self._spawn(self.d.run_hooks(hooks_dir, env, self.log), "hooks")
 
     # ---- probes ---------------------------------------------------------------------------------
 
@@ -870,46 +869,6 @@ class Daemon:
             self.d.update_state(change)
         except ImpctlError as err:
             self.log("state-error", reason=err.message)
-
-
-# ---------------------------------------------------------------- hooks (default runner)
-
-
-async def run_hook_dir(hooks_dir: str, env: Mapping[str, str], log: Callable[[str], None]) -> None:
-    """Run every executable file of `hooks_dir`, in name order, one after the other.
-
-    Like run-parts: names starting with "." or ending in "~" are skipped. A
-    hook's failure or time-out is logged and does not stop the others.
-    """
-    try:
-        names = sorted(os.listdir(hooks_dir))
-    except OSError as err:
-        log(logfmt("hook-error", dir=hooks_dir, reason=err.strerror or str(err)))
-        return
-    full_env = {**os.environ, **env}
-    for name in names:
-        path = os.path.join(hooks_dir, name)
-        if name.startswith(".") or name.endswith("~") or not os.path.isfile(path) or not os.access(path, os.X_OK):
-            continue
-        started = time.monotonic()
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                path, env=full_env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            )
-        except OSError as err:
-            log(logfmt("hook-error", hook=name, reason=err.strerror or str(err)))
-            continue
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), HOOK_TIMEOUT_S)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            log(logfmt("hook-error", hook=name, reason=f"killed after {HOOK_TIMEOUT_S:g} s"))
-            continue
-        text = out.decode(errors="replace").strip().replace("\n", " | ")[:500]
-        log(logfmt("hook", hook=name, status=proc.returncode, ms=round((time.monotonic() - started) * 1000, 1),
-                   output=text or None))
 
 
 @contextlib.asynccontextmanager

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from impctl.backends.dbus import NMSignal
+from impctl.backends.hooks import run_hook_dir
 from impctl.backends.netlink import IPv4Facts, LinkState
 from impctl.backends.netwatch import DefaultRoute, LinkChanged, NetEvent
 from impctl.model.codes import ResultCode
@@ -25,7 +26,7 @@ from impctl.model.errors import ConfigError, ServiceUnavailable
 from impctl.model.inventory import DeviceInfo, NMDeviceState
 from impctl.model.probe import InterfaceProbe
 from impctl.model.state import State
-from impctl.usecases.daemon import Daemon, Deps, logfmt, run_hook_dir
+from impctl.usecases.daemon import Daemon, Deps, logfmt
 from impctl.usecases.probe import ProbeProxy
 
 
@@ -384,8 +385,12 @@ async def test_hooks_run_in_order_with_the_switch_in_their_environment(tmp_path:
         p.chmod(p.stat().st_mode | stat.S_IXUSR)
     (tmp_path / "not-executable").write_text("#!/bin/sh\necho no >> {out}\n")
     logs: list[str] = []
+
+    def log(event: str, **fields: object) -> None:
+        logs.append(logfmt(event, **fields))
+
     await run_hook_dir(str(tmp_path), {"IMPCTL_FROM": "eth0", "IMPCTL_TO": "wlan0", "IMPCTL_REASON": "no carrier"},
-                       logs.append)
+                       log)
     assert out.read_text().splitlines() == ["eth0>wlan0 no carrier", "second"]
     assert any("hook=30-fails status=3" in x for x in logs)
     assert os.path.exists(out)
@@ -394,7 +399,7 @@ async def test_hooks_run_in_order_with_the_switch_in_their_environment(tmp_path:
 @run_async
 async def test_missing_hooks_dir_is_logged_not_fatal(tmp_path: Path) -> None:
     logs: list[str] = []
-    await run_hook_dir(str(tmp_path / "absent"), {}, logs.append)
+    await run_hook_dir(str(tmp_path / "absent"), {}, lambda event, **f: logs.append(logfmt(event, **f)))
     assert logs and "event=hook-error" in logs[0]
 
 
