@@ -281,13 +281,14 @@ class Daemon:
         async with self.d.watch(self._put):
             route_worker = asyncio.create_task(self._route_worker(), name="routes")
             try:
-                if not await self._connect_network(first=True):
-                    return 0  # stopped before NetworkManager ever answered
-                await self._initial_facts()
-                self._apply(self.policy.start(self.d.clock()))
-                self.d.notifier.ready(self._status_text())
-                self.log("ready", active=self.policy.active, phase=self.policy.phase.value)
-                await self._loop()
+                if await self._connect_network(first=True):
+                    await self._initial_facts()
+                    self._apply(self.policy.start(self.d.clock()))
+                    self.d.notifier.ready(self._status_text())
+                    self.log("ready", active=self.policy.active, phase=self.policy.phase.value)
+                    await self._loop()
+                else:  # stopped before NetworkManager ever answered
+                    self.d.notifier.stopping("stopping")
             finally:
                 route_worker.cancel()
                 for task in list(self._tasks):

@@ -352,7 +352,8 @@ async def test_stop_while_waiting_for_networkmanager() -> None:
     await rig.wait_line("event=nm-unavailable")
     assert any(s.startswith("STATUS=waiting for NetworkManager") for s in rig.notes.sent)
     assert await stop(rig, task) == 0
-    assert "READY" not in rig.notes.sent
+    assert "READY" not in rig.notes.sent and rig.notes.sent[-1] == "STOPPING"
+    assert any("event=stopped" in line for line in rig.lines)
 
 
 @run_async
