@@ -18,10 +18,8 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from impctl.lab import Lab
-from impctl.lab.proc import alive, netns_inode, pid_netns_inode
 
 FAST_DAEMON = {
     "probe_interval_s": 1.0,
@@ -141,21 +139,5 @@ def primary_uplink(lab: Lab) -> str | None:
 
 
 def restart_networkmanager(lab: Lab, down_s: float = 0.5) -> None:
-    """Kill the lab's NetworkManager (SIGTERM) and start it again after `down_s`.
-
-    Uses the lab's recorded pid (checked to be in the lab's gateway namespace)
-    and its NM start-up; a public `Lab.restart_networkmanager()` should replace this.
-    """
-    pids: dict[str, Any] = lab._read_lab_file().get("pids", {})
-    pid = int(pids["NetworkManager"])
-    if pid_netns_inode(pid) != netns_inode(lab.gw_netns):
-        raise AssertionError(f"pid {pid} is not the lab's NetworkManager")
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10.0
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    child = lab._children.pop("NetworkManager", None)
-    if child is not None:
-        child.wait(timeout=5.0)
-    time.sleep(down_s)
-    lab._start_networkmanager()
+    """Stop the lab's NetworkManager and start it again after `down_s`, without waiting for it."""
+    lab.restart_networkmanager(down_s, wait=False)
