@@ -24,6 +24,7 @@ from impctl.backends.dbus import NetworkManagerBackend, system_bus
 from impctl.backends.netlink import Netlink
 from impctl.backends.probe_net import BoundSockets
 from impctl.cli.context import Globals, get_globals
+from impctl.cli.daemon import render_view
 from impctl.cli.nic import read_nic_file
 from impctl.cli.output import JsonOption, console, run
 from impctl.model.attempt import Attempt
@@ -189,6 +190,9 @@ def _render_status(report: uc.StatusReport) -> None:
         console.print(
             f"last error: [red]{err.get('name')}[/] via {err.get('identifier')}: {err.get('reason')}", highlight=False
         )
+    if doc["daemon"]:
+        console.print()
+        render_view(doc["daemon"])
 
 
 def status_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:

@@ -23,6 +23,7 @@ How an attempt goes (connectwith, and each step of connect):
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -648,7 +649,28 @@ class StatusReport:
             "pinned": self.state.pinned.get("interface") if self.state.pinned else None,
             "sequence": list(self.state.sequence),
             "last_error": self.state.last_error,
+            # The failover daemon's own view (active uplink, health, last switches), if it has run.
+            "daemon": daemon_view(self.state.daemon),
         }
+
+
+def daemon_view(view: dict[str, Any]) -> dict[str, Any] | None:
+    """state.daemon as status shows it: `running` only while its process lives.
+
+    A daemon killed outright (SIGKILL, a crash) cannot clear its own flag.
+    """
+    if not view:
+        return None
+    out = dict(view)
+    pid = out.get("pid")
+    if out.get("running") and isinstance(pid, int):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            out["running"] = False
+        except PermissionError:
+            pass  # alive, another user's
+    return out
 
 
 def device_json(d: DeviceInfo, active: bool) -> dict[str, Any]:

@@ -133,3 +133,19 @@ def test_build_inventory_classes_overrides_identifiers_and_order() -> None:
 def test_build_inventory_class_override_of_unknown_type() -> None:
     inv = build_inventory([dev("x0", 4242)], Config(classes={"x0": "ethernet"}))
     assert [(d.identifier, d.iface_class) for d in inv] == [("eth0", "ethernet")]
+
+
+def test_status_daemon_view_is_not_running_once_its_process_is_gone() -> None:
+    import subprocess
+
+    from impctl.usecases.connect import daemon_view
+
+    assert daemon_view({}) is None
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # reaped: its pid names no process now
+    view = daemon_view({"running": True, "pid": gone.pid, "active": "eth0"})
+    assert view is not None and view["running"] is False and view["active"] == "eth0"
+    import os
+
+    alive = daemon_view({"running": True, "pid": os.getpid()})
+    assert alive is not None and alive["running"] is True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,6 +67,12 @@ def test_link_down_on_the_primary_moves_traffic_to_the_next_uplink(lab: Lab, dae
     last = view["switches"][-1]  # type: ignore[index]
     assert (last["from"], last["to"], last["verified"]) == ("eth0", "wlan0", True)
     assert load_state(daemon.state_path).current["ifname"] == "wlan0"  # type: ignore[index]
+    # impctl status shows the daemon's view next to NetworkManager's.
+    status = lab.run([sys.executable, "-m", "impctl", "--state", str(daemon.state_path), "status", "--json"])
+    shown = json.loads(status.stdout)["data"]["daemon"]
+    assert shown["running"] is True and shown["active"] == "wlan0"
+    assert shown["switches"][-1]["to"] == "wlan0"
+    assert "wlan0" in lab.run([sys.executable, "-m", "impctl", "--state", str(daemon.state_path), "status"]).stdout
 
 
 PUBLISH_WAIT_S = 0.3
