@@ -24,12 +24,12 @@ kernel's primary route through wlan0 and, for the daemon, its verification
 probe through wlan0 passed; median / max):
 
                                      impctl daemon        NetworkManager (concheck, interval=1)
-    link loss (ignore_routes_        61 / 87 ms           4 / 9 ms    (route only: the kernel
-      with_linkdown=1, the lab)      (route 4 / 8 ms)                 skips the dead route)
-    link loss (=0, Debian default)   81 / 141 ms          479 / 975 ms (lab carrier-wait 1 s;
+    link loss (ignore_routes_        58 / 90 ms           4 / 5 ms    (route only: the kernel
+      with_linkdown=1, the lab)      (route 4 / 17 ms)                skips the dead route)
+    link loss (=0, Debian default)   75 / 128 ms          482 / 976 ms (lab carrier-wait 1 s;
                                                                         NM's default is 6 s)
-    upstream blackhole               1.99 / 2.01 s        21.8 / 21.9 s
-    idle, default [daemon] settings  0.18 % CPU, 61 MiB RSS over 60 s
+    upstream blackhole               1.99 / 2.03 s        21.7 / 21.7 s
+    idle, default [daemon] settings  0.43 % CPU, 61 MiB RSS over 60 s (probe every 2 s)
 
 Fault instants: `link` is the gateway's own netlink link-down event (what a
 watcher on the gateway sees first); `blackhole` is when the nft command that

@@ -573,16 +573,25 @@ async def deactivate(bus: SystemBus, active_path: str, *, timeout_s: float = 10.
         deadline = loop.time() + timeout_s
         props = await bus.get_all_or_empty(NM, active_path, NM_ACTIVE)
         state = int(props.get("State", AC_DEACTIVATED)) if props else AC_DEACTIVATED
-        while state != AC_DEACTIVATED:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise OperationTimeout(f"NetworkManager did not deactivate {active_path} in {timeout_s:g} s")
-            try:
-                msg = await asyncio.wait_for(queue.get(), remaining)
-            except TimeoutError:
-                continue
-            state = int(msg.body[0])
+        await _wait_state(queue, state, {AC_DEACTIVATED}, deadline,
+                          f"NetworkManager did not deactivate {active_path} in {timeout_s:g} s")
     return True
+
+
+async def _wait_state(
+    queue: asyncio.Queue[Message], state: int, done: set[int], deadline: float, timeout_message: str
+) -> None:
+    """Wait until a StateChanged signal (first argument: the new state) reaches one of `done`."""
+    loop = asyncio.get_running_loop()
+    while state not in done:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise OperationTimeout(timeout_message)
+        try:
+            msg = await asyncio.wait_for(queue.get(), remaining)
+        except TimeoutError:
+            continue
+        state = int(msg.body[0])
 
 
 async def disconnect_device(bus: SystemBus, device_path: str, *, timeout_s: float = 10.0) -> bool:
@@ -605,15 +614,8 @@ async def disconnect_device(bus: SystemBus, device_path: str, *, timeout_s: floa
         deadline = loop.time() + timeout_s
         props = await bus.get_all_or_empty(NM, device_path, NM_DEVICE)
         state = int(props.get("State", NMDeviceState.DISCONNECTED))
-        while state not in down:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise OperationTimeout(f"NetworkManager did not disconnect {device_path} in {timeout_s:g} s")
-            try:
-                msg = await asyncio.wait_for(queue.get(), remaining)
-            except TimeoutError:
-                continue
-            state = int(msg.body[0])
+        await _wait_state(queue, state, set(down), deadline,
+                          f"NetworkManager did not disconnect {device_path} in {timeout_s:g} s")
     return True
 
 
