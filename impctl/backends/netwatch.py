@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
-
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 RTMGRP_LINK = 0x1
@@ -86,6 +84,8 @@ class NetlinkWatcher:
         self._emit = emit
         self._names: dict[int, str] = {}
         self._link_up: dict[str, bool] = {}
+        from pyroute2.netlink.rtnl.marshal import MarshalRtnl  # only the daemon needs pyroute2 here
+
         self._marshal = MarshalRtnl()
 
     def ifname(self, index: int) -> str | None:

@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from impctl.lab import files, pki
+from impctl.lab import files
 from impctl.lab.cloud import NM_ONLINE_BODY
 from impctl.lab.modem import KERNEL_EVENT, STATES, build_sysfs, write_control
 from impctl.lab.proc import (
@@ -466,6 +466,8 @@ class Lab:
                             self.connectivity_uri, NM_ONLINE_BODY.strip()))
         for u in self.uplinks:
             self.write_keyfile(u)
+        from impctl.lab import pki  # cryptography's x509: only `up` needs it, not every impctl start
+
         pki.make_ca_and_cert(self.cloud_dir, [CLOUD_HOST, PROXY_HOST], CLOUD_IP)
         (self.cloud_dir / "tinyproxy.conf").write_text(files.tinyproxy_config(
             listen_ip=CLOUD_IP, port=PROXY_PORT, user=PROXY_USER, password=PROXY_PASSWORD,
