@@ -590,6 +590,9 @@ async def connect(
             _record(state, attempt)
             if attempt.ok:
                 _set_current(state, attempt, nic_json)
+                if mode != "manual" and device is not None and device.iface_class in identifiers:
+                    # Where the walk stopped in the sequence (then the default order), as impOS keeps it.
+                    state.sequence_index = identifiers.index(device.iface_class)
                 break
         report.current = state.current
     return report

@@ -132,6 +132,9 @@ def test_connect_walks_the_sequence_past_a_faulted_uplink(lab: Lab) -> None:
     assert doc["data"]["mode"] == "automatic"
     assert primary_dev(lab) == "wwan0"
     assert nm_states(lab)["eth0"][0] == "disconnected"
+    # The index follows the walk: cell is the second entry of ["wifi", "cell"].
+    rc, doc = impctl(lab, "interfaces", "get")
+    assert doc["data"]["index"] == 1
 
 
 def test_connect_when_connected_changes_nothing(lab: Lab) -> None:
