@@ -8,7 +8,6 @@ file beside the state file (`secret.key`, mode 0600), made on first use.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -73,7 +72,3 @@ def decrypt_secret(secret: Secret | None, key_path: Path, path: str = "secret") 
     except (InvalidToken, ValueError, UnicodeDecodeError):
         raise ValidationError(path, "cannot be decrypted with this gateway's key (made on another gateway?)") from None
 
-
-def forget_key(key_path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        key_path.unlink()

@@ -36,10 +36,6 @@ def code_name(code: ResultCode, iface_class: str | None = None) -> str:
     return code.name
 
 
-def code_from_name(name: str) -> ResultCode:
-    return ResultCode[name.upper()]
-
-
 class ExitCode(IntEnum):
     """Process exit codes. Documented in the README; scripts branch on them."""
 
