@@ -70,7 +70,9 @@ BENCH_DAEMON = {"failback_hold_s": 1.0, "min_switch_interval_s": 1.0}
 
 def monitor() -> None:
     """Print one JSON line per link change of an uplink and per change of the kernel's primary."""
-    from impctl.backends.netwatch import IPChanged, LinkChanged, NetEvent, default_routes, kernel_primary, watching
+    from impctl.backends.netwatch import default_routes, watching
+    from impctl.model.events import IPChanged, LinkChanged, NetEvent
+    from impctl.model.netfacts import kernel_primary
 
     offset = time.time() - time.monotonic()
 

@@ -39,6 +39,7 @@ from impctl.model.errors import (
     PermissionDenied,
     ServiceUnavailable,
 )
+from impctl.model.events import NMSignal
 from impctl.model.inventory import (
     DeviceInfo,
     ModemInfo,
@@ -730,17 +731,6 @@ class NetworkManagerBackend:
 # ---------------------------------------------------------------------------
 # the failover daemon (impctl.usecases.daemon): NM signals, route metrics, bus loss
 # (maintained with the daemon; kept apart from the connect code above)
-
-
-@dataclass(frozen=True)
-class NMSignal:
-    """A NetworkManager signal the daemon reacts to, as plain data."""
-
-    kind: str  # "device-state" | "nm-started" | "nm-stopped" | "devices-changed"
-    path: str = ""  # the device, for device-state
-    new_state: int = 0  # NMDeviceState
-    old_state: int = 0
-    reason: int = 0  # NMDeviceStateReason
 
 
 _DAEMON_RULES = [

@@ -13,13 +13,13 @@ import contextlib
 import errno
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pyroute2 import AsyncIPRoute
 
 from impctl.model.errors import NoSuchInterface, ServiceUnavailable
+from impctl.model.netfacts import Counters, IPv4Facts, LinkState
 
 
 def _netlink_errors() -> tuple[type[BaseException], ...]:
@@ -39,31 +39,6 @@ RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
 IFA_F_TENTATIVE = 0x40
 IFA_F_DADFAILED = 0x08
-
-
-@dataclass(frozen=True)
-class LinkState:
-    ifname: str
-    index: int
-    admin_up: bool
-    carrier: bool
-    operstate: str  # UP, DOWN, LOWERLAYERDOWN, DORMANT, UNKNOWN ...
-    kind: str | None  # veth, ... (None for physical NICs)
-
-
-@dataclass(frozen=True)
-class IPv4Facts:
-    addresses: tuple[str, ...]  # "198.18.1.50/24", usable (not tentative/DAD-failed)
-    gateway: str | None  # via of a default route leaving through the interface
-    default_route_linkdown: bool  # that route is flagged linkdown by the kernel
-
-
-@dataclass(frozen=True)
-class Counters:
-    rx_bytes: int
-    tx_bytes: int
-    rx_packets: int
-    tx_packets: int
 
 
 def _error(err: BaseException, what: str, ifname: str) -> Exception:

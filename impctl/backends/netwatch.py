@@ -20,9 +20,11 @@ import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from impctl.model.events import IPChanged, LinkChanged, LinkRemoved, NetEvent, Resync
+from impctl.model.netfacts import DefaultRoute
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
@@ -35,37 +37,6 @@ RCVBUF_BYTES = 1 << 20
 RECV_BYTES = 1 << 16
 RT_TABLE_MAIN = 254
 RTNH_F_LINKDOWN = 0x10
-
-
-@dataclass(frozen=True)
-class LinkChanged:
-    ifname: str
-    index: int
-    up: bool  # administratively up and carrier (IFF_UP and IFF_LOWER_UP)
-    at: float
-
-
-@dataclass(frozen=True)
-class IPChanged:
-    ifname: str
-    at: float
-
-
-@dataclass(frozen=True)
-class LinkRemoved:
-    ifname: str
-    at: float
-
-
-@dataclass(frozen=True)
-class Resync:
-    """Events may have been lost: re-read every interface."""
-
-    reason: str
-    at: float
-
-
-NetEvent = LinkChanged | IPChanged | LinkRemoved | Resync
 
 
 def _link_up(flags: int) -> bool:
@@ -195,15 +166,6 @@ async def watching(emit: Callable[[NetEvent], None]) -> AsyncIterator[NetlinkWat
             await task
 
 
-@dataclass(frozen=True)
-class DefaultRoute:
-    ifname: str
-    metric: int
-    linkdown: bool
-    # The kernel skips it: linkdown and net.ipv4.conf.{all,IF}.ignore_routes_with_linkdown=1.
-    ignored: bool = False
-
-
 def _ignores_linkdown(ifname: str) -> bool:
     """The kernel's rule: conf.all OR conf.<ifname> ignore_routes_with_linkdown."""
     for where in ("all", ifname):
@@ -240,13 +202,3 @@ async def default_routes() -> list[DefaultRoute]:
         out.append(DefaultRoute(name, int(msg.get("RTA_PRIORITY") or 0), linkdown,
                                 linkdown and _ignores_linkdown(name)))
     return out
-
-
-def kernel_primary(routes: list[DefaultRoute]) -> str | None:
-    """Where unbound traffic goes: the default route with the lowest metric the kernel uses.
-
-    A linkdown route counts unless ignore_routes_with_linkdown makes the kernel skip
-    it (Debian's default is 0: a dead link's route wins until NM removes it).
-    """
-    usable = [r for r in routes if not r.ignored]
-    return min(usable, key=lambda r: r.metric).ifname if usable else None

@@ -13,9 +13,7 @@ one-line human detail naming what was tried ("DNS 198.18.1.1 did not answer in
 from __future__ import annotations
 
 import asyncio
-import base64
 import errno
-import ipaddress
 import secrets
 import socket
 import ssl
@@ -25,7 +23,8 @@ from dataclasses import dataclass
 
 from impctl.model.dnswire import DnsFormatError, build_query, parse_response
 from impctl.model.errors import ImpctlError, PermissionDenied
-from impctl.model.probe import Stage
+from impctl.model.netfacts import Resolved, is_ipv4
+from impctl.model.probe import Stage, StageFailed
 
 DNS_PORT = 53
 _MAX_PROXY_HEADER = 16 * 1024
@@ -33,33 +32,8 @@ _UDP_BUF = 4096
 CLOSE_TIMEOUT_S = 0.2
 
 
-class StageFailed(ImpctlError):
-    """A stage did not succeed: `detail` says what was tried and what happened.
-
-    `stage` is set when the backend knows better than the caller which stage
-    the failure belongs to (the proxy's CONNECT exchange can fail as the proxy
-    or as the cloud behind it); `rejected` when the far end said no (HTTP 4xx).
-    """
-
-    kind = "stage_failed"
-
-    def __init__(self, detail: str, *, stage: Stage | None = None, rejected: bool = False) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.stage = stage
-        self.rejected = rejected
-
-
 def _s(seconds: float) -> str:
     return f"{seconds:.1f} s"
-
-
-def is_ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def bound_socket(kind: int, ifname: str) -> socket.socket:
@@ -94,15 +68,6 @@ def _os_detail(err: OSError) -> str:
 
 
 # ---------------------------------------------------------------- DNS
-
-
-@dataclass(frozen=True)
-class Resolved:
-    name: str
-    address: str  # the first A record
-    addresses: tuple[str, ...]
-    server: str | None  # the DNS server that answered; None for an IP literal
-    rtt_ms: float
 
 
 async def _query_one(name: str, server: str, ifname: str, timeout_s: float) -> Resolved:
@@ -237,13 +202,6 @@ async def open_tcp(address: str, port: int, ifname: str, timeout_s: float, what:
         sock.close()
         raise
     return Connection(reader, writer)
-
-
-def proxy_authorization(username: str | None, password: str | None) -> str | None:
-    if username is None:
-        return None
-    token = base64.b64encode(f"{username}:{password or ''}".encode()).decode("ascii")
-    return f"Basic {token}"
 
 
 async def proxy_connect(

@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import Any
 
 from impctl.model.codes import ExitCode, ResultCode, code_name, exit_code_for
+from impctl.model.errors import ImpctlError
 
 PROBE_JSON_VERSION = 1
 
@@ -288,3 +289,20 @@ def render_prometheus(report: ProbeReport) -> str:
     lines.append(f"# TYPE {PROM_PREFIX}_last_run_timestamp_seconds gauge")
     lines.append(f"{PROM_PREFIX}_last_run_timestamp_seconds {_num(round(report.started_at, 3))}")
     return "\n".join(lines) + "\n"
+
+
+class StageFailed(ImpctlError):
+    """A stage did not succeed: `detail` says what was tried and what happened.
+
+    `stage` is set when the backend knows better than the caller which stage
+    the failure belongs to (the proxy's CONNECT exchange can fail as the proxy
+    or as the cloud behind it); `rejected` when the far end said no (HTTP 4xx).
+    """
+
+    kind = "stage_failed"
+
+    def __init__(self, detail: str, *, stage: Stage | None = None, rejected: bool = False) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.stage = stage
+        self.rejected = rejected

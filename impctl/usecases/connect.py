@@ -103,7 +103,7 @@ class Network(Protocol):
 CloudCheck = Callable[[DeviceInfo, ProxyConfig | None, str | None, float], Awaitable[CheckOutcome]]
 
 
-def probe_check(config: Config, *, links: LinkFacts, net: SocketProbes) -> CloudCheck:
+def probe_check(config: Config, *, links: LinkFacts, net: SocketProbes[Any]) -> CloudCheck:
     """The staged probe (impctl.usecases.probe) as connect's cloud check."""
 
     async def check(

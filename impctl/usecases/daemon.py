@@ -58,19 +58,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from impctl.backends.dbus import NMSignal
-from impctl.backends.netlink import IPv4Facts, LinkState
-from impctl.backends.netwatch import (
-    DefaultRoute,
-    IPChanged,
-    LinkChanged,
-    LinkRemoved,
-    NetEvent,
-    Resync,
-    kernel_primary,
-)
 from impctl.model.config import Config
 from impctl.model.errors import ConfigError, ImpctlError, StateError
+from impctl.model.events import IPChanged, LinkChanged, LinkRemoved, NetEvent, NMSignal, Resync
 from impctl.model.failover import (
     Action,
     Connected,
@@ -86,6 +76,7 @@ from impctl.model.failover import (
     plan_uplinks,
 )
 from impctl.model.inventory import DeviceInfo, NMDeviceState
+from impctl.model.netfacts import DefaultRoute, IPv4Facts, LinkState, kernel_primary
 from impctl.model.probe import InterfaceProbe
 from impctl.model.state import State
 from impctl.usecases.probe import ProbeProxy

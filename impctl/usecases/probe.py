@@ -21,16 +21,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from impctl.backends.netlink import IPv4Facts, LinkState
-from impctl.backends.probe_net import (
-    Connection,
-    Resolved,
-    StageFailed,
-    is_ipv4,
-    proxy_authorization,
-)
 from impctl.model.config import Config
 from impctl.model.errors import (
     ImpctlError,
@@ -48,8 +40,9 @@ from impctl.model.inventory import (
     NMDeviceType,
     name_of,
 )
+from impctl.model.netfacts import IPv4Facts, LinkState, Resolved, is_ipv4, proxy_authorization
 from impctl.model.nic import ProxyConfig, Secret, parse_nic, parse_proxy
-from impctl.model.probe import InterfaceProbe, ProbeReport, Stage, StageResult, conclude
+from impctl.model.probe import InterfaceProbe, ProbeReport, Stage, StageFailed, StageResult, conclude
 from impctl.model.state import State
 
 T = TypeVar("T")
@@ -80,18 +73,29 @@ class LinkFacts(Protocol):
     async def ipv4(self, ifname: str) -> IPv4Facts: ...
 
 
-class SocketProbes(Protocol):
+class Connection(Protocol):
+    """An open TCP (maybe TLS) connection of a probe, owned by the socket backend."""
+
+    async def close(self, *, graceful: bool = True) -> None: ...
+
+
+ConnT = TypeVar("ConnT", bound=Connection)
+
+
+class SocketProbes(Protocol[ConnT]):
+    """The probe's socket stages; the connection type is the backend's own."""
+
     async def resolve_a(
         self, name: str, servers: Sequence[str], ifname: str, timeout_s: float
     ) -> Resolved: ...
 
     async def open_tcp(
         self, address: str, port: int, ifname: str, timeout_s: float, what: str
-    ) -> Connection: ...
+    ) -> ConnT: ...
 
     async def proxy_connect(
         self,
-        conn: Connection,
+        conn: ConnT,
         proxy: str,
         target_host: str,
         target_port: int,
@@ -100,7 +104,7 @@ class SocketProbes(Protocol):
     ) -> int: ...
 
     async def tls_handshake(
-        self, conn: Connection, ca_file: str | None, server_name: str, timeout_s: float, what: str
+        self, conn: ConnT, ca_file: str | None, server_name: str, timeout_s: float, what: str
     ) -> str: ...
 
 
@@ -249,7 +253,7 @@ async def probe_interface(
     proxy: ProbeProxy | None,
     *,
     links: LinkFacts,
-    net: SocketProbes,
+    net: SocketProbes[ConnT],
     deadline: float | None = None,
     listener: StageListener | None = None,
 ) -> InterfaceProbe:
@@ -336,14 +340,14 @@ async def probe_interface(
     if proxy is not None:
         run.details["proxy"] = proxy.endpoint
 
-    conn: Connection | None = None
+    conn: ConnT | None = None
     try:
         if proxy is not None:
             endpoint = f"{resolved.address}:{proxy.port}"
             if not is_ipv4(proxy.address):
                 endpoint = f"{proxy.address} ({endpoint})"
 
-            async def to_proxy(t: float) -> Connection:
+            async def to_proxy(t: float) -> ConnT:
                 return await net.open_tcp(resolved.address, proxy.port, ifname, t, f"proxy {endpoint}")
 
             conn = await run.step(Stage.PROXY, settings.proxy_timeout_s, to_proxy,
@@ -376,7 +380,7 @@ async def probe_interface(
             what = f"cloud {cloud.host} ({target}:{cloud.port})" if not is_ipv4(cloud.host) \
                 else f"cloud {target}:{cloud.port}"
 
-            async def tcp(t: float) -> Connection:
+            async def tcp(t: float) -> ConnT:
                 return await net.open_tcp(target, cloud.port, ifname, t, what)
 
             conn = await run.step(Stage.TCP, settings.connect_timeout_s, tcp,
@@ -406,7 +410,7 @@ async def probe_all(
     proxy_for: Callable[[DeviceInfo], ProbeProxy | None],
     *,
     links: LinkFacts,
-    net: SocketProbes,
+    net: SocketProbes[Any],
     deadline: float | None = None,
     listener: StageListener | None = None,
     on_result: Callable[[InterfaceProbe], None] | None = None,
@@ -506,7 +510,7 @@ async def probe_gateway(
     *,
     inventory: InventoryReader,
     links: LinkFacts,
-    net: SocketProbes,
+    net: SocketProbes[Any],
     decrypt: Decrypt,
     timeout_s: float,
     proxy_override: ProbeProxy | None = None,

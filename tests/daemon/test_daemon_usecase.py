@@ -16,14 +16,13 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from impctl.backends.dbus import NMSignal
 from impctl.backends.hooks import run_hook_dir
-from impctl.backends.netlink import IPv4Facts, LinkState
-from impctl.backends.netwatch import DefaultRoute, LinkChanged, NetEvent
 from impctl.model.codes import ResultCode
 from impctl.model.config import Config, DaemonSettings
 from impctl.model.errors import ConfigError, ServiceUnavailable
+from impctl.model.events import LinkChanged, NetEvent, NMSignal
 from impctl.model.inventory import DeviceInfo, NMDeviceState
+from impctl.model.netfacts import DefaultRoute, IPv4Facts, LinkState
 from impctl.model.probe import InterfaceProbe
 from impctl.model.state import State
 from impctl.usecases.daemon import Daemon, Deps, logfmt

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from impctl.backends.netwatch import DefaultRoute, kernel_primary
+from impctl.model.netfacts import DefaultRoute, kernel_primary
 
 
 def test_lowest_metric_wins() -> None:

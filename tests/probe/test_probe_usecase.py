@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from impctl.backends.netlink import IPv4Facts, LinkState
-from impctl.backends.probe_net import Connection, Resolved, StageFailed
+from impctl.backends.probe_net import Connection
 from impctl.model.codes import ResultCode
 from impctl.model.config import CloudEndpoint, Config, ProbeSettings
 from impctl.model.errors import NoSuchInterface
 from impctl.model.inventory import DeviceInfo, MMModemState, MMRegistrationState, ModemInfo, NMDeviceType
+from impctl.model.netfacts import IPv4Facts, LinkState, Resolved
 from impctl.model.nic import Secret
+from impctl.model.probe import StageFailed
 from impctl.model.state import State
 from impctl.usecases.probe import ProbeProxy, probe_all, probe_interface, proxy_plan, select_devices
 

@@ -1,0 +1,80 @@
+"""What the kernel says about an interface and its routes, as plain values.
+
+Backends (netlink, netwatch, the probe's sockets) produce these; use cases
+and the failover policy consume them without knowing how they were read.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LinkState:
+    ifname: str
+    index: int
+    admin_up: bool
+    carrier: bool
+    operstate: str  # UP, DOWN, LOWERLAYERDOWN, DORMANT, UNKNOWN ...
+    kind: str | None  # veth, ... (None for physical NICs)
+
+
+@dataclass(frozen=True)
+class IPv4Facts:
+    addresses: tuple[str, ...]  # "198.18.1.50/24", usable (not tentative/DAD-failed)
+    gateway: str | None  # via of a default route leaving through the interface
+    default_route_linkdown: bool  # that route is flagged linkdown by the kernel
+
+
+@dataclass(frozen=True)
+class Counters:
+    rx_bytes: int
+    tx_bytes: int
+    rx_packets: int
+    tx_packets: int
+
+
+@dataclass(frozen=True)
+class DefaultRoute:
+    ifname: str
+    metric: int
+    linkdown: bool
+    # The kernel skips it: linkdown and net.ipv4.conf.{all,IF}.ignore_routes_with_linkdown=1.
+    ignored: bool = False
+
+
+def kernel_primary(routes: list[DefaultRoute]) -> str | None:
+    """Where unbound traffic goes: the default route with the lowest metric the kernel uses.
+
+    A linkdown route counts unless ignore_routes_with_linkdown makes the kernel skip
+    it (Debian's default is 0: a dead link's route wins until NM removes it).
+    """
+    usable = [r for r in routes if not r.ignored]
+    return min(usable, key=lambda r: r.metric).ifname if usable else None
+
+
+@dataclass(frozen=True)
+class Resolved:
+    name: str
+    address: str  # the first A record
+    addresses: tuple[str, ...]
+    server: str | None  # the DNS server that answered; None for an IP literal
+    rtt_ms: float
+
+
+def is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def proxy_authorization(username: str | None, password: str | None) -> str | None:
+    """The Proxy-Authorization header value for HTTP basic credentials."""
+    if username is None:
+        return None
+    token = base64.b64encode(f"{username}:{password or ''}".encode()).decode("ascii")
+    return f"Basic {token}"
