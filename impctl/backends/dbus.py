@@ -671,8 +671,26 @@ class Snapshot:
     applied: dict[str, dict[str, Variant]]
 
 
+class _Trial:
+    """impctl.usecases.ports.Trial over NM: the attempt's activation, undone unless committed."""
+
+    def __init__(self, backend: NetworkManagerBackend, device: DeviceInfo) -> None:
+        self._backend = backend
+        self._device = device
+        self.active_path: str | None = None
+        self.committed = False
+
+    async def activate(self, settings: nmsettings.Settings, timeout_s: float) -> Activation:
+        activation = await self._backend.activate(settings, self._device, timeout_s)
+        self.active_path = activation.active_path
+        return activation
+
+    def commit(self) -> None:
+        self.committed = True
+
+
 class NetworkManagerBackend:
-    """NM and MM for the use cases (impctl.usecases.connect.Network), over one bus connection."""
+    """NM and MM for the use cases (impctl.usecases.ports.Network), over one bus connection."""
 
     def __init__(self, bus: SystemBus, config: Config) -> None:
         self._bus = bus
@@ -699,6 +717,26 @@ class NetworkManagerBackend:
 
     async def set_route_metric(self, device: DeviceInfo, metric: int) -> None:
         await set_route_metric(self._bus, device.nm_path, metric)
+
+    @contextlib.asynccontextmanager
+    async def trial(self, device: DeviceInfo, timeout_s: float) -> AsyncIterator[_Trial]:
+        """An attempt on `device`: unless committed, its activation is taken down and the
+        device gets back what it had, also when the body raises or is cancelled."""
+        snapshot = await self.snapshot(device) if device.active_path else None
+        trial = _Trial(self, device)
+        try:
+            yield trial
+        finally:
+            if not trial.committed:
+                # Best effort and shielded: an undo that fails must not hide why the attempt ended.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._undo(trial, snapshot))
+
+    async def _undo(self, trial: _Trial, snapshot: Snapshot | None) -> None:
+        if trial.active_path is not None:
+            await self.deactivate(trial.active_path)
+        if snapshot is not None:
+            await self.restore(snapshot)
 
     async def snapshot(self, device: DeviceInfo) -> Snapshot | None:
         profile_path = device.extra.get("profile_path")

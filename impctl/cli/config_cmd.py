@@ -15,9 +15,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from impctl.backends.store import FileStore
 from impctl.cli.context import get_globals
 from impctl.cli.output import JsonOption, console, run
-from impctl.usecases import connect as uc
+from impctl.usecases import config as uc
 
 app = typer.Typer(help="Stored network settings (imp.setwificonfiguration, setproxy ...).", no_args_is_help=True)
 
@@ -62,7 +63,7 @@ def wifi_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Store the WiFi network a bare NIC on WiFi hardware joins (key encrypted)."""
-    store = uc.FileStore(get_globals(ctx).state_path)
+    store = FileStore(get_globals(ctx).state_path)
     secret = key if key is not None else os.environ.get(KEY_ENV)
     run("config wifi", json_out, lambda: uc.config_wifi(store, ssid, secret), _render_view, _view_json)
 
@@ -78,7 +79,7 @@ def static_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Store a static IPv4 configuration for Ethernet/WiFi interfaces."""
-    store = uc.FileStore(get_globals(ctx).state_path)
+    store = FileStore(get_globals(ctx).state_path)
     run(
         "config static", json_out,
         lambda: uc.config_static(store, ip, netmask, gateway, list(dns), interface),
@@ -99,7 +100,7 @@ def proxy_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Store the HTTP proxy used through Ethernet/WiFi (password encrypted)."""
-    store = uc.FileStore(get_globals(ctx).state_path)
+    store = FileStore(get_globals(ctx).state_path)
     secret = password if password is not None else os.environ.get(PROXY_PASSWORD_ENV)
     run(
         "config proxy", json_out,
@@ -115,14 +116,14 @@ def clear_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Forget stored settings (imp.clearconfiguration)."""
-    store = uc.FileStore(get_globals(ctx).state_path)
+    store = FileStore(get_globals(ctx).state_path)
     run("config clear", json_out, lambda: uc.config_clear(store, kind), _render_view, _view_json)
 
 
 @app.command("show")
 def show_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """Show the stored settings (secrets described, never shown)."""
-    store = uc.FileStore(get_globals(ctx).state_path)
+    store = FileStore(get_globals(ctx).state_path)
     run("config show", json_out, lambda: uc.config_show(store), _render_view, _view_json)
 
 
@@ -137,7 +138,7 @@ def _render_current(current: uc.CurrentConfig) -> None:
 @app.command("current")
 def current_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """The NIC of the current connection, secrets encrypted (imp.net.getcurrentconfig)."""
-    store = uc.FileStore(get_globals(ctx).state_path)
+    store = FileStore(get_globals(ctx).state_path)
     run(
         "config current", json_out, lambda: uc.config_current(store), _render_current,
         lambda c: {"nic": c.nic}, lambda c: c.exit_code,

@@ -23,6 +23,7 @@ from impctl.backends.config_file import load_config
 from impctl.backends.dbus import NetworkManagerBackend, system_bus
 from impctl.backends.netlink import Netlink
 from impctl.backends.probe_net import BoundSockets
+from impctl.backends.store import FileStore
 from impctl.cli.context import Globals, get_globals
 from impctl.cli.daemon import render_view
 from impctl.cli.nic import read_nic_file
@@ -30,6 +31,8 @@ from impctl.cli.output import JsonOption, console, run
 from impctl.model.attempt import Attempt
 from impctl.model.config import Config
 from impctl.usecases import connect as uc
+from impctl.usecases import status as status_uc
+from impctl.usecases.ports import CloudCheck, Network
 
 T = TypeVar("T")
 
@@ -46,7 +49,7 @@ def _config(g: Globals) -> Config:
     return load_config(g.config_path, explicit=g.config_explicit)
 
 
-def _with_network(g: Globals, body: Callable[[uc.Network, uc.CloudCheck, Config], Awaitable[T]]) -> T:
+def _with_network(g: Globals, body: Callable[[Network, CloudCheck, Config], Awaitable[T]]) -> T:
     """Run `body` with the real backends, in the one asyncio.run of the command."""
     config = _config(g)
 
@@ -95,7 +98,7 @@ def connectwith_cmd(
 
     def action() -> uc.ConnectReport:
         parsed = read_nic_file(nic)
-        store = uc.FileStore(g.state_path)
+        store = FileStore(g.state_path)
         return _with_network(
             g,
             lambda network, check, config: uc.connectwith(
@@ -111,7 +114,7 @@ def connect_cmd(ctx: typer.Context, timeout: TimeoutOption = None, json_out: Jso
     g = get_globals(ctx)
 
     def action() -> uc.ConnectReport:
-        store = uc.FileStore(g.state_path)
+        store = FileStore(g.state_path)
         return _with_network(
             g,
             lambda network, check, config: uc.connect(
@@ -134,7 +137,7 @@ def disconnect_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:
     g = get_globals(ctx)
 
     def action() -> uc.DisconnectReport:
-        store = uc.FileStore(g.state_path)
+        store = FileStore(g.state_path)
         return _with_network(g, lambda network, _check, _config: uc.disconnect(network=network, store=store))
 
     run("disconnect", json_out, action, _render_disconnect, lambda r: r.to_json())
@@ -161,7 +164,7 @@ def _radio(d: dict[str, Any]) -> str:
     return ""
 
 
-def _render_status(report: uc.StatusReport) -> None:
+def _render_status(report: status_uc.StatusReport) -> None:
     doc = report.to_json()
     rows = doc["interfaces"]
     radios = [_radio(d) for d in rows]
@@ -199,9 +202,9 @@ def status_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """Every interface, the active one and the last error (imp.net.info). Changes nothing."""
     g = get_globals(ctx)
 
-    def action() -> uc.StatusReport:
-        store = uc.FileStore(g.state_path)
-        return _with_network(g, lambda network, _check, _config: uc.status(network=network, store=store))
+    def action() -> status_uc.StatusReport:
+        store = FileStore(g.state_path)
+        return _with_network(g, lambda network, _check, _config: status_uc.status(network=network, store=store))
 
     run("status", json_out, action, _render_status, lambda r: r.to_json())
 

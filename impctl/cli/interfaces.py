@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from impctl.backends.store import FileStore
 from impctl.cli.context import get_globals
 from impctl.cli.output import JsonOption, console, run
 from impctl.usecases.interfaces import SequenceView, get_sequence, set_sequence
@@ -37,19 +38,19 @@ def set_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Store a new sequence: duplicates removed, specific ids made generic, index reset to 0."""
-    path = get_globals(ctx).state_path
-    run("interfaces set", json_out, lambda: set_sequence(path, identifiers or []), _render, _json)
+    store = FileStore(get_globals(ctx).state_path)
+    run("interfaces set", json_out, lambda: set_sequence(store, identifiers or []), _render, _json)
 
 
 @app.command("get")
 def get_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """Show the stored sequence ([] = the default order)."""
-    path = get_globals(ctx).state_path
-    run("interfaces get", json_out, lambda: get_sequence(path), _render, _json)
+    store = FileStore(get_globals(ctx).state_path)
+    run("interfaces get", json_out, lambda: get_sequence(store), _render, _json)
 
 
 @app.command("clear")
 def clear_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """Go back to the default order (ethernet, wifi, cell)."""
-    path = get_globals(ctx).state_path
-    run("interfaces clear", json_out, lambda: set_sequence(path, []), _render, _json)
+    store = FileStore(get_globals(ctx).state_path)
+    run("interfaces clear", json_out, lambda: set_sequence(store, []), _render, _json)

@@ -138,7 +138,7 @@ def test_build_inventory_class_override_of_unknown_type() -> None:
 def test_status_daemon_view_is_not_running_once_its_process_is_gone() -> None:
     import subprocess
 
-    from impctl.usecases.connect import daemon_view
+    from impctl.usecases.status import daemon_view
 
     assert daemon_view({}) is None
     gone = subprocess.Popen(["true"])

@@ -21,12 +21,14 @@ import pytest
 from dbusmock.testcase import BusType, PrivateDBus, SpawnedMock
 
 from impctl.backends.dbus import NetworkManagerBackend, read_inventory, system_bus
+from impctl.backends.store import FileStore
 from impctl.model.attempt import CheckOutcome
 from impctl.model.codes import ResultCode
 from impctl.model.config import Config
 from impctl.model.errors import OperationTimeout, PermissionDenied, ServiceUnavailable
 from impctl.model.inventory import DeviceInfo
 from impctl.model.nic import ProxyConfig, parse_nic
+from impctl.usecases import config as config_uc
 from impctl.usecases import connect as uc
 
 pytestmark = pytest.mark.dbusmock
@@ -129,7 +131,7 @@ class FakeCloud:
 
 
 def connectwith(
-    nic: dict[str, Any], store: uc.FileStore, cloud: FakeCloud, timeout_s: float = 5.0
+    nic: dict[str, Any], store: FileStore, cloud: FakeCloud, timeout_s: float = 5.0
 ) -> uc.ConnectReport:
     async def main() -> uc.ConnectReport:
         async with system_bus() as bus:
@@ -141,11 +143,11 @@ def connectwith(
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> uc.FileStore:
-    return uc.FileStore(tmp_path / "state" / "state.json")
+def store(tmp_path: Path) -> FileStore:
+    return FileStore(tmp_path / "state" / "state.json")
 
 
-def test_wifi_ssid_and_key_are_sent_volatile_and_connect(mock_nm: MockNM, store: uc.FileStore) -> None:
+def test_wifi_ssid_and_key_are_sent_volatile_and_connect(mock_nm: MockNM, store: FileStore) -> None:
     cloud = FakeCloud()
     report = connectwith({"interface": "wl0", "wificonfig": {"ssid": SSID, "key": KEY}}, store, cloud)
     assert report.code == ResultCode.SERVER_CONNECTED
@@ -162,7 +164,7 @@ def test_wifi_ssid_and_key_are_sent_volatile_and_connect(mock_nm: MockNM, store:
     assert KEY not in text
     state = json.loads(text)
     assert set(state["pinned"]["wificonfig"]["key"]) == {"encrypted"}
-    current = parse_nic(uc.config_current(store).nic)
+    current = parse_nic(config_uc.config_current(store).nic)
     assert current.wificonfig is not None
     assert store.decrypt(current.wificonfig.key, "key") == KEY
     # status shows the SSID and signal of the associated access point.
@@ -170,14 +172,14 @@ def test_wifi_ssid_and_key_are_sent_volatile_and_connect(mock_nm: MockNM, store:
     assert (wifi.identifier, wifi.ssid, wifi.signal) == ("wl0", SSID, 73)
 
 
-def test_open_network_has_no_security(mock_nm: MockNM, store: uc.FileStore) -> None:
+def test_open_network_has_no_security(mock_nm: MockNM, store: FileStore) -> None:
     report = connectwith({"interface": "wifi", "wificonfig": {"ssid": "cafe", "key": ""}}, store, FakeCloud())
     assert report.code == ResultCode.SERVER_CONNECTED
     ((settings, *_),) = mock_nm.calls("AddAndActivateConnection2")
     assert "802-11-wireless-security" not in settings
 
 
-def test_association_failure_is_no_wifi_and_nothing_is_pinned(mock_nm: MockNM, store: uc.FileStore) -> None:
+def test_association_failure_is_no_wifi_and_nothing_is_pinned(mock_nm: MockNM, store: FileStore) -> None:
     cloud = FakeCloud()
     report = connectwith({"interface": "wl0", "wificonfig": {"ssid": SSID, "key": "wrong-key-123"}}, store, cloud)
     (attempt,) = report.attempts
@@ -193,8 +195,8 @@ def test_association_failure_is_no_wifi_and_nothing_is_pinned(mock_nm: MockNM, s
     assert "wrong-key-123" not in store.state_path.read_text()
 
 
-def test_bare_wifi_nic_uses_the_stored_network(mock_nm: MockNM, store: uc.FileStore) -> None:
-    uc.config_wifi(store, SSID, KEY)
+def test_bare_wifi_nic_uses_the_stored_network(mock_nm: MockNM, store: FileStore) -> None:
+    config_uc.config_wifi(store, SSID, KEY)
     assert KEY not in store.state_path.read_text()
     report = connectwith({"interface": "wl0"}, store, FakeCloud())
     assert report.code == ResultCode.SERVER_CONNECTED
@@ -203,7 +205,7 @@ def test_bare_wifi_nic_uses_the_stored_network(mock_nm: MockNM, store: uc.FileSt
     assert settings["802-11-wireless-security"]["psk"] == KEY
 
 
-def test_bare_wifi_nic_without_stored_network_fails_with_no_wifi(mock_nm: MockNM, store: uc.FileStore) -> None:
+def test_bare_wifi_nic_without_stored_network_fails_with_no_wifi(mock_nm: MockNM, store: FileStore) -> None:
     report = connectwith({"interface": "wl0"}, store, FakeCloud())
     (attempt,) = report.attempts
     assert attempt.code == ResultCode.NO_WIFI
@@ -233,7 +235,7 @@ def replace_aac2(mock_nm: MockNM, code: str) -> None:
                       dbus_interface=MOCK_IFACE)
 
 
-def test_permission_denied_is_exit_4_and_changes_nothing(mock_nm: MockNM, store: uc.FileStore) -> None:
+def test_permission_denied_is_exit_4_and_changes_nothing(mock_nm: MockNM, store: FileStore) -> None:
     replace_aac2(mock_nm, "raise dbus.exceptions.DBusException('not authorized',"
                           " name='org.freedesktop.NetworkManager.PermissionDenied')")
     with pytest.raises(PermissionDenied) as exc:
@@ -243,7 +245,7 @@ def test_permission_denied_is_exit_4_and_changes_nothing(mock_nm: MockNM, store:
     assert not store.state_path.exists() or json.loads(store.state_path.read_text())["pinned"] is None
 
 
-def test_networkmanager_not_answering_is_a_timeout(mock_nm: MockNM, store: uc.FileStore) -> None:
+def test_networkmanager_not_answering_is_a_timeout(mock_nm: MockNM, store: FileStore) -> None:
     replace_aac2(mock_nm, "import time; time.sleep(4)")
     with pytest.raises(OperationTimeout) as exc:
         connectwith({"interface": "wl0", "wificonfig": {"ssid": SSID, "key": KEY}}, store, FakeCloud(),

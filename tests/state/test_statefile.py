@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from impctl.backends.statefile import load_state, update_state
+from impctl.backends.store import FileStore
 from impctl.model.errors import PermissionDenied, StateError
 from impctl.model.state import SCHEMA_VERSION, State
 from impctl.usecases.interfaces import get_sequence, set_sequence
@@ -19,12 +20,12 @@ LISTS = [["wifi", "cell"], ["cell"], ["ethernet", "wifi", "cell"], ["wifi"], ["c
 
 
 def test_missing_file_is_the_empty_state(tmp_path: Path) -> None:
-    assert get_sequence(tmp_path / "nope" / "state.json").sequence == []
+    assert get_sequence(FileStore(tmp_path / "nope" / "state.json")).sequence == []
 
 
 def test_written_file_is_private_versioned_and_reread(tmp_path: Path) -> None:
     path = tmp_path / "d" / "state.json"
-    set_sequence(path, ["wl0", "wifi", "eth0", "cell"])
+    set_sequence(FileStore(path), ["wl0", "wifi", "eth0", "cell"])
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     doc = json.loads(path.read_text())
     assert doc["schema_version"] == SCHEMA_VERSION
@@ -50,14 +51,14 @@ def test_bad_files_are_reported_and_left_untouched(tmp_path: Path, content: str,
     path.write_bytes(content.encode("latin-1"))
     before = path.read_bytes()
     with pytest.raises(StateError) as err:
-        set_sequence(path, ["cell"])
+        set_sequence(FileStore(path), ["cell"])
     assert words in err.value.message
     assert path.read_bytes() == before
 
 
 def test_a_failing_change_writes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
-    set_sequence(path, ["cell"])
+    set_sequence(FileStore(path), ["cell"])
     before = path.read_bytes()
 
     def boom(state: State) -> None:
@@ -74,7 +75,7 @@ def _write_as_nobody(path: str, queue: multiprocessing.Queue[str]) -> None:
         os.setgid(65534)
         os.setuid(65534)  # root would bypass the permission check under test
     try:
-        set_sequence(Path(path), ["cell"])
+        set_sequence(FileStore(Path(path)), ["cell"])
     except PermissionDenied as err:
         queue.put(f"denied: {err.message}")
     else:
@@ -97,7 +98,7 @@ def test_unwritable_directory_is_a_permission_error(tmp_path: Path) -> None:
 
 def _writer(path: str, index: int) -> None:
     for round_ in range(5):
-        set_sequence(Path(path), LISTS[(index + round_) % len(LISTS)])
+        set_sequence(FileStore(Path(path)), LISTS[(index + round_) % len(LISTS)])
 
 
 def _stamp(path: str, index: int) -> None:

@@ -1,0 +1,82 @@
+"""Which device an identifier names, which uplink is current, what a bare NIC
+completes to: the pure rules connect, status and the daemon share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from impctl.model.identifiers import resolve
+from impctl.model.inventory import DeviceInfo
+from impctl.model.nic import Nic, parse_proxy, parse_static, parse_wifi
+from impctl.model.nmsettings import WIFI_TYPES
+
+PRIMARY_ROUTE_METRIC = 50  # below NM's defaults (ethernet 100, wifi 600, modem 700)
+
+
+def find_devices(identifier: str, devices: list[DeviceInfo]) -> list[DeviceInfo]:
+    """The devices an identifier (generic, specific or ifname) designates, preferred first."""
+    assignment = {d.ifname: d.identifier for d in devices}
+    classes = {d.ifname: d.iface_class for d in devices}
+    by_name = {d.ifname: d for d in devices}
+    return [by_name[n] for n in resolve(identifier, assignment, classes)]
+
+
+def stored_applies(fragment: dict[str, Any], device: DeviceInfo) -> bool:
+    target = fragment.get("interface")
+    return target is None or target in (device.identifier, device.ifname, device.iface_class)
+
+
+def _fragment(stored: dict[str, Any], kind: str, device: DeviceInfo) -> dict[str, Any] | None:
+    frag = stored.get(kind)
+    if not isinstance(frag, dict) or not stored_applies(frag, device):
+        return None
+    return {k: v for k, v in frag.items() if k != "interface"}
+
+
+def complete_nic(nic: Nic, device: DeviceInfo, stored: dict[str, Any]) -> Nic:
+    """A NIC naming only an interface takes the stored settings that apply to the device.
+
+    Stored WiFi settings apply to WiFi hardware only (an SSID means nothing
+    to the lab's veth playing wifi); static and proxy settings to ethernet
+    and wifi interfaces, or to the one named with `config static --interface`.
+    """
+    if not nic.is_bare:
+        return nic
+    wifi = static = proxy = None
+    if device.nm_type in WIFI_TYPES and (frag := _fragment(stored, "wifi", device)) is not None:
+        wifi = parse_wifi(frag, "stored.wifi")
+    if device.iface_class in ("ethernet", "wifi"):
+        if (frag := _fragment(stored, "static", device)) is not None:
+            static = parse_static(frag, "stored.static")
+        if (frag := _fragment(stored, "proxy", device)) is not None:
+            proxy = parse_proxy(frag, "stored.proxy")
+    return replace(nic, wificonfig=wifi, staticconfig=static, proxyconfig=proxy)
+
+
+def primary_metric(devices: list[DeviceInfo], target: DeviceInfo, leaving: DeviceInfo | None) -> int:
+    """A route metric below every other uplink that stays up."""
+    others = [
+        d.route_metric
+        for d in devices
+        if d.ifname != target.ifname
+        and (leaving is None or d.ifname != leaving.ifname)
+        and d.connected
+        and d.route_metric is not None
+    ]
+    return max(0, min([PRIMARY_ROUTE_METRIC, *[m - 1 for m in others]]))
+
+
+def current_device(current_ifname: str | None, devices: list[DeviceInfo], primary: str | None) -> DeviceInfo | None:
+    """The current uplink: the one impctl connected, else NM's primary connection's device."""
+    names = []
+    if current_ifname:
+        names.append(current_ifname)
+    if primary:
+        names.append(primary)
+    for name in names:
+        dev = next((d for d in devices if d.ifname == name), None)
+        if dev is not None and dev.connected:
+            return dev
+    return None

@@ -1,0 +1,60 @@
+"""What the use cases need of the world, as Protocols.
+
+The CLI builds the backends that satisfy these (impctl.backends) and passes
+them in; tests pass hand-written fakes. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from impctl.model.attempt import Activation, CheckOutcome
+from impctl.model.inventory import DeviceInfo
+from impctl.model.nic import ProxyConfig, Secret
+from impctl.model.nmsettings import Settings
+from impctl.model.state import State
+
+
+class Trial(Protocol):
+    """One connection attempt on one device, undone unless committed.
+
+    Leaving the `Network.trial` context without `commit()` (a failed check,
+    an exception, a cancellation) puts the device back as it was before the
+    attempt; `commit()` keeps what the attempt activated.
+    """
+
+    async def activate(self, settings: Settings, timeout_s: float) -> Activation: ...
+
+    def commit(self) -> None: ...
+
+
+class Network(Protocol):
+    """NetworkManager and ModemManager as connect, disconnect and status see them."""
+
+    async def devices(self) -> list[DeviceInfo]: ...
+
+    async def primary_ifname(self) -> str | None: ...
+
+    def trial(self, device: DeviceInfo, timeout_s: float) -> contextlib.AbstractAsyncContextManager[Trial]: ...
+
+    async def disconnect(self, device: DeviceInfo) -> bool: ...
+
+    async def set_route_metric(self, device: DeviceInfo, metric: int) -> None: ...
+
+
+class Store(Protocol):
+    """The state file and the per-gateway key."""
+
+    def transaction(self) -> contextlib.AbstractContextManager[State]: ...
+
+    def load(self) -> State: ...
+
+    def encrypt(self, secret: Secret | None) -> Secret | None: ...
+
+    def decrypt(self, secret: Secret | None, path: str) -> str | None: ...
+
+
+# (device, proxy, clear proxy password, timeout_s) -> outcome
+CloudCheck = Callable[[DeviceInfo, ProxyConfig | None, str | None, float], Awaitable[CheckOutcome]]

@@ -1,0 +1,95 @@
+"""imp.net.info: every interface, which one is current, the last error, the daemon's view."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from impctl.model.inventory import DeviceInfo, MMModemState, MMRegistrationState, name_of
+from impctl.model.state import State
+from impctl.model.uplinks import current_device
+from impctl.usecases.ports import Network, Store
+
+
+@dataclass
+class StatusReport:
+    devices: list[DeviceInfo]
+    current_ifname: str | None
+    primary_ifname: str | None
+    state: State
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "interfaces": [device_json(d, d.ifname == self.current_ifname) for d in self.devices],
+            "current": self.current_ifname,
+            "primary": self.primary_ifname,
+            "mode": "manual" if self.state.pinned else ("automatic" if self.state.sequence else "legacy"),
+            "pinned": self.state.pinned.get("interface") if self.state.pinned else None,
+            "sequence": list(self.state.sequence),
+            "last_error": self.state.last_error,
+            # The failover daemon's own view (active uplink, health, last switches), if it has run.
+            "daemon": daemon_view(self.state.daemon),
+        }
+
+
+def daemon_view(view: dict[str, Any]) -> dict[str, Any] | None:
+    """state.daemon as status shows it: `running` only while its process lives.
+
+    A daemon killed outright (SIGKILL, a crash) cannot clear its own flag.
+    """
+    if not view:
+        return None
+    out = dict(view)
+    pid = out.get("pid")
+    if out.get("running") and isinstance(pid, int):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            out["running"] = False
+        except PermissionError:
+            pass  # alive, another user's
+    return out
+
+
+def device_json(d: DeviceInfo, active: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "identifier": d.identifier,
+        "ifname": d.ifname,
+        "class": d.iface_class,
+        "active": active,
+        "nm_type": d.nm_type_name,
+        "nm_state": d.nm_state_name,
+        "connected": d.connected,
+        "carrier": d.carrier,
+        "addresses": list(d.addresses),
+        "gateway": d.gateway,
+        "dns": list(d.dns),
+        "route_metric": d.route_metric,
+        "profile": d.active_profile,
+    }
+    if d.iface_class == "wifi" or d.ssid is not None:
+        out["wifi"] = {"ssid": d.ssid, "signal": d.signal}
+    if d.modem is not None:
+        m = d.modem
+        out["cell"] = {
+            "modem_state": name_of(MMModemState, m.state),
+            "sim": "locked" if m.sim_locked else ("present" if m.sim_present else "missing"),
+            "registration": name_of(MMRegistrationState, m.registration) if m.registration is not None else None,
+            "operator": m.operator,
+            "signal": m.signal_quality,
+            "bearer_connected": m.bearer_connected,
+        }
+    return out
+
+
+async def status(*, network: Network, store: Store) -> StatusReport:
+    """imp.net.info: every interface, the active one, the last error. Changes nothing."""
+    state = store.load()
+    devices = await network.devices()
+    primary = await network.primary_ifname()
+    ifname = state.current.get("ifname") if state.current else None
+    current = current_device(ifname if isinstance(ifname, str) else None, devices, primary)
+    return StatusReport(devices, current.ifname if current else None, primary, state)
+
+
