@@ -8,6 +8,7 @@ encrypted with the gateway key before they are stored and never printed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from typing import Annotated, Any
@@ -138,8 +139,15 @@ def _render_current(current: uc.CurrentConfig) -> None:
 @app.command("current")
 def current_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """The NIC of the current connection, secrets encrypted (imp.net.getcurrentconfig)."""
-    store = FileStore(get_globals(ctx).state_path)
+    g = get_globals(ctx)
+    store = FileStore(g.state_path)
+
+    def action() -> uc.CurrentConfig:
+        from impctl.cli.connect import read_devices  # the NM backends load only for this command
+
+        return asyncio.run(uc.config_current(store, lambda: read_devices(g)))
+
     run(
-        "config current", json_out, lambda: uc.config_current(store), _render_current,
+        "config current", json_out, action, _render_current,
         lambda c: {"nic": c.nic}, lambda c: c.exit_code,
     )

@@ -23,6 +23,7 @@ from impctl.backends.config_file import load_config
 from impctl.backends.dbus import NetworkManagerBackend, system_bus
 from impctl.backends.netlink import Netlink
 from impctl.backends.probe_net import BoundSockets
+from impctl.backends.process import pid_alive
 from impctl.backends.store import FileStore
 from impctl.cli.context import Globals, get_globals
 from impctl.cli.daemon import render_view
@@ -30,6 +31,7 @@ from impctl.cli.nic import read_nic_file
 from impctl.cli.output import JsonOption, console, run
 from impctl.model.attempt import Attempt
 from impctl.model.config import Config
+from impctl.model.inventory import DeviceInfo
 from impctl.usecases import connect as uc
 from impctl.usecases import status as status_uc
 from impctl.usecases.ports import CloudCheck, Network
@@ -49,7 +51,7 @@ def _config(g: Globals) -> Config:
     return load_config(g.config_path, explicit=g.config_explicit)
 
 
-def _with_network(g: Globals, body: Callable[[Network, CloudCheck, Config], Awaitable[T]]) -> T:
+def with_network(g: Globals, body: Callable[[Network, CloudCheck, Config], Awaitable[T]]) -> T:
     """Run `body` with the real backends, in the one asyncio.run of the command."""
     config = _config(g)
 
@@ -60,6 +62,13 @@ def _with_network(g: Globals, body: Callable[[Network, CloudCheck, Config], Awai
             return await body(network, check, config)
 
     return asyncio.run(main())
+
+
+async def read_devices(g: Globals) -> list[DeviceInfo]:
+    """The gateway's devices, over a bus connection of their own."""
+    config = _config(g)
+    async with system_bus() as bus:
+        return await NetworkManagerBackend(bus, config).devices()
 
 
 def _attempt_line(a: Attempt) -> str:
@@ -99,7 +108,7 @@ def connectwith_cmd(
     def action() -> uc.ConnectReport:
         parsed = read_nic_file(nic)
         store = FileStore(g.state_path)
-        return _with_network(
+        return with_network(
             g,
             lambda network, check, config: uc.connectwith(
                 parsed, network=network, check=check, store=store, config=config, timeout_s=timeout
@@ -115,7 +124,7 @@ def connect_cmd(ctx: typer.Context, timeout: TimeoutOption = None, json_out: Jso
 
     def action() -> uc.ConnectReport:
         store = FileStore(g.state_path)
-        return _with_network(
+        return with_network(
             g,
             lambda network, check, config: uc.connect(
                 network=network, check=check, store=store, config=config, timeout_s=timeout
@@ -138,7 +147,7 @@ def disconnect_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:
 
     def action() -> uc.DisconnectReport:
         store = FileStore(g.state_path)
-        return _with_network(g, lambda network, _check, _config: uc.disconnect(network=network, store=store))
+        return with_network(g, lambda network, _check, _config: uc.disconnect(network=network, store=store))
 
     run("disconnect", json_out, action, _render_disconnect, lambda r: r.to_json())
 
@@ -204,7 +213,8 @@ def status_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:
 
     def action() -> status_uc.StatusReport:
         store = FileStore(g.state_path)
-        return _with_network(g, lambda network, _check, _config: status_uc.status(network=network, store=store))
+        return with_network(g, lambda network, _check, _config: status_uc.status(
+            network=network, store=store, pid_alive=pid_alive))
 
     run("status", json_out, action, _render_status, lambda r: r.to_json())
 

@@ -95,7 +95,7 @@ async def _main(daemon: Daemon) -> int:
     return await daemon.run()
 
 
-def render_view(view: dict[str, Any]) -> None:
+def render_view(view: dict[str, Any] | None) -> None:
     """The daemon's view (state.daemon) for people: uplinks with their health, last switches."""
     if not view:
         console.print("the daemon has not run on this gateway (no daemon view in the state file)")
@@ -141,7 +141,11 @@ def daemon(
     g = get_globals(ctx)
     if status or json_out:
         # The view the daemon keeps in the state file: uplinks, health, last switches.
-        run("daemon", json_out, lambda: load_state(g.state_path).daemon, render_view, lambda v: v)
+        def view() -> dict[str, Any] | None:
+            state = load_state(g.state_path)
+            return state.daemon.to_json() if state.daemon else None
+
+        run("daemon", json_out, view, render_view, lambda v: v)
     try:
         deps = _deps(g)
         runner = Daemon(deps)

@@ -5,12 +5,12 @@ completes to: the pure rules connect, status and the daemon share.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from impctl.model.identifiers import resolve
 from impctl.model.inventory import DeviceInfo
-from impctl.model.nic import Nic, parse_proxy, parse_static, parse_wifi
+from impctl.model.nic import Nic
 from impctl.model.nmsettings import WIFI_TYPES
+from impctl.model.state import StoredSettings
 
 PRIMARY_ROUTE_METRIC = 50  # below NM's defaults (ethernet 100, wifi 600, modem 700)
 
@@ -23,19 +23,12 @@ def find_devices(identifier: str, devices: list[DeviceInfo]) -> list[DeviceInfo]
     return [by_name[n] for n in resolve(identifier, assignment, classes)]
 
 
-def stored_applies(fragment: dict[str, Any], device: DeviceInfo) -> bool:
-    target = fragment.get("interface")
-    return target is None or target in (device.identifier, device.ifname, device.iface_class)
+def stored_applies(interface: str | None, device: DeviceInfo) -> bool:
+    """Stored settings for `interface` (None: any) apply to `device`."""
+    return interface is None or interface in (device.identifier, device.ifname, device.iface_class)
 
 
-def _fragment(stored: dict[str, Any], kind: str, device: DeviceInfo) -> dict[str, Any] | None:
-    frag = stored.get(kind)
-    if not isinstance(frag, dict) or not stored_applies(frag, device):
-        return None
-    return {k: v for k, v in frag.items() if k != "interface"}
-
-
-def complete_nic(nic: Nic, device: DeviceInfo, stored: dict[str, Any]) -> Nic:
+def complete_nic(nic: Nic, device: DeviceInfo, stored: StoredSettings) -> Nic:
     """A NIC naming only an interface takes the stored settings that apply to the device.
 
     Stored WiFi settings apply to WiFi hardware only (an SSID means nothing
@@ -45,13 +38,13 @@ def complete_nic(nic: Nic, device: DeviceInfo, stored: dict[str, Any]) -> Nic:
     if not nic.is_bare:
         return nic
     wifi = static = proxy = None
-    if device.nm_type in WIFI_TYPES and (frag := _fragment(stored, "wifi", device)) is not None:
-        wifi = parse_wifi(frag, "stored.wifi")
+    if device.nm_type in WIFI_TYPES and stored.wifi and stored_applies(stored.wifi.interface, device):
+        wifi = stored.wifi.config
     if device.iface_class in ("ethernet", "wifi"):
-        if (frag := _fragment(stored, "static", device)) is not None:
-            static = parse_static(frag, "stored.static")
-        if (frag := _fragment(stored, "proxy", device)) is not None:
-            proxy = parse_proxy(frag, "stored.proxy")
+        if stored.static and stored_applies(stored.static.interface, device):
+            static = stored.static.config
+        if stored.proxy and stored_applies(stored.proxy.interface, device):
+            proxy = stored.proxy.config
     return replace(nic, wificonfig=wifi, staticconfig=static, proxyconfig=proxy)
 
 

@@ -3,13 +3,24 @@ clearconfiguration and getcurrentconfig, over the Store."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from impctl.model.codes import ResultCode, exit_code_for
 from impctl.model.errors import ValidationError
-from impctl.model.nic import Nic, StaticConfig, nic_summary, parse_nic, parse_proxy, parse_static, parse_wifi
-from impctl.model.state import STORED_KINDS
+from impctl.model.inventory import DeviceInfo
+from impctl.model.nic import (
+    Nic,
+    StaticConfig,
+    nic_summary,
+    nic_to_json,
+    parse_nic,
+    parse_proxy,
+    parse_static,
+    parse_wifi,
+)
+from impctl.model.state import STORED_KINDS, Stored, StoredSettings
 from impctl.usecases.ports import Store
 
 
@@ -26,26 +37,24 @@ class ConfigView:
         return out
 
 
-def _describe_stored(stored: dict[str, Any]) -> dict[str, Any]:
+def _describe_stored(stored: StoredSettings) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if "wifi" in stored:
-        w = parse_wifi({k: v for k, v in stored["wifi"].items() if k != "interface"}, "stored.wifi")
-        out["wifi"] = nic_summary(Nic("wifi", wificonfig=w))["wificonfig"]
-    if "static" in stored:
-        s = parse_static({k: v for k, v in stored["static"].items() if k != "interface"}, "stored.static")
-        out["static"] = nic_summary(Nic("ethernet", staticconfig=s))["staticconfig"]
-    if "proxy" in stored:
-        p = parse_proxy({k: v for k, v in stored["proxy"].items() if k != "interface"}, "stored.proxy")
-        out["proxy"] = nic_summary(Nic("ethernet", proxyconfig=p))["proxyconfig"]
-    for kind in ("static", "proxy"):
-        if kind in out and stored[kind].get("interface"):
-            out[kind]["interface"] = stored[kind]["interface"]
+    if stored.wifi is not None:
+        out["wifi"] = nic_summary(Nic("wifi", wificonfig=stored.wifi.config))["wificonfig"]
+    if stored.static is not None:
+        out["static"] = nic_summary(Nic("ethernet", staticconfig=stored.static.config))["staticconfig"]
+        if stored.static.interface:
+            out["static"]["interface"] = stored.static.interface
+    if stored.proxy is not None:
+        out["proxy"] = nic_summary(Nic("ethernet", proxyconfig=stored.proxy.config))["proxyconfig"]
+        if stored.proxy.interface:
+            out["proxy"]["interface"] = stored.proxy.interface
     return out
 
 
-def _store_fragment(store: Store, kind: str, fragment: dict[str, Any]) -> ConfigView:
+def _store(store: Store, change: Callable[[StoredSettings], StoredSettings]) -> ConfigView:
     with store.transaction() as state:
-        state.stored[kind] = fragment
+        state.stored = change(state.stored)
         return ConfigView(_describe_stored(state.stored), list(state.sequence))
 
 
@@ -60,22 +69,16 @@ def _check_target(interface: str | None) -> str | None:
 
 def config_wifi(store: Store, ssid: str, key: str | None) -> ConfigView:
     wifi = parse_wifi({"ssid": ssid, "key": key or None}, "wifi")  # validate before touching anything
-    fragment: dict[str, Any] = {"ssid": wifi.ssid, "key": None}
-    if not wifi.is_open:
-        encrypted = store.encrypt(wifi.key)
-        assert encrypted is not None
-        fragment["key"] = encrypted.to_json()
-    return _store_fragment(store, "wifi", fragment)
+    wifi = replace(wifi, key=None if wifi.is_open else store.encrypt(wifi.key))
+    return _store(store, lambda s: replace(s, wifi=Stored(wifi)))
 
 
 def config_static(
     store: Store, ip: str, netmask: str, gateway: str, dns: list[str], interface: str | None = None
 ) -> ConfigView:
     s: StaticConfig = parse_static({"ip": ip, "netmask": netmask, "gateway": gateway, "dns": dns}, "static")
-    fragment: dict[str, Any] = {"ip": s.ip, "netmask": s.netmask, "gateway": s.gateway, "dns": list(s.dns)}
-    if (target := _check_target(interface)) is not None:
-        fragment["interface"] = target
-    return _store_fragment(store, "static", fragment)
+    target = _check_target(interface)
+    return _store(store, lambda st: replace(st, static=Stored(s, target)))
 
 
 def config_proxy(
@@ -87,16 +90,10 @@ def config_proxy(
     if password:
         raw["password"] = password
     p = parse_proxy(raw, "proxy")
-    fragment: dict[str, Any] = {"type": p.type, "address": p.address, "port": p.port}
-    if p.username is not None:
-        fragment["username"] = p.username
+    target = _check_target(interface)
     if p.password is not None:
-        encrypted = store.encrypt(p.password)
-        assert encrypted is not None
-        fragment["password"] = encrypted.to_json()
-    if (target := _check_target(interface)) is not None:
-        fragment["interface"] = target
-    return _store_fragment(store, "proxy", fragment)
+        p = replace(p, password=store.encrypt(p.password))
+    return _store(store, lambda st: replace(st, proxy=Stored(p, target)))
 
 
 CLEAR_KINDS = (*STORED_KINDS, "all")
@@ -108,7 +105,9 @@ def config_clear(store: Store, kind: str) -> ConfigView:
         raise ValidationError("kind", f"must be one of {', '.join(CLEAR_KINDS)} (got {kind!r})")
     with store.transaction() as state:
         kinds = list(STORED_KINDS) if kind == "all" else [kind]
-        cleared = [k for k in kinds if state.stored.pop(k, None) is not None]
+        cleared = [k for k in kinds if k in state.stored.kinds()]
+        for k in cleared:
+            state.stored = state.stored.cleared(k)
         if kind == "all":
             if state.sequence:
                 cleared.append("sequence")
@@ -130,11 +129,20 @@ class CurrentConfig:
         return 0 if self.nic is not None else exit_code_for(ResultCode.NOT_CONNECTED)
 
 
-def config_current(store: Store) -> CurrentConfig:
-    """imp.net.getcurrentconfig: the NIC of the connection impctl made, secrets encrypted."""
-    state = store.load()
-    current = state.current or {}
-    nic = current.get("nic")
-    if nic is None and current.get("identifier"):
-        nic = {"interface": current["identifier"]}
-    return CurrentConfig(nic if isinstance(nic, dict) else None)
+async def config_current(store: Store, devices: Callable[[], Awaitable[list[DeviceInfo]]]) -> CurrentConfig:
+    """imp.net.getcurrentconfig: the NIC of the current connection, secrets encrypted.
+
+    An extended NIC describes the connection only while the NM profile connectwith
+    made for it is what the device runs: once that connection is lost (the
+    volatile profile went, the device came back on another profile), impOS
+    discards the extended NIC, and so does this: only the interface remains.
+    """
+    current = store.load().current
+    if current is None:
+        return CurrentConfig(None)
+    device = next((d for d in await devices() if d.ifname == current.ifname), None)
+    if device is None or not device.connected:
+        return CurrentConfig(None)
+    if current.nic is not None and current.profile_uuid == device.extra.get("profile_uuid"):
+        return CurrentConfig(nic_to_json(current.nic))
+    return CurrentConfig({"interface": current.identifier})

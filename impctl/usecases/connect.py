@@ -51,11 +51,10 @@ from impctl.model.nic import (
     Secret,
     WifiConfig,
     check_nic_for_class,
-    nic_to_json,
 )
 from impctl.model.nmsettings import MODEM_TYPES, WIFI_TYPES, DeviceFacts, Settings, nm_settings
 from impctl.model.sequence import effective_order
-from impctl.model.state import State
+from impctl.model.state import CurrentUplink, Mode, Pin, State
 from impctl.model.uplinks import complete_nic, current_device, find_devices, primary_metric
 from impctl.usecases.ports import CloudCheck, Network, Store
 from impctl.usecases.probe import LinkFacts, ProbeProxy, SocketProbes, probe_interface
@@ -101,7 +100,7 @@ class ConnectReport:
     mode: str  # manual | automatic | legacy
     attempts: list[Attempt] = field(default_factory=list)
     already_connected: Attempt | None = None
-    current: dict[str, Any] | None = None
+    current: CurrentUplink | None = None
 
     @property
     def connected(self) -> bool:
@@ -131,10 +130,10 @@ class ConnectReport:
         }
 
 
-def _current_json(current: dict[str, Any] | None) -> dict[str, Any] | None:
+def _current_json(current: CurrentUplink | None) -> dict[str, Any] | None:
     if current is None:
         return None
-    return {k: v for k, v in current.items() if k != "nic"}
+    return {k: v for k, v in current.to_json().items() if k not in ("nic", "profile_uuid")}
 
 
 def _attempt_record(attempt: Attempt) -> dict[str, Any]:
@@ -180,7 +179,7 @@ def _plain_nic(nic: Nic, store: Store) -> tuple[Nic, str | None]:
     return replace(nic, wificonfig=wifi, cellconfig=cell), proxy_password
 
 
-def _encrypted_nic_json(nic: Nic, store: Store) -> dict[str, Any]:
+def _encrypted_nic(nic: Nic, store: Store) -> Nic:
     wifi = nic.wificonfig
     if wifi is not None and wifi.key is not None and not wifi.key.is_empty:
         wifi = WifiConfig(wifi.ssid, store.encrypt(wifi.key))
@@ -190,7 +189,7 @@ def _encrypted_nic_json(nic: Nic, store: Store) -> dict[str, Any]:
     cell = nic.cellconfig
     if cell is not None and cell.password is not None:
         cell = replace(cell, password=store.encrypt(cell.password))
-    return nic_to_json(replace(nic, wificonfig=wifi, proxyconfig=proxy, cellconfig=cell))
+    return replace(nic, wificonfig=wifi, proxyconfig=proxy, cellconfig=cell)
 
 
 def _refreshed(devices: list[DeviceInfo], device: DeviceInfo) -> DeviceInfo | None:
@@ -228,11 +227,13 @@ async def _attempt(
     previous: DeviceInfo | None,
     state: State,
     timeout_s: float,
+    by: str,
     prepared: tuple[Nic, Settings | None, str | None, str | None] | None = None,
-) -> tuple[Attempt, dict[str, Any] | None]:
+) -> tuple[Attempt, CurrentUplink | None]:
     """Try one device; on success it is the primary uplink and `previous` is down.
 
-    Returns the attempt and, on success, the NIC to record (secrets encrypted).
+    Returns the attempt and, on success, the new current uplink to record
+    (its NIC with secrets encrypted).
     """
     start = time.monotonic()
 
@@ -281,7 +282,13 @@ async def _attempt(
     details: dict[str, Any] = {"addresses": list(fresh.addresses), "route_metric": metric}
     if took_down:
         details["previous_taken_down"] = took_down
-    return result(ResultCode.SERVER_CONNECTED, "done", outcome.reason, **details), _encrypted_nic_json(full, ctx.store)
+    attempt = result(ResultCode.SERVER_CONNECTED, "done", outcome.reason, **details)
+    current = CurrentUplink(
+        identifier=device.identifier, ifname=device.ifname, iface_class=device.iface_class, since=time.time(),
+        by=by, nic=None if full.is_bare else _encrypted_nic(full, ctx.store),
+        profile_uuid=str(settings["connection"]["uuid"]),
+    )
+    return attempt, current
 
 
 def _modem_reason(device: DeviceInfo, code: ResultCode) -> str:
@@ -313,18 +320,7 @@ def _no_modem(identifier: str) -> Attempt:
 
 
 def _current_ifname(state: State) -> str | None:
-    ifname = state.current.get("ifname") if state.current else None
-    return ifname if isinstance(ifname, str) else None
-
-
-def _set_current(state: State, attempt: Attempt, nic_json: dict[str, Any] | None) -> None:
-    state.current = {
-        "identifier": attempt.identifier,
-        "ifname": attempt.ifname,
-        "class": attempt.iface_class,
-        "since": time.time(),
-        **({"nic": nic_json} if nic_json is not None else {}),
-    }
+    return state.current.ifname if state.current else None
 
 
 # ---------------------------------------------------------------------------
@@ -359,14 +355,15 @@ async def connectwith(
         timeout = timeout_s or default_timeout(device.iface_class)
         prepared = _prepare(nic, device, state, store, timeout)  # bad input: raise before any change
         previous = current_device(_current_ifname(state), devices, await network.primary_ifname())
-        attempt, nic_json = await _attempt(ctx, nic, device, previous, state, timeout, prepared)
+        attempt, current = await _attempt(ctx, nic, device, previous, state, timeout, "connectwith", prepared)
         report.attempts.append(attempt)
         _record(state, attempt)
-        if attempt.ok:
-            _set_current(state, attempt, nic_json)
+        if current is not None:
+            state.current = current
+            state.disconnected_at = None
             # Manual mode. connect reuses only the interface of the pin with the
             # stored settings: impOS discards an extended NIC's settings.
-            state.pinned = {"interface": nic.interface} if nic.is_bare else nic_json
+            state.pinned = Pin(nic.interface, None if nic.is_bare else current.nic)
         report.current = state.current
     return report
 
@@ -386,40 +383,51 @@ async def connect(
     ctx = _Ctx(network, check, store, config)
     with store.transaction() as state:
         devices = await network.devices()
-        if state.pinned and isinstance(state.pinned.get("interface"), str):
-            mode, identifiers = "manual", [state.pinned["interface"]]
+        mode = state.mode
+        primary = await network.primary_ifname()
+        # What carries unbound traffic now: an attempt that succeeds takes it down.
+        previous = current_device(_current_ifname(state), devices, primary)
+        if state.pinned is not None:
+            identifiers = [state.pinned.interface]
             # Manual mode: the current interface is the pinned one (server.connect on impOS 42),
             # even when another uplink happens to carry the default route.
-            pinned = find_devices(identifiers[0], devices)
-            current = current_device(_current_ifname(state), pinned, None)
+            current = current_device(_current_ifname(state), find_devices(identifiers[0], devices), None)
         else:
-            mode = "automatic" if state.sequence else "legacy"
             identifiers = effective_order(state.sequence, {d.iface_class for d in devices})
-            current = current_device(_current_ifname(state), devices, await network.primary_ifname())
-        report = ConnectReport(command="connect", mode=mode)
+            current = previous
+        leaving = current
+        if state.disconnected_at is not None:
+            # After server.disconnect the gateway is not connected in impOS's sense, whatever
+            # else still routes: connect walks the sequence from its first entry, and the
+            # uplink it connects replaces whatever still carries the default route.
+            current = None
+            leaving = previous
+            state.sequence_index = 0
+        report = ConnectReport(command="connect", mode=mode.value)
         if current is not None:
             outcome = await _check_current(ctx, current, state)
             if outcome.ok:
                 report.already_connected = outcome
-                report.current = state.current or {
-                    "identifier": current.identifier, "ifname": current.ifname, "class": current.iface_class,
-                }
+                if state.current is None or state.current.ifname != current.ifname:
+                    state.current = CurrentUplink(current.identifier, current.ifname, current.iface_class,
+                                                  since=time.time(), by="connect")
+                report.current = state.current
                 return report
         candidates: list[tuple[str, DeviceInfo | None]] = []
         for ident in identifiers:
             found = find_devices(ident, devices)
-            if not found and mode == "manual" and class_of(ident) == "cell":
+            if not found and mode is Mode.MANUAL and class_of(ident) == "cell":
                 candidates.append((ident, None))
             candidates.extend((ident, d) for d in found if d not in [c for _, c in candidates])
         for ident, device in candidates:
+            new_current: CurrentUplink | None = None
             if device is None:
                 attempt = _no_modem(ident)
-                nic_json = None
             else:
                 timeout = timeout_s or default_timeout(device.iface_class)
                 try:
-                    attempt, nic_json = await _attempt(
-                        ctx, Nic(interface=device.identifier), device, current, state, timeout
+                    attempt, new_current = await _attempt(
+                        ctx, Nic(interface=device.identifier), device, leaving, state, timeout, "connect"
                     )
                 except ValidationError as err:
                     # Stored settings that do not fit this device fail this attempt, not the walk.
@@ -427,12 +435,12 @@ async def connect(
                         device.identifier, device.ifname, device.iface_class,
                         link_code(device.iface_class), err.message, stage="settings",
                     )
-                    nic_json = None
             report.attempts.append(attempt)
             _record(state, attempt)
-            if attempt.ok:
-                _set_current(state, attempt, nic_json)
-                if mode != "manual" and device is not None and device.iface_class in identifiers:
+            if new_current is not None:
+                state.current = new_current
+                state.disconnected_at = None
+                if mode is not Mode.MANUAL and device is not None and device.iface_class in identifiers:
                     # Where the walk stopped in the sequence (then the default order), as impOS keeps it.
                     state.sequence_index = identifiers.index(device.iface_class)
                 break
@@ -472,6 +480,7 @@ async def disconnect(*, network: Network, store: Store) -> DisconnectReport:
         devices = await network.devices()
         current = current_device(_current_ifname(state), devices, await network.primary_ifname())
         state.current = None
+        state.disconnected_at = time.time()
         if current is None or not current.active_path:
             return DisconnectReport(was_connected=False)
         await network.disconnect(current)

@@ -78,7 +78,7 @@ from impctl.model.failover import (
 from impctl.model.inventory import DeviceInfo, NMDeviceState
 from impctl.model.netfacts import DefaultRoute, IPv4Facts, LinkState, kernel_primary
 from impctl.model.probe import InterfaceProbe
-from impctl.model.state import State
+from impctl.model.state import CurrentUplink, State, daemon_view_from_json
 from impctl.usecases.probe import ProbeProxy
 
 # Reconnecting to the bus / NM: first retry after this, doubling up to the max.
@@ -264,7 +264,7 @@ class Daemon:
 
     async def run(self) -> int:
         """Run until stopped; returns the exit status (0 after a clean stop)."""
-        self.log("start", pid=os.getpid(), mode="manual" if self.state.pinned else "automatic",
+        self.log("start", pid=os.getpid(), mode=self.state.mode.value,
                  sequence=",".join(self.state.sequence) or "default")
         watchdog = self.d.notifier.watchdog_s
         if watchdog:
@@ -611,7 +611,7 @@ class Daemon:
         if [u.ifname for u in uplinks] != self.policy.order or manual != self.policy.manual:
             known = set(self.policy.uplinks)
             self.policy.set_uplinks(uplinks, manual=manual)
-            self.log("plan", mode="manual" if manual else "automatic",
+            self.log("plan", mode=self.state.mode.value,
                      order=",".join(u.ifname for u in uplinks) or "none")
             for spec in uplinks:
                 if spec.ifname not in known:
@@ -626,8 +626,7 @@ class Daemon:
 
     def _plan(self, devices: list[DeviceInfo]) -> tuple[list[UplinkSpec], bool]:
         if self.state.pinned:
-            interface = str(self.state.pinned.get("interface", ""))
-            spec = pinned_uplink(devices, interface)
+            spec = pinned_uplink(devices, self.state.pinned.interface)
             return ([spec] if spec else []), True
         return plan_uplinks(devices, self.state.sequence), False
 
@@ -798,7 +797,7 @@ class Daemon:
         self.policy.set_settings(config.daemon)
         if self.network is not None:
             self.network.set_config(config)
-        self.log("reload", mode="manual" if state.pinned else "automatic",
+        self.log("reload", mode=state.mode.value,
                  sequence=",".join(state.sequence) or "default")
         self._want_refresh()
         self._apply(self.policy.decide(self.d.clock()))
@@ -836,7 +835,7 @@ class Daemon:
         view = self._view(running=not final)
 
         def change(state: State) -> None:
-            state.daemon = view
+            state.daemon = daemon_view_from_json(view)
 
         try:
             self.d.update_state(change)
@@ -854,8 +853,7 @@ class Daemon:
         def change(state: State) -> None:
             if state.pinned:
                 return  # connectwith pinned meanwhile: its current stands
-            state.current = {"identifier": u.spec.identifier, "ifname": ifname,
-                             "class": u.spec.iface_class, "since": since, "by": "daemon"}
+            state.current = CurrentUplink(u.spec.identifier, ifname, u.spec.iface_class, since, by="daemon")
 
         try:
             self.d.update_state(change)

@@ -28,8 +28,6 @@ from impctl.model.errors import (
     ImpctlError,
     NoSuchInterface,
     PermissionDenied,
-    StateError,
-    ValidationError,
 )
 from impctl.model.identifiers import check_identifier, resolve
 from impctl.model.inventory import (
@@ -41,9 +39,10 @@ from impctl.model.inventory import (
     name_of,
 )
 from impctl.model.netfacts import IPv4Facts, LinkState, Resolved, is_ipv4, proxy_authorization
-from impctl.model.nic import ProxyConfig, Secret, parse_nic, parse_proxy
+from impctl.model.nic import ProxyConfig, Secret
 from impctl.model.probe import InterfaceProbe, ProbeReport, Stage, StageFailed, StageResult, conclude
 from impctl.model.state import State
+from impctl.model.uplinks import stored_applies
 
 T = TypeVar("T")
 
@@ -478,28 +477,20 @@ def proxy_plan(
     if override is not None:
         return {d.ifname: override for d in eligible}
     plan: dict[str, ProbeProxy] = {}
-    stored = state.stored.get("proxy")
-    if stored:
-        try:
-            cfg = parse_proxy(stored, "stored.proxy")
-        except ValidationError as err:
-            raise StateError(f"state file: {err.message}") from None
-        stored_proxy = _probe_proxy(cfg, decrypt, "stored.proxy")
-        plan = {d.ifname: stored_proxy for d in eligible}
-    if state.pinned:
-        try:
-            nic = parse_nic(state.pinned)
-        except ValidationError as err:
-            raise StateError(f"state file: pinned.{err.message}") from None
-        if nic.proxyconfig is not None:
-            assignment = {d.ifname: d.identifier for d in devices}
-            classes = {d.ifname: d.iface_class for d in devices}
-            # A generic identifier means the primary interface of its class.
-            names = resolve(nic.interface, assignment, classes)[:1]
-            pinned_proxy = _probe_proxy(nic.proxyconfig, decrypt, "pinned.proxyconfig")
-            for d in eligible:
-                if d.ifname in names:
-                    plan[d.ifname] = pinned_proxy
+    stored = state.stored.proxy
+    if stored is not None:
+        stored_proxy = _probe_proxy(stored.config, decrypt, "stored.proxy")
+        plan = {d.ifname: stored_proxy for d in eligible if stored_applies(stored.interface, d)}
+    pinned = state.pinned.nic if state.pinned else None
+    if pinned is not None and pinned.proxyconfig is not None:
+        assignment = {d.ifname: d.identifier for d in devices}
+        classes = {d.ifname: d.iface_class for d in devices}
+        # A generic identifier means the primary interface of its class.
+        names = resolve(pinned.interface, assignment, classes)[:1]
+        pinned_proxy = _probe_proxy(pinned.proxyconfig, decrypt, "pinned.proxyconfig")
+        for d in eligible:
+            if d.ifname in names:
+                plan[d.ifname] = pinned_proxy
     return plan
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from impctl.model.inventory import DeviceInfo, MMModemState, MMRegistrationState, name_of
-from impctl.model.state import State
+from impctl.model.state import DaemonView, State
 from impctl.model.uplinks import current_device
 from impctl.usecases.ports import Network, Store
 
@@ -18,38 +18,32 @@ class StatusReport:
     current_ifname: str | None
     primary_ifname: str | None
     state: State
+    daemon: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "interfaces": [device_json(d, d.ifname == self.current_ifname) for d in self.devices],
             "current": self.current_ifname,
             "primary": self.primary_ifname,
-            "mode": "manual" if self.state.pinned else ("automatic" if self.state.sequence else "legacy"),
-            "pinned": self.state.pinned.get("interface") if self.state.pinned else None,
+            "mode": self.state.mode.value,
+            "pinned": self.state.pinned.interface if self.state.pinned else None,
             "sequence": list(self.state.sequence),
             "last_error": self.state.last_error,
             # The failover daemon's own view (active uplink, health, last switches), if it has run.
-            "daemon": daemon_view(self.state.daemon),
+            "daemon": self.daemon,
         }
 
 
-def daemon_view(view: dict[str, Any]) -> dict[str, Any] | None:
+def daemon_view(view: DaemonView | None, pid_alive: Callable[[int], bool]) -> dict[str, Any] | None:
     """state.daemon as status shows it: `running` only while its process lives.
 
     A daemon killed outright (SIGKILL, a crash) cannot clear its own flag.
     """
-    if not view:
+    if view is None:
         return None
-    out = dict(view)
-    pid = out.get("pid")
-    if out.get("running") and isinstance(pid, int):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            out["running"] = False
-        except PermissionError:
-            pass  # alive, another user's
-    return out
+    if view.running and view.pid is not None and not pid_alive(view.pid):
+        view = replace(view, running=False)
+    return view.to_json()
 
 
 def device_json(d: DeviceInfo, active: bool) -> dict[str, Any]:
@@ -83,13 +77,13 @@ def device_json(d: DeviceInfo, active: bool) -> dict[str, Any]:
     return out
 
 
-async def status(*, network: Network, store: Store) -> StatusReport:
+async def status(*, network: Network, store: Store, pid_alive: Callable[[int], bool]) -> StatusReport:
     """imp.net.info: every interface, the active one, the last error. Changes nothing."""
     state = store.load()
     devices = await network.devices()
     primary = await network.primary_ifname()
-    ifname = state.current.get("ifname") if state.current else None
-    current = current_device(ifname if isinstance(ifname, str) else None, devices, primary)
-    return StatusReport(devices, current.ifname if current else None, primary, state)
+    current = current_device(state.current.ifname if state.current else None, devices, primary)
+    return StatusReport(devices, current.ifname if current else None, primary, state,
+                        daemon_view(state.daemon, pid_alive))
 
 

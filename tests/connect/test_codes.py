@@ -136,16 +136,18 @@ def test_build_inventory_class_override_of_unknown_type() -> None:
 
 
 def test_status_daemon_view_is_not_running_once_its_process_is_gone() -> None:
+    import os
     import subprocess
 
+    from impctl.backends.process import pid_alive
+    from impctl.model.state import daemon_view_from_json
     from impctl.usecases.status import daemon_view
 
-    assert daemon_view({}) is None
+    assert daemon_view(None, pid_alive) is None
     gone = subprocess.Popen(["true"])
     gone.wait()  # reaped: its pid names no process now
-    view = daemon_view({"running": True, "pid": gone.pid, "active": "eth0"})
+    doc = {"running": True, "pid": gone.pid, "active": "eth0", "mode": "automatic", "phase": "connected"}
+    view = daemon_view(daemon_view_from_json(doc), pid_alive)
     assert view is not None and view["running"] is False and view["active"] == "eth0"
-    import os
-
-    alive = daemon_view({"running": True, "pid": os.getpid()})
+    alive = daemon_view(daemon_view_from_json({**doc, "pid": os.getpid()}), pid_alive)
     assert alive is not None and alive["running"] is True

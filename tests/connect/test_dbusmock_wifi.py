@@ -142,6 +142,14 @@ def connectwith(
     return asyncio.run(main())
 
 
+def config_current(store: FileStore) -> config_uc.CurrentConfig:
+    async def devices() -> list[DeviceInfo]:
+        async with system_bus() as bus:
+            return await NetworkManagerBackend(bus, Config()).devices()
+
+    return asyncio.run(config_uc.config_current(store, devices))
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> FileStore:
     return FileStore(tmp_path / "state" / "state.json")
@@ -164,7 +172,7 @@ def test_wifi_ssid_and_key_are_sent_volatile_and_connect(mock_nm: MockNM, store:
     assert KEY not in text
     state = json.loads(text)
     assert set(state["pinned"]["wificonfig"]["key"]) == {"encrypted"}
-    current = parse_nic(config_uc.config_current(store).nic)
+    current = parse_nic(config_current(store).nic)
     assert current.wificonfig is not None
     assert store.decrypt(current.wificonfig.key, "key") == KEY
     # status shows the SSID and signal of the associated access point.

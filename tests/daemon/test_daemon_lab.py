@@ -14,12 +14,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from labdaemon import DaemonProcess, is_event, primary_uplink, restart_networkmanager, write_config
 
 from impctl.backends.statefile import load_state, update_state
 from impctl.lab import Lab
+from impctl.model.state import Pin, State
 
 pytestmark = pytest.mark.lab
 
@@ -45,8 +47,10 @@ def daemon(lab: Lab, files: tuple[Path, Path]) -> Iterator[DaemonProcess]:
         print("\n".join(proc.raw))  # shown by pytest when the test failed
 
 
-def daemon_view(state: Path) -> dict[str, object]:
-    return load_state(state).daemon
+def daemon_view(state: Path) -> dict[str, Any]:
+    view = load_state(state).daemon
+    assert view is not None, "the daemon published no view"
+    return view.to_json()
 
 
 def test_link_down_on_the_primary_moves_traffic_to_the_next_uplink(lab: Lab, daemon: DaemonProcess) -> None:
@@ -66,7 +70,8 @@ def test_link_down_on_the_primary_moves_traffic_to_the_next_uplink(lab: Lab, dae
     assert health["eth0"] == "down" and health["wlan0"] == "up"
     last = view["switches"][-1]  # type: ignore[index]
     assert (last["from"], last["to"], last["verified"]) == ("eth0", "wlan0", True)
-    assert load_state(daemon.state_path).current["ifname"] == "wlan0"  # type: ignore[index]
+    current = load_state(daemon.state_path).current
+    assert current is not None and current.ifname == "wlan0" and current.by == "daemon"
     # impctl status shows the daemon's view next to NetworkManager's.
     status = lab.run([sys.executable, "-m", "impctl", "--state", str(daemon.state_path), "status", "--json"])
     shown = json.loads(status.stdout)["data"]["daemon"]
@@ -175,8 +180,8 @@ def test_networkmanager_restart_mid_run_is_survived(lab: Lab, daemon: DaemonProc
 def test_manual_mode_reports_loss_and_does_not_switch(lab: Lab, files: tuple[Path, Path]) -> None:
     config, state = files
 
-    def pin(s: object) -> None:
-        s.pinned = {"interface": "eth0"}  # type: ignore[attr-defined]
+    def pin(s: State) -> None:
+        s.pinned = Pin("eth0")
 
     update_state(state, pin)
     proc = DaemonProcess(lab, config, state)
@@ -211,8 +216,8 @@ def test_sighup_reloads_the_sequence_and_hooks_run_on_a_switch(lab: Lab, tmp_pat
     try:
         proc.wait_for(is_event("connected", ifname="eth0"), 15.0, "start")
 
-        def prefer_wifi(s: object) -> None:
-            s.set_sequence(["wifi", "ethernet"])  # type: ignore[attr-defined]
+        def prefer_wifi(s: State) -> None:
+            s.set_sequence(["wifi", "ethernet"])
 
         update_state(state, prefer_wifi)
         proc.signal(signal.SIGHUP)

@@ -24,7 +24,7 @@ from impctl.model.events import LinkChanged, NetEvent, NMSignal
 from impctl.model.inventory import DeviceInfo, NMDeviceState
 from impctl.model.netfacts import DefaultRoute, IPv4Facts, LinkState
 from impctl.model.probe import InterfaceProbe
-from impctl.model.state import State
+from impctl.model.state import Pin, State
 from impctl.usecases.daemon import Daemon, Deps, logfmt
 from impctl.usecases.probe import ProbeProxy
 
@@ -232,8 +232,9 @@ async def test_failover_moves_traffic_without_sharing_the_lowest_metric() -> Non
     assert rig.nm.calls == [("eth0", 20), ("wlan0", 19), ("eth0", 100), ("wlan0", 20)]
     assert await stop(rig, task) == 0
     assert rig.notes.sent[-1] == "STOPPING"
-    assert rig.state.daemon["running"] is False and rig.state.daemon["active"] == "wlan0"
-    assert rig.state.current is not None and rig.state.current["ifname"] == "wlan0"
+    assert rig.state.daemon is not None
+    assert rig.state.daemon.running is False and rig.state.daemon.active == "wlan0"
+    assert rig.state.current is not None and rig.state.current.ifname == "wlan0"
 
 
 @run_async
@@ -249,7 +250,7 @@ async def test_connected_is_not_declared_before_the_route_moved() -> None:
 
 @run_async
 async def test_manual_mode_never_touches_routes() -> None:
-    rig = make_rig(State(pinned={"interface": "eth0"}))
+    rig = make_rig(State(pinned=Pin("eth0")))
     task = await started(rig)
     rig.link("eth0", False)
     line = await rig.wait_line("event=lost ifname=eth0")
@@ -259,7 +260,8 @@ async def test_manual_mode_never_touches_routes() -> None:
     assert not any("event=switch" in x for x in rig.lines)
     assert rig.daemon.policy.active == "eth0"
     await stop(rig, task)
-    assert rig.state.daemon["mode"] == "manual" and rig.state.daemon["phase"] == "lost"
+    assert rig.state.daemon is not None
+    assert rig.state.daemon.mode == "manual" and rig.state.daemon.phase == "lost"
     assert rig.state.current is None  # connectwith's current stands in manual mode
 
 

@@ -22,7 +22,7 @@ from impctl.backends.secrets import encrypt_secret, key_path_for
 from impctl.backends.statefile import write_state
 from impctl.lab import Lab
 from impctl.model.nic import Secret
-from impctl.model.state import State
+from impctl.model.state import state_from_dict
 
 pytestmark = pytest.mark.lab
 
@@ -62,7 +62,7 @@ def store_proxy(lab: Lab, password: str, pinned: dict[str, Any] | None = None) -
     assert enc is not None
     stored = {"address": lab.proxy_host, "port": lab.proxy_port, "username": lab.proxy_user,
               "password": enc.to_json()}
-    write_state(lab.state_path, State(stored={"proxy": stored}, pinned=pinned))
+    write_state(lab.state_path, state_from_dict({"schema_version": 2, "stored": {"proxy": stored}, "pinned": pinned}))
 
 
 def test_healthy_lab_reaches_the_cloud_everywhere(lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -184,8 +184,10 @@ def test_proxy_codes_from_the_stored_and_pinned_proxy(lab: Lab, monkeypatch: pyt
 
     # the pinned NIC (connectwith) carries its own proxy, with a wrong password, for wl0;
     # eth0's path to the proxy is cut
+    wrong = encrypt_secret(Secret(plain="wrong-password"), key_path_for(lab.state_path))
+    assert wrong is not None
     pinned = {"interface": "wl0", "proxyconfig": {"address": lab.proxy_host, "port": lab.proxy_port,
-                                                   "username": lab.proxy_user, "password": "wrong-password"}}
+                                                   "username": lab.proxy_user, "password": wrong.to_json()}}
     store_proxy(lab, lab.proxy_password, pinned=pinned)
     lab.fault("eth0", "proxy-down")
     rc, data = probe(lab)

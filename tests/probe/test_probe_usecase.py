@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from impctl.model.inventory import DeviceInfo, MMModemState, MMRegistrationState
 from impctl.model.netfacts import IPv4Facts, LinkState, Resolved
 from impctl.model.nic import Secret
 from impctl.model.probe import StageFailed
-from impctl.model.state import State
+from impctl.model.state import State, state_from_dict
 from impctl.usecases.probe import ProbeProxy, probe_all, probe_interface, proxy_plan, select_devices
 
 CONFIG = Config(cloud=CloudEndpoint(host="cloud.imp.lab", port=443, tls=True))
@@ -282,8 +283,12 @@ def plain(secret: Secret | None, where: str) -> str | None:
 STORED = {"address": "proxy.imp.lab", "port": 8888, "username": "lab", "password": "good"}
 
 
+def stored_state(pinned: dict[str, Any] | None = None) -> State:
+    return state_from_dict({"schema_version": 2, "stored": {"proxy": STORED}, "pinned": pinned})
+
+
 def test_proxy_plan_stored_applies_to_ethernet_and_wifi_only() -> None:
-    plan = proxy_plan(State(stored={"proxy": STORED}), INVENTORY, plain)
+    plan = proxy_plan(stored_state(), INVENTORY, plain)
     assert sorted(plan) == ["eth0", "eth1", "wlan0"]
     assert plan["eth0"] == ProbeProxy("proxy.imp.lab", 8888, "lab", "good")
 
@@ -291,9 +296,9 @@ def test_proxy_plan_stored_applies_to_ethernet_and_wifi_only() -> None:
 def test_proxy_plan_pinned_nic_overrides_on_its_interface() -> None:
     pinned = {"interface": "wl0", "proxyconfig": {"address": "198.19.0.10", "port": 3128,
                                                    "username": "u", "password": "p"}}
-    plan = proxy_plan(State(stored={"proxy": STORED}, pinned=pinned), INVENTORY, plain)
+    plan = proxy_plan(stored_state(pinned), INVENTORY, plain)
     assert plan["wlan0"] == ProbeProxy("198.19.0.10", 3128, "u", "p")
     assert plan["eth0"].port == 8888
-    assert proxy_plan(State(stored={"proxy": STORED}), INVENTORY, plain, no_proxy=True) == {}
+    assert proxy_plan(stored_state(), INVENTORY, plain, no_proxy=True) == {}
     override = ProbeProxy("10.0.0.1", 8080)
-    assert set(proxy_plan(State(stored={"proxy": STORED}), INVENTORY, plain, override).values()) == {override}
+    assert set(proxy_plan(stored_state(), INVENTORY, plain, override).values()) == {override}

@@ -1,0 +1,254 @@
+"""connectwith / connect / disconnect / config current against a hand-written fake network.
+
+The fake keeps what a trial did, so every way an attempt can end is checked:
+committed on success only, rolled back on a failed activation, a failed
+check, an exception, a cancellation, a failing route change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field, replace
+
+import pytest
+
+from impctl.model.attempt import Activation, CheckOutcome
+from impctl.model.codes import ResultCode
+from impctl.model.config import Config
+from impctl.model.errors import ServiceUnavailable
+from impctl.model.inventory import DeviceInfo, NMDeviceState, NMDeviceType
+from impctl.model.nic import Nic, ProxyConfig, Secret, parse_nic
+from impctl.model.nmsettings import Settings
+from impctl.model.state import State
+from impctl.usecases import config as config_uc
+from impctl.usecases import connect as uc
+
+ETH = DeviceInfo("eth0", NMDeviceType.ETHERNET, NMDeviceState.ACTIVATED, "ethernet", "eth0", "/d/1",
+                 carrier=True, addresses=("198.18.1.50/24",), active_path="/a/1", route_metric=100,
+                 extra={"profile_uuid": "dhcp-eth0"})
+WLAN = DeviceInfo("wlan0", NMDeviceType.ETHERNET, NMDeviceState.ACTIVATED, "wifi", "wl0", "/d/2",
+                  carrier=True, addresses=("198.18.2.50/24",), active_path="/a/2", route_metric=600,
+                  extra={"profile_uuid": "dhcp-wlan0"})
+STATIC_NIC = {"interface": "wl0", "staticconfig": {"ip": "198.18.2.60", "netmask": "255.255.255.0",
+                                                   "gateway": "198.18.2.1", "dns": ["198.18.2.1"]}}
+
+
+@dataclass
+class FakeTrial:
+    net: FakeNetwork
+    device: DeviceInfo
+    committed: bool = False
+
+    async def activate(self, settings: Settings, timeout_s: float) -> Activation:
+        self.net.log.append(("activate", self.device.ifname))
+        if self.net.activation_fails:
+            return Activation(activated=False, active_path="/a/trial", furthest_state=NMDeviceState.IP_CONFIG)
+        uuid = str(settings["connection"]["uuid"])
+        self.net.set(self.device.ifname, extra={"profile_uuid": uuid}, active_path="/a/trial")
+        return Activation(activated=True, active_path="/a/trial")
+
+    def commit(self) -> None:
+        self.committed = True
+
+
+@dataclass
+class FakeNetwork:
+    devices_now: list[DeviceInfo] = field(default_factory=lambda: [ETH, WLAN])
+    log: list[tuple[str, str]] = field(default_factory=list)
+    activation_fails: bool = False
+    metric_error: Exception | None = None
+
+    def set(self, ifname: str, **changes: object) -> None:
+        self.devices_now = [replace(d, **changes) if d.ifname == ifname else d  # type: ignore[arg-type]
+                            for d in self.devices_now]
+
+    async def devices(self) -> list[DeviceInfo]:
+        return list(self.devices_now)
+
+    async def primary_ifname(self) -> str | None:
+        routed = [d for d in self.devices_now if d.connected and d.route_metric is not None]
+        return min(routed, key=lambda d: d.route_metric or 0).ifname if routed else None
+
+    @contextlib.asynccontextmanager
+    async def trial(self, device: DeviceInfo, timeout_s: float) -> AsyncIterator[FakeTrial]:
+        before = next(d for d in self.devices_now if d.ifname == device.ifname)
+        trial = FakeTrial(self, device)
+        self.log.append(("trial", device.ifname))
+        try:
+            yield trial
+        finally:
+            if trial.committed:
+                self.log.append(("commit", device.ifname))
+            else:
+                self.set(device.ifname, extra=before.extra, active_path=before.active_path,
+                         route_metric=before.route_metric)
+                self.log.append(("rollback", device.ifname))
+
+    async def disconnect(self, device: DeviceInfo) -> bool:
+        self.log.append(("disconnect", device.ifname))
+        self.set(device.ifname, nm_state=NMDeviceState.DISCONNECTED, active_path=None, route_metric=None)
+        return True
+
+    async def set_route_metric(self, device: DeviceInfo, metric: int) -> None:
+        if self.metric_error is not None:
+            raise self.metric_error
+        self.log.append(("metric", f"{device.ifname}={metric}"))
+        self.set(device.ifname, route_metric=metric)
+
+
+@dataclass
+class MemoryStore:
+    state: State = field(default_factory=State)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[State]:
+        working = copy.deepcopy(self.state)
+        yield working
+        self.state = working
+
+    def load(self) -> State:
+        return copy.deepcopy(self.state)
+
+    def encrypt(self, secret: Secret | None) -> Secret | None:
+        if secret is None or secret.encrypted is not None:
+            return secret
+        return Secret(encrypted=f"enc.{secret.plain}")
+
+    def decrypt(self, secret: Secret | None, path: str) -> str | None:
+        if secret is None:
+            return None
+        return secret.plain if secret.encrypted is None else secret.encrypted.removeprefix("enc.")
+
+
+class Cloud:
+    """The cloud check: SERVER_CONNECTED unless told otherwise, per ifname."""
+
+    def __init__(self, **outcomes: ResultCode | BaseException) -> None:
+        self.outcomes = outcomes
+        self.checked: list[str] = []
+
+    async def __call__(self, device: DeviceInfo, proxy: ProxyConfig | None, password: str | None,
+                       timeout_s: float) -> CheckOutcome:
+        self.checked.append(device.ifname)
+        outcome = self.outcomes.get(device.ifname, ResultCode.SERVER_CONNECTED)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return CheckOutcome(outcome, "fake cloud")
+
+
+def connectwith(net: FakeNetwork, store: MemoryStore, cloud: Cloud, nic: dict[str, object]) -> uc.ConnectReport:
+    return asyncio.run(uc.connectwith(parse_nic(nic), network=net, check=cloud, store=store, config=Config()))
+
+
+def connect(net: FakeNetwork, store: MemoryStore, cloud: Cloud) -> uc.ConnectReport:
+    return asyncio.run(uc.connect(network=net, check=cloud, store=store, config=Config()))
+
+
+def test_success_commits_then_takes_the_previous_uplink_down() -> None:
+    net, store = FakeNetwork(), MemoryStore()
+    report = connectwith(net, store, Cloud(), STATIC_NIC)
+    assert report.code == ResultCode.SERVER_CONNECTED
+    assert net.log == [("trial", "wlan0"), ("activate", "wlan0"), ("metric", "wlan0=50"), ("commit", "wlan0"),
+                       ("disconnect", "eth0")]
+    current = store.state.current
+    assert current is not None and current.by == "connectwith" and current.ifname == "wlan0"
+    assert current.profile_uuid == net.devices_now[1].extra["profile_uuid"]
+    assert store.state.pinned is not None and store.state.pinned.nic is not None
+
+
+@pytest.mark.parametrize("cloud", [Cloud(wlan0=ResultCode.NO_SERVER), Cloud(wlan0=ResultCode.NOT_RESOLVED)])
+def test_a_failed_check_rolls_back_and_leaves_the_previous_uplink(cloud: Cloud) -> None:
+    net, store = FakeNetwork(), MemoryStore()
+    report = connectwith(net, store, cloud, STATIC_NIC)
+    assert report.code == cloud.outcomes["wlan0"]
+    assert net.log == [("trial", "wlan0"), ("activate", "wlan0"), ("rollback", "wlan0")]
+    assert store.state.current is None and store.state.pinned is None
+    assert net.devices_now == [ETH, WLAN]
+
+
+def test_a_failed_activation_rolls_back() -> None:
+    net, store = FakeNetwork(activation_fails=True), MemoryStore()
+    report = connectwith(net, store, Cloud(), STATIC_NIC)
+    assert not report.connected
+    assert net.log[-1] == ("rollback", "wlan0") and ("disconnect", "eth0") not in net.log
+
+
+@pytest.mark.parametrize("error", [ServiceUnavailable("NetworkManager went away"), RuntimeError("a bug")])
+def test_an_exception_in_the_check_rolls_back_and_propagates(error: Exception) -> None:
+    net, store = FakeNetwork(), MemoryStore(State(sequence=["cell"]))
+    with pytest.raises(type(error)):
+        connectwith(net, store, Cloud(wlan0=error), STATIC_NIC)
+    assert net.log[-1] == ("rollback", "wlan0")
+    assert store.state == State(sequence=["cell"])  # the transaction did not write
+
+
+def test_a_failing_route_change_rolls_back() -> None:
+    net = FakeNetwork(metric_error=ServiceUnavailable("NetworkManager went away"))
+    with pytest.raises(ServiceUnavailable):
+        connectwith(net, MemoryStore(), Cloud(), STATIC_NIC)
+    assert net.log[-1] == ("rollback", "wlan0") and ("disconnect", "eth0") not in net.log
+
+
+def test_a_cancelled_attempt_rolls_back() -> None:
+    net, store = FakeNetwork(), MemoryStore()
+
+    class Hang(Cloud):
+        async def __call__(self, *args: object, **kwargs: object) -> CheckOutcome:
+            await asyncio.sleep(3600)
+            raise AssertionError("not reached")
+
+    async def main() -> None:
+        task = asyncio.create_task(uc.connectwith(parse_nic(STATIC_NIC), network=net, check=Hang(),
+                                                  store=store, config=Config()))
+        while ("activate", "wlan0") not in net.log:
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert net.log[-1] == ("rollback", "wlan0")
+
+
+def test_connect_after_disconnect_walks_the_sequence_from_its_first_entry() -> None:
+    # wl0 is current; disconnect takes it down, eth0 still carries a default route.
+    net = FakeNetwork(devices_now=[replace(ETH, route_metric=700), replace(WLAN, route_metric=50)])
+    store = MemoryStore(State(sequence=["wifi", "ethernet"], sequence_index=1))
+    assert connect(net, store, Cloud()).already_connected is not None  # wl0, the primary, works
+    asyncio.run(uc.disconnect(network=net, store=store))
+    assert ("disconnect", "wlan0") in net.log and store.state.disconnected_at is not None
+    cloud = Cloud()
+    report = connect(net, store, cloud)
+    # Not "already connected via eth0": the walk starts at wifi, and eth0 makes way.
+    assert report.already_connected is None and report.code == ResultCode.SERVER_CONNECTED
+    assert [a.ifname for a in report.attempts] == ["wlan0"]
+    assert net.log[-1] == ("disconnect", "eth0")
+    assert store.state.disconnected_at is None and store.state.sequence_index == 0
+
+
+def test_config_current_drops_an_extended_nic_whose_connection_was_lost() -> None:
+    net, store = FakeNetwork(), MemoryStore()
+    connectwith(net, store, Cloud(), STATIC_NIC)
+    nic = asyncio.run(config_uc.config_current(store, net.devices)).nic
+    assert nic is not None and nic["staticconfig"]["ip"] == "198.18.2.60"
+    # Carrier lost and back: NM dropped the volatile profile, wlan0 runs its DHCP profile again.
+    net.set("wlan0", extra={"profile_uuid": "dhcp-wlan0"})
+    assert asyncio.run(config_uc.config_current(store, net.devices)).nic == {"interface": "wl0"}
+    net.set("wlan0", nm_state=NMDeviceState.DISCONNECTED)
+    current = asyncio.run(config_uc.config_current(store, net.devices))
+    assert current.nic is None and current.exit_code != 0
+
+
+def test_bare_nic_connect_uses_stored_settings_through_the_trial() -> None:
+    net, store = FakeNetwork(), MemoryStore()
+    config_uc.config_static(store, "198.18.2.61", "255.255.255.0", "198.18.2.1", ["198.18.2.1"], "wl0")
+    report = connectwith(net, store, Cloud(), {"interface": "wl0"})
+    assert report.connected
+    assert store.state.pinned is not None and store.state.pinned.nic is None  # a bare pin
+    assert store.state.current is not None and store.state.current.nic is not None
+    assert store.state.current.nic.staticconfig is not None
+    assert store.state.current.nic.staticconfig.ip == "198.18.2.61"
+    assert Nic("wl0") == parse_nic({"interface": "wl0"})
