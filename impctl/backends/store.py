@@ -4,12 +4,18 @@ per-gateway key beside it."""
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 
 from impctl.backends import secrets, statefile
 from impctl.model.nic import Secret
-from impctl.model.state import State
+from impctl.model.state import State, merge
+
+
+def _replace_all(target: State, source: State) -> None:
+    for name in State.__dataclass_fields__:
+        setattr(target, name, getattr(source, name))
 
 
 class FileStore:
@@ -19,14 +25,19 @@ class FileStore:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[State]:
-        """The state under the file's lock for a whole operation; written back unless it raises.
+        """The state for a whole operation; its changes are written back unless it raises.
 
-        Held across the NM calls, so two impctl runs never switch uplinks at once.
+        The file's lock is held only to read and to write, never across the NM
+        calls in between: the daemon must be able to publish its view while a
+        connectwith runs. Changes merge field by field into the file as it is
+        then (impctl.model.state.merge); who may change the gateway meanwhile is
+        the gateway lock's business.
         """
-        with statefile.locked(self.state_path):
-            state = statefile.load_state(self.state_path)
-            yield state
-            statefile.write_state(self.state_path, state)
+        base = statefile.load_state(self.state_path)
+        mine = copy.deepcopy(base)
+        yield mine
+        if mine != base:
+            statefile.update_state(self.state_path, lambda theirs: _replace_all(theirs, merge(base, mine, theirs)))
 
     def load(self) -> State:
         return statefile.load_state(self.state_path)

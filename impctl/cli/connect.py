@@ -21,6 +21,7 @@ from rich.table import Table
 
 from impctl.backends.config_file import load_config
 from impctl.backends.dbus import NetworkManagerBackend, system_bus
+from impctl.backends.gatewaylock import GatewayLock, lock_path_for
 from impctl.backends.netlink import Netlink
 from impctl.backends.probe_net import BoundSockets
 from impctl.backends.process import pid_alive
@@ -28,7 +29,7 @@ from impctl.backends.store import FileStore
 from impctl.cli.context import Globals, get_globals
 from impctl.cli.daemon import render_view
 from impctl.cli.nic import read_nic_file
-from impctl.cli.output import JsonOption, console, run
+from impctl.cli.output import JsonOption, console, err_console, run
 from impctl.model.attempt import Attempt
 from impctl.model.config import Config
 from impctl.model.inventory import DeviceInfo
@@ -62,6 +63,11 @@ def with_network(g: Globals, body: Callable[[Network, CloudCheck, Config], Await
             return await body(network, check, config)
 
     return asyncio.run(main())
+
+
+def gateway_lock(g: Globals) -> GatewayLock:
+    """The gateway lock beside the state file; a command that has to wait says so on stderr."""
+    return GatewayLock(lock_path_for(g.state_path), on_wait=lambda text: err_console.print(text, highlight=False))
 
 
 async def read_devices(g: Globals) -> list[DeviceInfo]:
@@ -111,7 +117,8 @@ def connectwith_cmd(
         return with_network(
             g,
             lambda network, check, config: uc.connectwith(
-                parsed, network=network, check=check, store=store, config=config, timeout_s=timeout
+                parsed, network=network, check=check, store=store, gateway=gateway_lock(g), config=config,
+                timeout_s=timeout,
             ),
         )
 
@@ -127,7 +134,8 @@ def connect_cmd(ctx: typer.Context, timeout: TimeoutOption = None, json_out: Jso
         return with_network(
             g,
             lambda network, check, config: uc.connect(
-                network=network, check=check, store=store, config=config, timeout_s=timeout
+                network=network, check=check, store=store, gateway=gateway_lock(g), config=config,
+                timeout_s=timeout,
             ),
         )
 
@@ -147,7 +155,8 @@ def disconnect_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:
 
     def action() -> uc.DisconnectReport:
         store = FileStore(g.state_path)
-        return with_network(g, lambda network, _check, _config: uc.disconnect(network=network, store=store))
+        return with_network(g, lambda network, _check, _config: uc.disconnect(
+            network=network, store=store, gateway=gateway_lock(g)))
 
     run("disconnect", json_out, action, _render_disconnect, lambda r: r.to_json())
 

@@ -419,3 +419,27 @@ def state_from_dict(doc: Any) -> State:
         last_results=_expect(doc.get("last_results", {}), dict, "last_results"),
         daemon=_daemon(doc.get("daemon")),
     )
+
+
+def merge(base: State, mine: State, theirs: State) -> State:
+    """Three-way merge of a command's changes into the file as it is now.
+
+    `base` is what the command read, `mine` what it made of it, `theirs` what
+    the file holds now. A field the command changed takes its value; every
+    other field keeps `theirs`, so a daemon view, a sequence or stored settings
+    written meanwhile by another process survive. last_results merges per interface.
+    """
+    out = State()
+    for name in State.__dataclass_fields__:
+        if name == "last_results":
+            continue
+        mine_value, base_value = getattr(mine, name), getattr(base, name)
+        setattr(out, name, mine_value if mine_value != base_value else getattr(theirs, name))
+    results = dict(theirs.last_results)
+    for key, value in mine.last_results.items():
+        if base.last_results.get(key) != value:
+            results[key] = value
+    for key in base.last_results.keys() - mine.last_results.keys():
+        results.pop(key, None)
+    out.last_results = results
+    return out

@@ -56,7 +56,7 @@ from impctl.model.nmsettings import MODEM_TYPES, WIFI_TYPES, DeviceFacts, Settin
 from impctl.model.sequence import effective_order
 from impctl.model.state import CurrentUplink, Mode, Pin, State
 from impctl.model.uplinks import complete_nic, current_device, find_devices, primary_metric
-from impctl.usecases.ports import CloudCheck, Network, Store
+from impctl.usecases.ports import CloudCheck, GatewayLock, Network, Store
 from impctl.usecases.probe import LinkFacts, ProbeProxy, SocketProbes, probe_interface
 
 # Timeouts and metrics, in one place.
@@ -333,13 +333,14 @@ async def connectwith(
     network: Network,
     check: CloudCheck,
     store: Store,
+    gateway: GatewayLock,
     config: Config,
     timeout_s: float | None = None,
 ) -> ConnectReport:
     """server.connectwith: connect through the NIC's interface; pin it on success (manual mode)."""
     ctx = _Ctx(network, check, store, config)
     report = ConnectReport(command="connectwith", mode="manual")
-    with store.transaction() as state:
+    with gateway.hold("connectwith"), store.transaction() as state:
         devices = await network.devices()
         targets = find_devices(nic.interface, devices)
         if not targets:
@@ -373,6 +374,7 @@ async def connect(
     network: Network,
     check: CloudCheck,
     store: Store,
+    gateway: GatewayLock,
     config: Config,
     timeout_s: float | None = None,
 ) -> ConnectReport:
@@ -381,7 +383,7 @@ async def connect(
     `timeout_s` applies to each attempt (default 60 s, 120 s for cellular).
     """
     ctx = _Ctx(network, check, store, config)
-    with store.transaction() as state:
+    with gateway.hold("connect"), store.transaction() as state:
         devices = await network.devices()
         mode = state.mode
         primary = await network.primary_ifname()
@@ -474,9 +476,9 @@ class DisconnectReport:
         return {"was_connected": self.was_connected, "identifier": self.identifier, "ifname": self.ifname}
 
 
-async def disconnect(*, network: Network, store: Store) -> DisconnectReport:
+async def disconnect(*, network: Network, store: Store, gateway: GatewayLock) -> DisconnectReport:
     """server.disconnect: take the current uplink down (the pin, if any, stays)."""
-    with store.transaction() as state:
+    with gateway.hold("disconnect"), store.transaction() as state:
         devices = await network.devices()
         current = current_device(_current_ifname(state), devices, await network.primary_ifname())
         state.current = None

@@ -44,6 +44,18 @@ class Network(Protocol):
     async def set_route_metric(self, device: DeviceInfo, metric: int) -> None: ...
 
 
+class GatewayLock(Protocol):
+    """One command at a time changes which uplink carries the gateway's traffic."""
+
+    def hold(self, command: str) -> contextlib.AbstractContextManager[bool]:
+        """Wait (saying so) until the gateway is free, then hold it; yields True."""
+        ...
+
+    def try_hold(self, command: str) -> contextlib.AbstractContextManager[bool]:
+        """Hold the gateway if it is free; yields whether it was taken."""
+        ...
+
+
 class Store(Protocol):
     """The state file and the per-gateway key."""
 

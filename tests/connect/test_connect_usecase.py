@@ -123,6 +123,21 @@ class MemoryStore:
         return secret.plain if secret.encrypted is None else secret.encrypted.removeprefix("enc.")
 
 
+class FreeGateway:
+    """No other command changes the gateway (the real lock is tested in tests/state)."""
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+
+    @contextlib.contextmanager
+    def hold(self, command: str) -> Iterator[bool]:
+        self.held.append(command)
+        yield True
+
+    def try_hold(self, command: str) -> contextlib.AbstractContextManager[bool]:
+        return self.hold(command)
+
+
 class Cloud:
     """The cloud check: SERVER_CONNECTED unless told otherwise, per ifname."""
 
@@ -140,11 +155,13 @@ class Cloud:
 
 
 def connectwith(net: FakeNetwork, store: MemoryStore, cloud: Cloud, nic: dict[str, object]) -> uc.ConnectReport:
-    return asyncio.run(uc.connectwith(parse_nic(nic), network=net, check=cloud, store=store, config=Config()))
+    return asyncio.run(uc.connectwith(parse_nic(nic), network=net, check=cloud, store=store, gateway=FreeGateway(),
+                                      config=Config()))
 
 
 def connect(net: FakeNetwork, store: MemoryStore, cloud: Cloud) -> uc.ConnectReport:
-    return asyncio.run(uc.connect(network=net, check=cloud, store=store, config=Config()))
+    return asyncio.run(uc.connect(network=net, check=cloud, store=store, gateway=FreeGateway(),
+                                      config=Config()))
 
 
 def test_success_commits_then_takes_the_previous_uplink_down() -> None:
@@ -202,7 +219,8 @@ def test_a_cancelled_attempt_rolls_back() -> None:
 
     async def main() -> None:
         task = asyncio.create_task(uc.connectwith(parse_nic(STATIC_NIC), network=net, check=Hang(),
-                                                  store=store, config=Config()))
+                                                  store=store, gateway=FreeGateway(),
+                                      config=Config()))
         while ("activate", "wlan0") not in net.log:
             await asyncio.sleep(0)
         task.cancel()
@@ -218,7 +236,7 @@ def test_connect_after_disconnect_walks_the_sequence_from_its_first_entry() -> N
     net = FakeNetwork(devices_now=[replace(ETH, route_metric=700), replace(WLAN, route_metric=50)])
     store = MemoryStore(State(sequence=["wifi", "ethernet"], sequence_index=1))
     assert connect(net, store, Cloud()).already_connected is not None  # wl0, the primary, works
-    asyncio.run(uc.disconnect(network=net, store=store))
+    asyncio.run(uc.disconnect(network=net, store=store, gateway=FreeGateway()))
     assert ("disconnect", "wlan0") in net.log and store.state.disconnected_at is not None
     cloud = Cloud()
     report = connect(net, store, cloud)

@@ -21,6 +21,7 @@ import pytest
 from dbusmock.testcase import BusType, PrivateDBus, SpawnedMock
 
 from impctl.backends.dbus import NetworkManagerBackend, read_inventory, system_bus
+from impctl.backends.gatewaylock import GatewayLock, lock_path_for
 from impctl.backends.store import FileStore
 from impctl.model.attempt import CheckOutcome
 from impctl.model.codes import ResultCode
@@ -136,7 +137,8 @@ def connectwith(
     async def main() -> uc.ConnectReport:
         async with system_bus() as bus:
             network = NetworkManagerBackend(bus, Config())
-            return await uc.connectwith(parse_nic(nic), network=network, check=cloud, store=store,
+            gateway = GatewayLock(lock_path_for(store.state_path))
+            return await uc.connectwith(parse_nic(nic), network=network, check=cloud, store=store, gateway=gateway,
                                         config=Config(), timeout_s=timeout_s)
 
     return asyncio.run(main())

@@ -7,11 +7,16 @@ wl0, cell0) active with the lab's profiles, metrics 100/600/700, no state file.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from impctl.backends.gatewaylock import GatewayLock, lock_path_for
 from impctl.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -243,3 +248,38 @@ def test_manual_mode_connect_uses_the_pinned_interface_only(lab: Lab) -> None:
     assert doc["data"]["mode"] == "manual"
     assert [a["ifname"] for a in doc["data"]["attempts"]] == ["wlan0"]
     assert doc["data"]["attempts"][0]["code_name"] == "NO_WIFI"
+
+
+def test_a_second_connectwith_waits_for_the_first_and_says_so(lab: Lab, tmp_path: Path) -> None:
+    # The first attempt's cloud check waits out its TCP timeout (a static NIC whose gateway
+    # does not exist) while it holds the gateway.
+    wlan = lab.uplink("wlan0")
+    prefix = wlan.subnet.rsplit(".", 1)[0]
+    slow = {"interface": "wl0", "staticconfig": {"ip": f"{prefix}.78", "netmask": "255.255.255.0",
+                                                 "gateway": f"{prefix}.254", "dns": [wlan.router_ip]}}
+    argv = [sys.executable, "-m", "impctl", "connectwith", "--nic", "-", "--json"]
+    first_out = (tmp_path / "first.out").open("w+")
+    first = subprocess.Popen(lab.exec_argv(argv), stdin=subprocess.PIPE, stdout=first_out,
+                             stderr=subprocess.DEVNULL, text=True, env={**os.environ, **lab.env()})
+    assert first.stdin is not None
+    first.stdin.write(json.dumps(slow))
+    first.stdin.close()
+    lock = GatewayLock(lock_path_for(lab.state_path))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # until the first holds the gateway
+        with lock.try_hold("test") as free:
+            if not free:
+                break
+        time.sleep(0.01)
+    else:
+        raise AssertionError("the first connectwith never took the gateway lock")
+    second = lab.run(argv, input=json.dumps({"interface": "eth0"}), timeout=120)
+    first.wait(timeout=120)
+    first_out.seek(0)
+    first_doc = json.loads(first_out.read())
+    # The first ended (rolled back) before the second touched anything.
+    assert first_doc["data"]["attempts"][0]["code_name"] == "NO_SERVER"
+    assert "waiting for impctl connectwith (pid " in second.stderr
+    assert second.returncode == 0, second.stderr
+    assert primary_dev(lab) == "eth0"
+    assert json.loads(lab.state_path.read_text())["current"]["ifname"] == "eth0"
