@@ -132,9 +132,9 @@ def test_second_up_refuses_a_live_lab(lab: Lab) -> None:
 
 def test_missing_package_is_named_with_its_install_command(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr("impctl.lab.lab.os.geteuid", lambda: 0)
+    monkeypatch.setattr("impctl.lab.prereq.os.geteuid", lambda: 0)
     real_which = shutil.which
-    monkeypatch.setattr("impctl.lab.lab.shutil.which",
+    monkeypatch.setattr("impctl.lab.prereq.shutil.which",
                         lambda name, path=None: None if name == "dnsmasq" else real_which(name, path=path) or name)
     with pytest.raises(LabError) as err:
         Lab(tmp_path / "lab", "imptx").check_prerequisites()
@@ -151,7 +151,7 @@ def test_missing_package_is_named_with_its_install_command(
 
 
 def test_not_root_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr("impctl.lab.lab.os.geteuid", lambda: 1000)
+    monkeypatch.setattr("impctl.lab.prereq.os.geteuid", lambda: 1000)
     with pytest.raises(PermissionDenied, match="needs root"):
         Lab(tmp_path / "lab", "imptx").up()
     from impctl.cli.main import app
@@ -171,9 +171,9 @@ def test_bad_prefix_and_unknown_lab(tmp_path: Path) -> None:
 @pytest.mark.lab
 def test_networkmanager_outside_the_gateway_namespace_aborts_the_lab(
         tmp_path: Path, lab_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import impctl.lab.lab as lab_module
+    import impctl.lab.daemons as daemons_module
 
-    real = lab_module.netns_argv
+    real = daemons_module.netns_argv
     marker = "4242.5"
 
     def misplaced(netns: str, argv: Any, *args: Any, **kwargs: Any) -> list[str]:
@@ -182,7 +182,7 @@ def test_networkmanager_outside_the_gateway_namespace_aborts_the_lab(
             return ["sleep", marker]
         return real(netns, argv, *args, **kwargs)
 
-    monkeypatch.setattr(lab_module, "netns_argv", misplaced)
+    monkeypatch.setattr(daemons_module, "netns_argv", misplaced)
     lab = Lab(tmp_path / "lab", lab_prefix + "s")
     with pytest.raises(LabError, match="NetworkManager is not in the gateway namespace"):
         lab.up(replace=True)
@@ -200,3 +200,4 @@ def _cmdline(proc_dir: Path) -> str:
         return (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
     except OSError:
         return ""
+
