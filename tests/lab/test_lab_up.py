@@ -153,3 +153,33 @@ def test_restart_networkmanager_keeps_the_lab_working(lab: Lab) -> None:
     for u in lab.uplinks:
         assert lab.nm_devices()[u.ifname] == ("connected", u.profile_id)
         assert checks.tls(lab, u.ifname) == "ok"
+
+
+def _nm_running(lab: Lab) -> bool:
+    return alive(_nm_pid(lab))
+
+
+def test_cli_exec_runs_with_a_dead_daemon_and_names_it(lab: Lab) -> None:
+    base = [sys.executable, "-m", "impctl", "lab"]
+    lab.stop_networkmanager()
+    try:
+        proc = subprocess.run([*base, "exec", "--dir", str(lab.root), "--", "true"],
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        (warning,) = proc.stderr.splitlines()
+        assert warning.startswith("warning:") and "NetworkManager" in warning
+        assert "dnsmasq" not in warning and "dbus" not in warning
+        proc = subprocess.run([*base, "exec", "--dir", str(lab.root), "--", "sh", "-c",
+                               "ip -o -4 addr show dev eth0; exit 3"],
+                              capture_output=True, text=True, timeout=30)
+        # NM left the uplinks configured: the command sees them.
+        assert proc.returncode == 3 and "198.18.1." in proc.stdout
+        assert not lab.is_up() and lab.is_built()
+        assert lab.dead_daemons() == ["NetworkManager"]
+    finally:
+        if not _nm_running(lab):
+            lab.start_networkmanager()
+    proc = subprocess.run([*base, "exec", "--dir", str(lab.root), "--", "true"],
+                          capture_output=True, text=True, timeout=30)
+    assert (proc.returncode, proc.stderr) == (0, "")
+
