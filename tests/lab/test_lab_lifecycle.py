@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +202,61 @@ def _cmdline(proc_dir: Path) -> str:
     except OSError:
         return ""
 
+
+# Where `impctl lab up` is killed: once lab.json exists (namespaces about to be made), then
+# once it has recorded this many daemons: 1 (a dnsmasq), 4 (dnsmasqs and the cloud),
+# 6 (the bus), 7 (NetworkManager, its leases not yet there).
+KILL_AT = (0, 1, 4, 6, 7)
+
+
+def _up_killed_at(root: Path, prefix: str, recorded: int) -> dict[str, int]:
+    """Start `impctl lab up`, SIGKILL it once lab.json lists `recorded` daemons; their pids."""
+    proc = subprocess.Popen([sys.executable, "-m", "impctl", "lab", "up", "--dir", str(root),
+                             "--prefix", prefix], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    pids: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                pids = json.loads((root / "lab.json").read_text())["pids"]
+            except (OSError, ValueError, KeyError):
+                pids = {}
+            else:
+                if len(pids) >= recorded:
+                    break
+            time.sleep(0.001)
+        assert proc.poll() is None, f"lab up ended before {recorded} daemons were recorded"
+    finally:
+        proc.kill()
+        proc.wait()
+    return pids
+
+
+@pytest.mark.lab
+def test_up_killed_part_way_is_not_up_and_the_next_up_builds(tmp_path: Path,
+                                                               lab_prefix: str) -> None:
+    root = tmp_path / "lab"
+    prefix = lab_prefix + "k"
+    try:
+        for recorded in KILL_AT:
+            pids = _up_killed_at(root, prefix, recorded)
+            assert len(pids) >= recorded
+            proc = _cli("status", "--dir", str(root), "--json")
+            assert proc.returncode == 8, (recorded, proc.stdout + proc.stderr)
+            data = json.loads(proc.stdout)["data"]
+            assert (data["up"], data["built"]) == (False, False), recorded
+            # The daemons started so far still run: a status counting them alone said "up".
+            assert all(alive(int(p)) for p in pids.values()), recorded
+            proc = _cli("exec", "--dir", str(root), "--", "true")
+            assert proc.returncode == 8 and "not up" in proc.stderr, (recorded, proc.stderr)
+
+            proc = _cli("up", "--dir", str(root), "--prefix", prefix, "--json")
+            assert proc.returncode == 0, (recorded, proc.stdout + proc.stderr)
+            assert Lab.load(root).is_up()
+            assert not any(alive(int(p)) for p in pids.values()), recorded
+            proc = _cli("down", "--dir", str(root), "--prefix", prefix)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+    finally:
+        Lab(root, prefix).down()
+    assert leftovers(Lab(root, prefix), []) == []
