@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 import tomllib
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 from impctl.lab import Lab, checks
 from impctl.lab.proc import alive, netns_inode, pid_netns_inode
 from impctl.model.config import parse_config
+from impctl.model.errors import LabError
 
 pytestmark = pytest.mark.lab
 
@@ -183,3 +186,50 @@ def test_cli_exec_runs_with_a_dead_daemon_and_names_it(lab: Lab) -> None:
                           capture_output=True, text=True, timeout=30)
     assert (proc.returncode, proc.stderr) == (0, "")
 
+
+# Holds NetworkManager's bus name on the lab's bus until its stdin closes.
+HOLD_NM_NAME = """
+import asyncio, sys
+from dbus_next import BusType, RequestNameReply
+from dbus_next.aio import MessageBus
+
+async def main() -> None:
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    reply = await bus.request_name("org.freedesktop.NetworkManager")
+    print("owned" if reply == RequestNameReply.PRIMARY_OWNER else reply, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+asyncio.run(main())
+"""
+
+
+def test_networkmanager_starts_only_once_its_bus_name_is_free(lab: Lab) -> None:
+    lab.stop_networkmanager()
+    old_pid = _nm_pid(lab)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_NM_NAME], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": lab.bus_address})
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline() == "owned\n"
+        with pytest.raises(LabError) as err:
+            lab.start_networkmanager(name_timeout_s=0.3)
+        assert err.value.message == ("org.freedesktop.NetworkManager on the lab's bus: still "
+                                     "owned after 0.3 s; NetworkManager not started")
+        assert _nm_pid(lab) == old_pid
+
+        # The owner goes while NM waits: NM starts once the bus has released the name.
+        threading.Timer(0.5, holder.stdin.close).start()
+        start = time.monotonic()
+        lab.start_networkmanager()
+        assert time.monotonic() - start >= 0.5
+        assert holder.wait(timeout=5) == 0
+        new_pid = _nm_pid(lab)
+        assert new_pid != old_pid and alive(new_pid)
+        assert pid_netns_inode(new_pid) == netns_inode(lab.gw_netns)
+        assert lab.is_up()
+    finally:
+        holder.kill()
+        holder.wait()
+        if not _nm_running(lab):
+            lab.start_networkmanager()
