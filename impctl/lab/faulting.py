@@ -22,7 +22,7 @@ def _apply(daemons: Daemons, u: Uplink, kinds: Iterable[str]) -> None:
     with labfile.locked():
         for cmd in faults.commands(u, wanted):
             sh(cmd.argv, input=cmd.input)
-        labfile.update(lambda data: data.setdefault("faults", {}).__setitem__(u.ifname, wanted))
+        labfile.set(u.ifname, wanted, section="faults")
 
 
 def add(topo: Topology, daemons: Daemons, ifname: str, kind: str) -> None:

@@ -204,7 +204,7 @@ class Lab(Topology):
         self.wait_uplinks([u.ifname for u in self.uplinks], LEASE_TIMEOUT_S)
         if self.modem:
             modemctl.start(self, self._daemons)
-        self._labfile.update(lambda data: data.__setitem__("complete", True))
+        self._labfile.set("complete", True)
 
     def down(self) -> None:
         """Kill every lab process, delete the namespaces and the lab directory."""

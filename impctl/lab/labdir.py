@@ -13,7 +13,7 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +53,18 @@ class LabFile:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         tmp.replace(self.path)
 
-    def update(self, change: Callable[[dict[str, Any]], None]) -> None:
-        """Read, change, write back (callers that may race another process hold `locked`)."""
+    def set(self, key: str, value: Any, *, section: str | None = None) -> None:
+        """Set `key` (in the dict `section`, if given); read-modify-write: callers that may
+        race another process hold `locked`."""
         data = self.read()
-        change(data)
+        (data.setdefault(section, {}) if section else data)[key] = value
         self.write(data)
 
     def pids(self) -> dict[str, int]:
         return {name: int(pid) for name, pid in self.read().get("pids", {}).items()}
 
     def record_pid(self, name: str, pid: int) -> None:
-        self.update(lambda data: data.setdefault("pids", {}).__setitem__(name, pid))
+        self.set(name, pid, section="pids")
 
     def complete(self) -> bool:
         return self.read().get("complete") is True

@@ -166,7 +166,7 @@ def switch(topo: Topology, daemons: Daemons, state: str, timeout_s: float = 30.0
     except (OSError, ValueError):
         old = {}
     write_control(topo.modem_control, state)
-    daemons.labfile.update(lambda data: data.__setitem__("modem_state", state))
+    daemons.labfile.set("modem_state", state)
     observed = observed_state(modem_info(topo))
     if old.get("sim") != STATES[state]["sim"] or observed in ("no-sim", "sim-locked", None):
         mmcli(topo, f"--report-kernel-event={KERNEL_EVENT.format(action='remove')}")
