@@ -119,6 +119,8 @@ class Lab(Topology):
             raise LabError(f"no lab at {root}: start one with `impctl lab up`") from err
         except (OSError, ValueError) as err:
             raise LabError(f"{root}/lab.json unreadable ({err}): run `impctl lab down`") from err
+        if not isinstance(data, dict):
+            raise LabError(f"{root}/lab.json is not a lab's: run `impctl lab down`")
         return cls(Path(root), data.get("prefix", DEFAULT_PREFIX), modem=bool(data.get("modem")),
                    connectivity_uri=data.get("connectivity_uri"))
 

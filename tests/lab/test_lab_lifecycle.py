@@ -167,6 +167,9 @@ def test_bad_prefix_and_unknown_lab(tmp_path: Path) -> None:
         Lab(tmp_path, "a/b")
     with pytest.raises(LabError, match="no lab at"):
         Lab.load(tmp_path / "nothing")
+    (tmp_path / "lab.json").write_text("[]")
+    with pytest.raises(LabError, match="is not a lab's"):
+        Lab.load(tmp_path)
 
 
 @pytest.mark.lab
