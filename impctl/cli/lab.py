@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from impctl.cli.output import JsonOption, console, fail, run
+from impctl.cli.output import JsonOption, console, err_console, fail, run
 from impctl.lab.lab import DEFAULT_PREFIX, DEFAULT_ROOT, FAULTS, Lab, LabStatus
 from impctl.model.errors import ImpctlError, LabError
 
@@ -140,13 +140,21 @@ def exec_(
     cmd: Annotated[list[str], typer.Argument(help="Command and arguments (after --).")],
     root: DirOption = DEFAULT_ROOT,
 ) -> None:
-    """Run a command in the gateway namespace with the lab's bus, config and state set."""
+    """Run a command in the gateway namespace with the lab's bus, config and state set.
+
+    A lab whose daemons died still runs the command (e.g. to see what impctl does
+    with NetworkManager down), with a warning naming them.
+    """
     try:
         lab = _load(root)
-        if not lab.is_up():
-            raise LabError(f"the lab at {root} is not (fully) up: impctl lab status")
+        if not lab.is_built():
+            raise LabError(f"the lab at {root} is not up: impctl lab status")
+        dead = lab.dead_daemons()
     except ImpctlError as err:
         fail("lab exec", err, False)
+    if dead:
+        err_console.print(f"[yellow]warning:[/] lab daemon{'s' if len(dead) > 1 else ''} not "
+                          f"running: {', '.join(dead)}", highlight=False)
     env = {**os.environ, **lab.env()}
     # So that `impctl` names this installation even when its bin directory is not on PATH.
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
@@ -163,6 +171,8 @@ def _status_json(s: LabStatus) -> dict[str, Any]:
 
 def _render_status(s: LabStatus) -> None:
     state = "[green]up[/]" if s.up else "[red]not up[/]"
+    if not s.built:
+        state += " (no finished build: `impctl lab up` is running or was cut short)"
     console.print(f"lab {s.root} (prefix {s.prefix}): {state}")
     ns = Table(title="namespaces", show_header=False, box=None)
     for name, exists in s.namespaces.items():

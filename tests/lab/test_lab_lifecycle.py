@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -132,9 +133,9 @@ def test_second_up_refuses_a_live_lab(lab: Lab) -> None:
 
 def test_missing_package_is_named_with_its_install_command(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr("impctl.lab.lab.os.geteuid", lambda: 0)
+    monkeypatch.setattr("impctl.lab.prereq.os.geteuid", lambda: 0)
     real_which = shutil.which
-    monkeypatch.setattr("impctl.lab.lab.shutil.which",
+    monkeypatch.setattr("impctl.lab.prereq.shutil.which",
                         lambda name, path=None: None if name == "dnsmasq" else real_which(name, path=path) or name)
     with pytest.raises(LabError) as err:
         Lab(tmp_path / "lab", "imptx").check_prerequisites()
@@ -151,7 +152,7 @@ def test_missing_package_is_named_with_its_install_command(
 
 
 def test_not_root_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr("impctl.lab.lab.os.geteuid", lambda: 1000)
+    monkeypatch.setattr("impctl.lab.prereq.os.geteuid", lambda: 1000)
     with pytest.raises(PermissionDenied, match="needs root"):
         Lab(tmp_path / "lab", "imptx").up()
     from impctl.cli.main import app
@@ -166,14 +167,17 @@ def test_bad_prefix_and_unknown_lab(tmp_path: Path) -> None:
         Lab(tmp_path, "a/b")
     with pytest.raises(LabError, match="no lab at"):
         Lab.load(tmp_path / "nothing")
+    (tmp_path / "lab.json").write_text("[]")
+    with pytest.raises(LabError, match="is not a lab's"):
+        Lab.load(tmp_path)
 
 
 @pytest.mark.lab
 def test_networkmanager_outside_the_gateway_namespace_aborts_the_lab(
         tmp_path: Path, lab_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import impctl.lab.lab as lab_module
+    import impctl.lab.daemons as daemons_module
 
-    real = lab_module.netns_argv
+    real = daemons_module.netns_argv
     marker = "4242.5"
 
     def misplaced(netns: str, argv: Any, *args: Any, **kwargs: Any) -> list[str]:
@@ -182,7 +186,7 @@ def test_networkmanager_outside_the_gateway_namespace_aborts_the_lab(
             return ["sleep", marker]
         return real(netns, argv, *args, **kwargs)
 
-    monkeypatch.setattr(lab_module, "netns_argv", misplaced)
+    monkeypatch.setattr(daemons_module, "netns_argv", misplaced)
     lab = Lab(tmp_path / "lab", lab_prefix + "s")
     with pytest.raises(LabError, match="NetworkManager is not in the gateway namespace"):
         lab.up(replace=True)
@@ -200,3 +204,62 @@ def _cmdline(proc_dir: Path) -> str:
         return (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
     except OSError:
         return ""
+
+
+# Where `impctl lab up` is killed: once lab.json exists (namespaces about to be made), then
+# once it has recorded this many daemons: 1 (a dnsmasq), 4 (dnsmasqs and the cloud),
+# 6 (the bus), 7 (NetworkManager, its leases not yet there).
+KILL_AT = (0, 1, 4, 6, 7)
+
+
+def _up_killed_at(root: Path, prefix: str, recorded: int) -> dict[str, int]:
+    """Start `impctl lab up`, SIGKILL it once lab.json lists `recorded` daemons; their pids."""
+    proc = subprocess.Popen([sys.executable, "-m", "impctl", "lab", "up", "--dir", str(root),
+                             "--prefix", prefix], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    pids: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                pids = json.loads((root / "lab.json").read_text())["pids"]
+            except (OSError, ValueError, KeyError):
+                pids = {}
+            else:
+                if len(pids) >= recorded:
+                    break
+            time.sleep(0.001)
+        assert proc.poll() is None, f"lab up ended before {recorded} daemons were recorded"
+    finally:
+        proc.kill()
+        proc.wait()
+    return pids
+
+
+@pytest.mark.lab
+def test_up_killed_part_way_is_not_up_and_the_next_up_builds(tmp_path: Path,
+                                                               lab_prefix: str) -> None:
+    root = tmp_path / "lab"
+    prefix = lab_prefix + "k"
+    try:
+        for recorded in KILL_AT:
+            pids = _up_killed_at(root, prefix, recorded)
+            assert len(pids) >= recorded
+            proc = _cli("status", "--dir", str(root), "--json")
+            assert proc.returncode == 8, (recorded, proc.stdout + proc.stderr)
+            data = json.loads(proc.stdout)["data"]
+            assert (data["up"], data["built"]) == (False, False), recorded
+            # The daemons started so far still run: a status counting them alone said "up".
+            assert all(alive(int(p)) for p in pids.values()), recorded
+            proc = _cli("exec", "--dir", str(root), "--", "true")
+            assert proc.returncode == 8 and "not up" in proc.stderr, (recorded, proc.stderr)
+
+            proc = _cli("up", "--dir", str(root), "--prefix", prefix, "--json")
+            assert proc.returncode == 0, (recorded, proc.stdout + proc.stderr)
+            assert Lab.load(root).is_up()
+            assert not any(alive(int(p)) for p in pids.values()), recorded
+            proc = _cli("down", "--dir", str(root), "--prefix", prefix)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+    finally:
+        Lab(root, prefix).down()
+    assert leftovers(Lab(root, prefix), []) == []

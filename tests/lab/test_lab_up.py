@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 import tomllib
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 from impctl.lab import Lab, checks
 from impctl.lab.proc import alive, netns_inode, pid_netns_inode
 from impctl.model.config import parse_config
+from impctl.model.errors import LabError
 
 pytestmark = pytest.mark.lab
 
@@ -153,3 +156,80 @@ def test_restart_networkmanager_keeps_the_lab_working(lab: Lab) -> None:
     for u in lab.uplinks:
         assert lab.nm_devices()[u.ifname] == ("connected", u.profile_id)
         assert checks.tls(lab, u.ifname) == "ok"
+
+
+def _nm_running(lab: Lab) -> bool:
+    return alive(_nm_pid(lab))
+
+
+def test_cli_exec_runs_with_a_dead_daemon_and_names_it(lab: Lab) -> None:
+    base = [sys.executable, "-m", "impctl", "lab"]
+    lab.stop_networkmanager()
+    try:
+        proc = subprocess.run([*base, "exec", "--dir", str(lab.root), "--", "true"],
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        (warning,) = proc.stderr.splitlines()
+        assert warning.startswith("warning:") and "NetworkManager" in warning
+        assert "dnsmasq" not in warning and "dbus" not in warning
+        proc = subprocess.run([*base, "exec", "--dir", str(lab.root), "--", "sh", "-c",
+                               "ip -o -4 addr show dev eth0; exit 3"],
+                              capture_output=True, text=True, timeout=30)
+        # NM left the uplinks configured: the command sees them.
+        assert proc.returncode == 3 and "198.18.1." in proc.stdout
+        assert not lab.is_up() and lab.is_built()
+        assert lab.dead_daemons() == ["NetworkManager"]
+    finally:
+        if not _nm_running(lab):
+            lab.start_networkmanager()
+    proc = subprocess.run([*base, "exec", "--dir", str(lab.root), "--", "true"],
+                          capture_output=True, text=True, timeout=30)
+    assert (proc.returncode, proc.stderr) == (0, "")
+
+
+# Holds NetworkManager's bus name on the lab's bus until its stdin closes.
+HOLD_NM_NAME = """
+import asyncio, sys
+from dbus_next import BusType, RequestNameReply
+from dbus_next.aio import MessageBus
+
+async def main() -> None:
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    reply = await bus.request_name("org.freedesktop.NetworkManager")
+    print("owned" if reply == RequestNameReply.PRIMARY_OWNER else reply, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+asyncio.run(main())
+"""
+
+
+def test_networkmanager_starts_only_once_its_bus_name_is_free(lab: Lab) -> None:
+    lab.stop_networkmanager()
+    old_pid = _nm_pid(lab)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_NM_NAME], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": lab.bus_address})
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline() == "owned\n"
+        with pytest.raises(LabError) as err:
+            lab.start_networkmanager(name_timeout_s=0.3)
+        assert err.value.message == ("org.freedesktop.NetworkManager on the lab's bus: still "
+                                     "owned after 0.3 s; NetworkManager not started")
+        assert _nm_pid(lab) == old_pid
+
+        # The owner goes while NM waits: NM starts once the bus has released the name.
+        threading.Timer(0.5, holder.stdin.close).start()
+        start = time.monotonic()
+        lab.start_networkmanager()
+        assert time.monotonic() - start >= 0.5
+        assert holder.wait(timeout=5) == 0
+        new_pid = _nm_pid(lab)
+        assert new_pid != old_pid and alive(new_pid)
+        assert pid_netns_inode(new_pid) == netns_inode(lab.gw_netns)
+        assert lab.is_up()
+    finally:
+        holder.kill()
+        holder.wait()
+        if not _nm_running(lab):
+            lab.start_networkmanager()

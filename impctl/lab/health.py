@@ -1,0 +1,114 @@
+"""Health of the uplinks: leased and routed as the lab means them, waited for, healed.
+
+An uplink is healthy when it has an address in its ISP's subnet, NM's default
+route via the ISP router with the uplink's metric, and NM calls the device
+connected with the lab's profile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from impctl.lab import labdir, network, nm
+from impctl.lab.daemons import Daemons
+from impctl.lab.proc import wait_for
+from impctl.lab.topology import LEASE_TIMEOUT_S, Topology, Uplink
+from impctl.model.errors import LabError
+
+# After a fault is lifted NM usually recovers by itself within ~0.1 s (carrier back, renewal);
+# past this an uplink's profile is re-activated.
+SETTLE_S = 0.5
+
+
+def uplink_healthy(u: Uplink, addrs: dict[str, list[str]], routes: list[dict[str, Any]]) -> bool:
+    """Leased address in the ISP's subnet and NM's default route via the ISP router."""
+    net = u.subnet.rsplit(".", 1)[0] + "."
+    has_addr = any(a.startswith(net) for a in addrs.get(u.ifname, []))
+    has_route = any(r.get("dev") == u.ifname and r.get("gateway") == u.router_ip
+                    and r.get("metric") == u.metric and "linkdown" not in r.get("flags", [])
+                    for r in routes)
+    return has_addr and has_route
+
+
+def wait_uplinks(topo: Topology, daemons: Daemons, ifnames: Sequence[str],
+                 timeout_s: float = LEASE_TIMEOUT_S) -> None:
+    """Wait until each uplink has its DHCP lease and default route."""
+    todo = [topo.uplink(n) for n in ifnames]
+
+    def ready() -> bool:
+        daemons.expect_alive("NetworkManager")
+        addrs, routes = network.addresses(topo), network.default_routes(topo)
+        if not all(uplink_healthy(u, addrs, routes) for u in todo):
+            return False
+        # An address can be there before NM is done (or left by a previous activation):
+        # NM must also call the device connected with the lab profile.
+        devices = nm.nm_devices(topo)
+        return all(devices.get(u.ifname) == ("connected", u.profile_id) for u in todo)
+
+    wait_for(f"DHCP lease and default route on {', '.join(ifnames)}", ready, timeout_s,
+             interval_s=0.02)
+
+
+def activate(topo: Topology, daemons: Daemons, u: Uplink, *, wait: bool = True) -> None:
+    """(Re-)activate an uplink's lab profile on its device."""
+    if not topo.keyfile_path(u).exists():
+        labdir.write_keyfile(topo, u)
+        nm.nmcli(topo, "connection", "reload")
+    nm.nmcli(topo, "--wait", "0" if not wait else "20", "connection", "up", "uuid",
+             u.profile_uuid, "ifname", u.ifname)
+    if wait:
+        wait_uplinks(topo, daemons, [u.ifname])
+
+
+def heal(topo: Topology, daemons: Daemons, uplinks: Sequence[Uplink]) -> None:
+    """Re-activate the lab profile of each uplink that is not healthy, then wait for all."""
+    if not uplinks:
+        return
+    # Undo what a test may have done to NM itself.
+    if nm.nmcli(topo, "networking", check=False).stdout.strip() != "enabled":
+        nm.nmcli(topo, "networking", "on")
+    devices = nm.nm_devices(topo)
+    for u in uplinks:
+        if devices.get(u.ifname, ("", ""))[0] == "unmanaged":
+            nm.nmcli(topo, "device", "set", u.ifname, "managed", "yes")
+    wait_for("gateway carrier",
+             lambda: all(network.carriers(topo).get(u.ifname) for u in uplinks), 5.0)
+    active = nm.active_profiles(topo)
+    addrs, routes = network.addresses(topo), network.default_routes(topo)
+    devices = nm.nm_devices(topo)
+    for u in uplinks:
+        if (active.get(u.ifname) != u.profile_uuid or not uplink_healthy(u, addrs, routes)
+                or devices.get(u.ifname) != ("connected", u.profile_id)):
+            # A fresh activation may still be under way (NM retries on carrier); give it
+            # a moment before forcing a new one.
+            if active.get(u.ifname) == u.profile_uuid and _settles(topo, daemons, u, SETTLE_S):
+                continue
+            activate(topo, daemons, u, wait=False)
+    wait_uplinks(topo, daemons, [u.ifname for u in uplinks])
+
+
+def _settles(topo: Topology, daemons: Daemons, u: Uplink, timeout_s: float) -> bool:
+    try:
+        wait_uplinks(topo, daemons, [u.ifname], timeout_s)
+    except LabError:
+        return False
+    return True
+
+
+def reset_profiles(topo: Topology) -> None:
+    """The lab's keyfiles as written by `up`, and no NM profile that is not the lab's."""
+    changed = False
+    for u in topo.uplinks:
+        if not labdir.keyfile_intact(topo, u):
+            labdir.write_keyfile(topo, u)
+            changed = True
+    if changed:
+        nm.nmcli(topo, "connection", "reload")
+    lab_uuids = {u.profile_uuid for u in topo.uplinks}
+    out = nm.nmcli(topo, "-t", "-f", "UUID,TYPE", "connection", "show").stdout
+    strangers = [line.split(":")[0] for line in out.splitlines()
+                 if line and line.split(":")[0] not in lab_uuids
+                 and line.split(":", 1)[1] not in ("loopback",)]
+    if strangers:
+        nm.nmcli(topo, "connection", "delete", *strangers, check=False)

@@ -1,0 +1,176 @@
+"""The lab's side of the simulated modem: ModemManager, polkit and the AT responder.
+
+impctl.lab.modem is the responder program itself; this module starts it with
+a real ModemManager in the gateway namespace and switches what it answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from impctl.lab.daemons import Daemons, package_parent
+from impctl.lab.modem import KERNEL_EVENT, STATES, build_sysfs, write_control
+from impctl.lab.nm import name_owned
+from impctl.lab.proc import Bind, wait_for
+from impctl.lab.topology import MODEM_TIMEOUT_S, UP_TIMEOUT_S, Topology
+from impctl.model.errors import LabError
+
+POLKIT_BUS_NAME = "org.freedesktop.PolicyKit1"
+_MM_BUS_ADDRESS = "unix:path=/run/dbus/system_bus_socket"
+
+
+def generic_plugin() -> Path | None:
+    for path in sorted(Path("/usr/lib").glob("*/ModemManager/libmm-plugin-generic.so")):
+        return path
+    path = Path("/usr/lib/ModemManager/libmm-plugin-generic.so")
+    return path if path.exists() else None
+
+
+def start(topo: Topology, daemons: Daemons) -> None:
+    """polkit, the AT responder, then ModemManager; returns once MM shows the modem registered."""
+    plugin = generic_plugin()
+    if plugin is None:
+        raise LabError("ModemManager's generic plugin not found: apt-get install modemmanager")
+    modem_dir = topo.modem_dir
+    for d in (modem_dir / "sys", modem_dir / "hostdev", topo.mm_dir / "plugins"):
+        d.mkdir(parents=True, exist_ok=True)
+    # Only the generic plugin: the modem is probed in ~3 s instead of ~10 s.
+    (topo.mm_dir / "plugins" / plugin.name).symlink_to(plugin)
+    (topo.mm_dir / "events").write_text(KERNEL_EVENT.format(action="add") + "\n")
+    build_sysfs(modem_dir / "sys")
+    write_control(topo.modem_control, "registered")
+    pty_link = modem_dir / "pty"
+    daemons.spawn("polkit", topo.gw_netns, [
+        sys.executable, "-m", "dbusmock", "--system", "--template",
+        str(Path(__file__).with_name("polkit_allow.py"))],
+        topo.binds("gw"), env={"DBUS_SYSTEM_BUS_ADDRESS": topo.bus_address})
+    daemons.spawn("modem", topo.gw_netns, [
+        sys.executable, "-m", "impctl.lab.modem", "--control", str(topo.modem_control),
+        "--pty-link", str(pty_link)], topo.binds("gw"), env={"PYTHONPATH": package_parent()})
+
+    def responder_ready() -> bool:
+        daemons.expect_alive("modem")
+        return pty_link.exists()
+
+    wait_for("the modem's AT responder", responder_ready, UP_TIMEOUT_S)
+
+    def polkit_ready() -> bool:
+        daemons.expect_alive("polkit")
+        return name_owned(topo, POLKIT_BUS_NAME) is True
+
+    wait_for("the lab's polkit", polkit_ready, UP_TIMEOUT_S, interval_s=0.05)
+    _spawn_modemmanager(topo, daemons, pty_link.read_text().strip())
+    wait_modem(topo, daemons, "registered", MODEM_TIMEOUT_S)
+
+
+def _spawn_modemmanager(topo: Topology, daemons: Daemons, pty: str) -> None:
+    stage = topo.modem_dir / "hostdev"
+    q = shlex.quote
+    dev_setup = [
+        # A private /dev holding the basics and the pty slave as ttyUSB0: the
+        # machine's /dev is never written to.
+        f"mount --rbind /dev {q(str(stage))}",
+        "mount -t tmpfs -o mode=755 labdev /dev",
+        "for n in null zero full random urandom tty ptmx; do "
+        f"touch /dev/$n; mount --bind {q(str(stage))}/$n /dev/$n; done",
+        f"mkdir /dev/pts; mount --bind {q(str(stage))}/pts /dev/pts",
+        f"touch /dev/ttyUSB0; mount --bind {q(pty)} /dev/ttyUSB0",
+    ]
+    binds: list[Bind] = [
+        *topo.binds("gw"), *dev_setup,
+        (topo.modem_dir / "sys", "/sys"),
+        (topo.gw_dir / "run", "/run"),
+    ]
+    daemons.spawn("ModemManager", topo.gw_netns, [
+        "ModemManager", "--log-level=DEBUG", "--test-no-udev", "--test-enable",
+        "--no-auto-scan", "--initial-kernel-events=/run/mm/events",
+        "--test-plugin-dir=/run/mm/plugins",
+    ], binds, env={"DBUS_SYSTEM_BUS_ADDRESS": _MM_BUS_ADDRESS})
+
+
+def mmcli(topo: Topology, *args: str, check: bool = True,
+          timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    """mmcli against the lab's ModemManager."""
+    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": topo.bus_address}
+    proc = subprocess.run(["mmcli", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise LabError(f"mmcli {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc
+
+
+def modem_info(topo: Topology) -> dict[str, Any] | None:
+    """ModemManager's view of the simulated modem (`mmcli -J -m any`), None when it has none."""
+    proc = mmcli(topo, "-J", "-m", "any", check=False, timeout=10.0)
+    if proc.returncode != 0:
+        return None
+    try:
+        modem = json.loads(proc.stdout)["modem"]
+    except (ValueError, KeyError):
+        return None
+    return modem if isinstance(modem, dict) else None
+
+
+def observed_state(info: dict[str, Any] | None) -> str | None:
+    """Which of the modem STATES `info` (modem_info) shows; None: no modem or another state."""
+    if info is None:
+        return None
+    generic = info.get("generic", {})
+    state = generic.get("state")
+    reg = info.get("3gpp", {}).get("registration-state")
+    if state == "failed" and generic.get("state-failed-reason") == "sim-missing":
+        return "no-sim"
+    if state == "locked" and generic.get("unlock-required") == "sim-pin":
+        return "sim-locked"
+    if state in ("enabled", "searching") and reg == "searching":
+        return "not-registered"
+    if state == "enabled" and reg == "denied":
+        return "registration-denied"
+    if state == "registered" and reg == "home":
+        return "registered"
+    return None
+
+
+def wait_modem(topo: Topology, daemons: Daemons, state: str, timeout_s: float) -> None:
+    def reached() -> bool:
+        daemons.expect_alive("ModemManager")
+        daemons.expect_alive("modem")
+        info = modem_info(topo)
+        if info is not None and info.get("generic", {}).get("state") == "disabled":
+            # NM enables modems when it wants to use them; the lab wants the state now.
+            mmcli(topo, "-m", "any", "--enable", check=False, timeout=10.0)
+        return observed_state(modem_info(topo)) == state
+
+    wait_for(f"ModemManager to show the modem {state}", reached, timeout_s, interval_s=0.1)
+
+
+def switch(topo: Topology, daemons: Daemons, state: str, timeout_s: float = 30.0) -> None:
+    """Switch the simulated modem's SIM/registration answers and wait until MM shows them.
+
+    A registration change reaches MM as an unsolicited +CREG (well under a
+    second); a SIM change needs MM to probe the modem again: the lab reports
+    the port removed and re-added (`mmcli --report-kernel-event`), ~3-4 s.
+    """
+    if not topo.modem:
+        raise LabError("this lab has no modem: impctl lab up --modem")
+    if state not in STATES:
+        raise LabError(f"unknown modem state {state!r}: use one of {', '.join(STATES)}")
+    try:
+        old = json.loads(topo.modem_control.read_text())
+    except (OSError, ValueError):
+        old = {}
+    write_control(topo.modem_control, state)
+    daemons.labfile.set("modem_state", state)
+    observed = observed_state(modem_info(topo))
+    if old.get("sim") != STATES[state]["sim"] or observed in ("no-sim", "sim-locked", None):
+        mmcli(topo, f"--report-kernel-event={KERNEL_EVENT.format(action='remove')}")
+        wait_for("ModemManager to drop the modem", lambda: modem_info(topo) is None, 10.0,
+                 interval_s=0.05)
+        mmcli(topo, f"--report-kernel-event={KERNEL_EVENT.format(action='add')}")
+    wait_modem(topo, daemons, state, timeout_s)

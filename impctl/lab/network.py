@@ -1,0 +1,138 @@
+"""The lab's network: namespaces, veths, addresses, routes and sysctls; reading the gateway's.
+
+Everything is made inside the lab's namespaces; the machine's own interfaces,
+routes and sysctls are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from impctl.lab.proc import in_netns, netns_exists, netns_inode, root_netns_inode, sh
+from impctl.lab.topology import CLOUD_IP, ISP_UPLINK_IFNAME, Topology, Uplink
+from impctl.model.errors import LabError
+
+
+def build(topo: Topology) -> None:
+    """Namespaces and veths, then addresses and routes, then the sysctls the lab needs."""
+    _create_namespaces_and_links(topo)
+    for u in topo.uplinks:
+        sh(["ip", "-n", u.isp_netns, "-batch", "-"], input="\n".join(_isp_commands(u)) + "\n")
+    sh(["ip", "-n", topo.cloud_netns, "-batch", "-"], input="\n".join(_cloud_commands(topo)) + "\n")
+    sh(["ip", "-n", topo.gw_netns, "link", "set", "lo", "up"])
+    _set_sysctls(topo)
+
+
+def _create_namespaces_and_links(topo: Topology) -> None:
+    batch = [f"netns add {ns}" for ns in topo.namespaces]
+    for u in topo.uplinks:
+        # Created directly inside the namespaces: the machine has its own eth0.
+        batch.append(f"link add {u.ifname} netns {topo.gw_netns} type veth "
+                     f"peer name {u.isp_ifname} netns {u.isp_netns}")
+        batch.append(f"link add {ISP_UPLINK_IFNAME} netns {u.isp_netns} type veth "
+                     f"peer name {u.cloud_ifname} netns {topo.cloud_netns}")
+    sh(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
+    root_ino = root_netns_inode()
+    for ns in topo.namespaces:
+        if netns_inode(ns) in (None, root_ino):
+            raise LabError(f"namespace {ns} was not created apart from the machine's")
+
+
+def _isp_commands(u: Uplink) -> list[str]:
+    return [
+        "link set lo up",
+        f"addr add {u.router_ip}/24 dev {u.isp_ifname}",
+        f"link set {u.isp_ifname} up",
+        f"addr add {u.transit_isp_ip}/30 dev {ISP_UPLINK_IFNAME}",
+        f"link set {ISP_UPLINK_IFNAME} up",
+        f"route add default via {u.transit_cloud_ip}",
+    ]
+
+
+def _cloud_commands(topo: Topology) -> list[str]:
+    cloud = ["link set lo up", f"addr add {CLOUD_IP}/32 dev lo"]
+    for u in topo.uplinks:
+        cloud += [f"addr add {u.transit_cloud_ip}/30 dev {u.cloud_ifname}",
+                  f"link set {u.cloud_ifname} up",
+                  f"route add {u.subnet} via {u.transit_isp_ip}"]
+    return cloud
+
+
+def _sysctl(values: dict[str, str]) -> None:
+    # /proc/sys/net shows the namespace of the thread that opens it: call in_netns.
+    for key, value in values.items():
+        Path("/proc/sys", key.replace(".", "/")).write_text(value)
+
+
+def _set_sysctls(topo: Topology) -> None:
+    for u in topo.uplinks:
+        in_netns(u.isp_netns, lambda: _sysctl({"net.ipv4.ip_forward": "1"}))
+    gw = {"net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.default.rp_filter": "0"}
+    for u in topo.uplinks:
+        # A dead uplink's default route lingers (flagged linkdown) until NM drops it;
+        # unbound traffic must not keep choosing it.
+        gw[f"net.ipv4.conf.{u.ifname}.ignore_routes_with_linkdown"] = "1"
+        gw[f"net.ipv4.conf.{u.ifname}.rp_filter"] = "0"
+    in_netns(topo.gw_netns, lambda: _sysctl(gw))
+
+
+def remove(topo: Topology) -> None:
+    """Delete the lab's namespaces and unmount whatever is still mounted under its root.
+
+    Run after the lab's processes are dead; works from any state (half-built, crashed).
+    """
+    for ns in topo.namespaces:
+        if netns_exists(ns):
+            sh(["ip", "netns", "del", ns], check=False)
+    for ns in topo.namespaces:
+        if netns_exists(ns):
+            # A bind mount whose namespace file lingers: unmount it, then remove the file.
+            sh(["umount", "-l", f"/run/netns/{ns}"], check=False)
+            with contextlib.suppress(OSError):
+                os.unlink(f"/run/netns/{ns}")
+    for mount in mounts_under(topo.root):
+        sh(["umount", "-l", mount], check=False)
+
+
+def mounts_under(root: Path) -> list[str]:
+    """Mount points at or below `root`, deepest first."""
+    prefix = str(root).rstrip("/") + "/"
+    out = []
+    try:
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            mount_point = line.split()[4].replace("\\040", " ")
+            if mount_point == str(root) or mount_point.startswith(prefix):
+                out.append(mount_point)
+    except OSError:
+        pass
+    return sorted(out, key=len, reverse=True)
+
+
+# ---- the gateway's view -------------------------------------------------------------------
+
+def ip_json(topo: Topology, *args: str) -> list[dict[str, Any]]:
+    out = sh(["ip", "-n", topo.gw_netns, "-j", *args]).stdout
+    return json.loads(out) if out.strip() else []
+
+
+def addresses(topo: Topology) -> dict[str, list[str]]:
+    """IPv4 addresses (CIDR) of every gateway interface."""
+    out: dict[str, list[str]] = {}
+    for link in ip_json(topo, "-4", "addr", "show"):
+        out[link["ifname"]] = [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])]
+    return out
+
+
+def default_routes(topo: Topology) -> list[dict[str, Any]]:
+    return ip_json(topo, "-4", "route", "show", "default")
+
+
+def carriers(topo: Topology) -> dict[str, bool]:
+    return {link["ifname"]: "NO-CARRIER" not in link.get("flags", []) and
+            "UP" in link.get("flags", []) and "LOWER_UP" in link.get("flags", [])
+            for link in ip_json(topo, "link", "show")}
+

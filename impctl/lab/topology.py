@@ -1,0 +1,223 @@
+"""The lab's plan: names, addresses and paths, all derived from a root directory and a prefix.
+
+Nothing here touches the machine; every other lab module works from a `Topology`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from impctl.lab import files
+from impctl.lab.proc import Bind, netns_argv
+from impctl.model.errors import LabError
+
+DEFAULT_ROOT = Path("/run/impctl-lab")
+DEFAULT_PREFIX = "imp"
+
+CLOUD_HOST = "cloud.imp.lab"
+PROXY_HOST = "proxy.imp.lab"
+CLOUD_IP = "198.19.0.10"
+CLOUD_PORT = 443
+CLOUD_HTTP_PORT = 80
+PROXY_PORT = 8888
+PROXY_USER = "lab"
+PROXY_PASSWORD = "lab-proxy-secret"
+# What the ISPs' DNS and the cloud's hosts file answer.
+DNS_RECORDS = ((CLOUD_HOST, CLOUD_IP), (PROXY_HOST, CLOUD_IP))
+
+# NM's default is 6000 ms; see files.nm_config.
+CARRIER_WAIT_MS = 1000
+
+UP_TIMEOUT_S = 15.0
+# ModemManager probes the simulated modem in ~3 s with the generic plugin only.
+MODEM_TIMEOUT_S = 30.0
+LEASE_TIMEOUT_S = 15.0
+ISP_IFNAME = "down0"
+ISP_UPLINK_IFNAME = "up0"
+
+# ifname, class, letter, route metric (NM's defaults for ethernet, wifi, cell)
+UPLINK_PLAN = (("eth0", "ethernet", "a", 100), ("wlan0", "wifi", "b", 600),
+               ("wwan0", "cell", "c", 700))
+
+# Daemons of every lab, then those only a modem lab has (names in lab.json and logs/).
+BASE_DAEMONS = ("cloud", "tinyproxy", "dbus", "NetworkManager")
+MODEM_DAEMONS = ("polkit", "modem", "ModemManager")
+
+
+@dataclass(frozen=True)
+class Uplink:
+    """One gateway uplink and the ISP namespace at its other end."""
+
+    ifname: str  # in the gateway namespace
+    cls: str  # the class impctl is told it plays: ethernet, wifi, cell
+    letter: str  # a, b, c
+    isp_netns: str
+    subnet: str
+    router_ip: str  # the ISP's router, DHCP and DNS server
+    metric: int
+    profile_id: str
+    profile_uuid: str
+    isp_ifname: str = ISP_IFNAME
+
+    @property
+    def index(self) -> int:
+        return int(self.subnet.split(".")[2])
+
+    @property
+    def transit_isp_ip(self) -> str:
+        return f"198.19.{self.index}.1"
+
+    @property
+    def transit_cloud_ip(self) -> str:
+        return f"198.19.{self.index}.2"
+
+    @property
+    def cloud_ifname(self) -> str:
+        return f"isp{self.letter}"
+
+    @property
+    def dnsmasq(self) -> str:
+        """The name of this ISP's dnsmasq among the lab's daemons."""
+        return f"dnsmasq-{self.letter}"
+
+
+def make_uplinks(prefix: str) -> tuple[Uplink, ...]:
+    return tuple(
+        Uplink(
+            ifname=ifname, cls=cls, letter=letter, isp_netns=f"{prefix}-isp{letter}",
+            subnet=f"198.18.{i}.0/24", router_ip=f"198.18.{i}.1", metric=metric,
+            profile_id=f"lab-{ifname}", profile_uuid=files.profile_uuid(prefix, ifname),
+        )
+        for i, (ifname, cls, letter, metric) in enumerate(UPLINK_PLAN, start=1)
+    )
+
+
+class Topology:
+    """A lab at `root` whose namespaces are named `{prefix}-gw`, `{prefix}-ispa`, ..."""
+
+    def __init__(self, root: Path = DEFAULT_ROOT, prefix: str = DEFAULT_PREFIX, *,
+                 modem: bool = False, connectivity_uri: str | None = None) -> None:
+        if not prefix or len(prefix) > 12 or not prefix.isalnum():
+            raise LabError(f"bad lab prefix {prefix!r}: use 1-12 letters or digits")
+        self.root = Path(root).absolute()
+        self.prefix = prefix
+        self.modem = modem
+        self.connectivity_uri = connectivity_uri
+        self.gw_netns = f"{prefix}-gw"
+        self.cloud_netns = f"{prefix}-cloud"
+        self.uplinks = make_uplinks(prefix)
+        self.cloud_host = CLOUD_HOST
+        self.cloud_ip = CLOUD_IP
+        self.cloud_port = CLOUD_PORT
+        self.cloud_http_port = CLOUD_HTTP_PORT
+        self.proxy_host = PROXY_HOST
+        self.proxy_port = PROXY_PORT
+        self.proxy_user = PROXY_USER
+        self.proxy_password = PROXY_PASSWORD
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [self.gw_netns, *(u.isp_netns for u in self.uplinks), self.cloud_netns]
+
+    @property
+    def daemon_names(self) -> list[str]:
+        """Every daemon a complete lab runs."""
+        return [*(u.dnsmasq for u in self.uplinks), *BASE_DAEMONS,
+                *(MODEM_DAEMONS if self.modem else ())]
+
+    @property
+    def gw_dir(self) -> Path:
+        return self.root / "gw"
+
+    @property
+    def cloud_dir(self) -> Path:
+        return self.root / "cloud"
+
+    @property
+    def isp_dir(self) -> Path:
+        return self.root / "isp"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def bus_socket(self) -> Path:
+        # Under the directory NM sees as /run, so /run/dbus/system_bus_socket also works there.
+        return self.gw_dir / "run" / "dbus" / "system_bus_socket"
+
+    @property
+    def bus_address(self) -> str:
+        return f"unix:path={self.bus_socket}"
+
+    @property
+    def keyfile_dir(self) -> Path:
+        """NM's keyfile directory (host path); NM sees it as /etc/NetworkManager/system-connections."""
+        return self.gw_dir / "etc-nm" / "system-connections"
+
+    def keyfile_path(self, u: Uplink) -> Path:
+        return self.keyfile_dir / f"{u.profile_id}.nmconnection"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "impctl.toml"
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / "impctl-state" / "state.json"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.cloud_dir / "ca.pem"
+
+    @property
+    def lab_file(self) -> Path:
+        return self.root / "lab.json"
+
+    @property
+    def lock_path(self) -> Path:
+        # Next to the lab dir, not inside it: `down` removes the dir.
+        return self.root.parent / f".{self.root.name}.lock"
+
+    @property
+    def modem_dir(self) -> Path:
+        return self.root / "modem"
+
+    @property
+    def mm_dir(self) -> Path:
+        """Modem files ModemManager reads after its /run is bound: it sees this as /run/mm."""
+        return self.gw_dir / "run" / "mm"
+
+    @property
+    def modem_control(self) -> Path:
+        """The responder's control file (see impctl.lab.modem.STATES)."""
+        return self.modem_dir / "control.json"
+
+    def uplink(self, ifname: str) -> Uplink:
+        for u in self.uplinks:
+            if u.ifname == ifname:
+                return u
+        names = ", ".join(u.ifname for u in self.uplinks)
+        raise LabError(f"no lab uplink {ifname!r}: use one of {names}" +
+                       (" or modem" if self.modem else ""))
+
+    def env(self) -> dict[str, str]:
+        """Variables that point impctl (and nmcli/mmcli) at the lab."""
+        return {
+            "DBUS_SYSTEM_BUS_ADDRESS": self.bus_address,
+            "IMPCTL_CONFIG": str(self.config_path),
+            "IMPCTL_STATE": str(self.state_path),
+        }
+
+    def binds(self, where: str) -> list[Bind]:
+        """The lab's hosts and resolv.conf of `where` (gw, cloud, isp) over the system's."""
+        d = self.root / where
+        return [(d / "hosts", "/etc/hosts"), (d / "resolv.conf", "/etc/resolv.conf")]
+
+    def exec_argv(self, argv: Sequence[str], netns: str | None = None) -> list[str]:
+        """argv running `argv` in the gateway netns (or `netns`) with the lab's hosts/resolv.conf."""
+        ns = netns or self.gw_netns
+        where = "gw" if ns == self.gw_netns else ("cloud" if ns == self.cloud_netns else "isp")
+        return netns_argv(ns, argv, self.binds(where))
