@@ -27,10 +27,14 @@ T = TypeVar("T")
 
 def _os_error(path: Path, exc: OSError, doing: str) -> Exception:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return PermissionDenied(
-            f"cannot {doing} {path}: {os.strerror(exc.errno or 0).lower()}",
-            hint="run as root, or choose another file with --state or IMPCTL_STATE",
-        )
+        # Root is refused only by a read-only mount or a mandatory access policy: "run as root" would not help.
+        if exc.errno == errno.EROFS:
+            hint = "the file system is read-only: choose another file with --state or IMPCTL_STATE"
+        elif os.geteuid() == 0:
+            hint = "even root may not (a read-only mount or a security policy): choose another file with --state"
+        else:
+            hint = "run as root, or choose another file with --state or IMPCTL_STATE"
+        return PermissionDenied(f"cannot {doing} {path}: {os.strerror(exc.errno or 0).lower()}", hint=hint)
     return StateError(f"cannot {doing} {path}: {exc.strerror or exc}")
 
 

@@ -132,3 +132,16 @@ def test_fifty_concurrent_read_modify_writes_lose_no_update(tmp_path: Path) -> N
         p.join(60)
     assert all(p.exitcode == 0 for p in procs)
     assert load_state(path).last_results == {f"p{i}": i for i in range(50)}
+
+
+def test_a_read_only_file_system_does_not_tell_root_to_run_as_root(tmp_path: Path) -> None:
+    import errno
+
+    from impctl.backends.statefile import _os_error
+
+    err = _os_error(tmp_path / "state.json", OSError(errno.EROFS, "Read-only file system"), "write state file")
+    assert isinstance(err, PermissionDenied)
+    assert err.hint is not None and "root" not in err.hint and "read-only" in err.hint
+    if os.geteuid() == 0:
+        denied = _os_error(tmp_path / "state.json", OSError(errno.EACCES, "Permission denied"), "write state file")
+        assert denied.hint is not None and "run as root" not in denied.hint  # type: ignore[attr-defined]
