@@ -20,8 +20,8 @@ import typer
 from rich.table import Table
 
 from impctl.backends.config_file import load_config
-from impctl.backends.dbus import NetworkManagerBackend, system_bus
 from impctl.backends.netlink import Netlink
+from impctl.backends.nm import NMClient, system_bus
 from impctl.backends.probe_net import BoundSockets
 from impctl.backends.store import FileStore
 from impctl.cli.context import Globals, get_globals
@@ -55,7 +55,7 @@ def _with_network(g: Globals, body: Callable[[Network, CloudCheck, Config], Awai
 
     async def main() -> T:
         async with system_bus() as bus:
-            network = NetworkManagerBackend(bus, config)
+            network = NMClient(bus, config)
             check = uc.probe_check(config, links=Netlink(), net=BoundSockets())
             return await body(network, check, config)
 
