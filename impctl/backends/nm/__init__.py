@@ -4,7 +4,7 @@
 - `defs`: names, paths, flags and one TypedDict per interface impctl reads;
 - `devices`: devices and modems into `impctl.model.inventory`;
 - `activation`: activate, deactivate, disconnect, route metrics, on one wait-for-state helper;
-- `trial`: an attempt undone unless committed;
+- `trial`: an attempt under an NM checkpoint (snapshot fallback);
 - `signals`: what the daemon hears;
 - `client`: `NMClient`, the one object the use cases are given.
 """

@@ -10,6 +10,7 @@ arrive as raw ints; the readers convert them to the tolerant enums of
 
 from __future__ import annotations
 
+from enum import IntFlag
 from typing import Any, TypedDict, TypeGuard
 
 NM = "org.freedesktop.NetworkManager"
@@ -20,6 +21,8 @@ NM_WIRELESS = f"{NM}.Device.Wireless"
 NM_AP = f"{NM}.AccessPoint"
 NM_ACTIVE = f"{NM}.Connection.Active"
 NM_IP4 = f"{NM}.IP4Config"
+NM_SETTINGS = f"{NM}.Settings"
+NM_SETTINGS_PATH = f"{NM_PATH}/Settings"
 NM_SETTINGS_CONN = f"{NM}.Settings.Connection"
 MM = "org.freedesktop.ModemManager1"
 MM_PATH = "/org/freedesktop/ModemManager1"
@@ -37,6 +40,29 @@ NO_PATH = "/"  # D-Bus's "no object" for an 'o' property
 
 # MMModemLock: NONE means no PIN/PUK is needed; UNKNOWN: MM has not asked the SIM yet.
 MM_LOCK_UNKNOWN, MM_LOCK_NONE = 0, 1
+
+
+class CheckpointFlags(IntFlag):
+    """NMCheckpointCreateFlags."""
+
+    NONE = 0
+    DESTROY_ALL = 0x01
+    DELETE_NEW_CONNECTIONS = 0x02
+    DISCONNECT_NEW_DEVICES = 0x04
+    ALLOW_OVERLAPPING = 0x08
+
+
+class SettingsUpdate2Flags(IntFlag):
+    """NMSettingsUpdate2Flags (Settings.Connection.Update2)."""
+
+    NONE = 0
+    TO_DISK = 0x01
+    IN_MEMORY = 0x02
+    IN_MEMORY_DETACHED = 0x04
+    IN_MEMORY_ONLY = 0x08
+    VOLATILE = 0x10
+    BLOCK_AUTOCONNECT = 0x20
+    NO_REAPPLY = 0x40
 
 
 class NMProps(TypedDict, total=False):
