@@ -149,3 +149,18 @@ def test_when_another_checkpoint_holds_the_device_the_snapshot_undoes_the_attemp
         assert (lab.nm_devices(), routes(lab), lab.addresses(), keyfiles(lab)) == before
     finally:
         nm_call(lab, "CheckpointDestroy", "o", theirs)
+
+
+def test_an_impctl_profile_left_on_disk_goes_back_to_memory(lab: Lab) -> None:
+    original = keyfiles(lab)
+    rc, _ = impctl(lab, "connectwith", nic={"interface": "wl0"})
+    assert rc == 0
+    # What NM's timeout rollback of a killed impctl leaves when the previous profile was
+    # impctl's volatile one: that profile re-added on disk. nmcli's modify writes it there too.
+    lab.nmcli("connection", "modify", "impctl-wlan0", "connection.autoconnect", "no")
+    assert keyfiles(lab) == original | {"impctl-wlan0.nmconnection"}
+    lab.fault("wlan0", "cloud-closed")
+    rc, doc = impctl(lab, "connectwith", "--timeout", "20", nic=static_nic(lab, "wlan0", "wl0", 82))
+    assert rc == 10 + 4, doc
+    assert lab.nm_devices()["wlan0"] == ("connected", "impctl-wlan0")
+    assert keyfiles(lab) == original

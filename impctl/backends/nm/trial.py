@@ -45,7 +45,7 @@ from impctl.backends.nm.defs import (
 from impctl.backends.nm.devices import device_state
 from impctl.model import nmsettings
 from impctl.model.attempt import Activation
-from impctl.model.errors import NoSuchInterface, PermissionDenied
+from impctl.model.errors import ImpctlError, NoSuchInterface, PermissionDenied
 from impctl.model.inventory import DeviceInfo, NMDeviceState
 
 # The rollback timeout is the attempt's timeout plus this: the check after
@@ -86,9 +86,10 @@ class NMTrial:
 async def trial(bus: SystemBus, device: DeviceInfo, timeout_s: float) -> AsyncIterator[NMTrial]:
     """An attempt on `device`: unless committed, NM puts the device back as it was,
     also when the body raises or is cancelled."""
+    # First, so that the checkpoint (or the snapshot) sees the profile as volatile.
+    volatile_uuid = await _volatile_profile_uuid(bus, device)
     checkpoint = await _create_checkpoint(bus, device, rollback_timeout_s(timeout_s))
     snapshot = await take_snapshot(bus, device) if checkpoint is None else None
-    volatile_uuid = await _volatile_profile_uuid(bus, device) if checkpoint is not None else None
     attempt = NMTrial(bus, device)
     try:
         yield attempt
@@ -158,11 +159,25 @@ async def _rollback(bus: SystemBus, device: DeviceInfo, checkpoint: str, volatil
 
 
 async def _volatile_profile_uuid(bus: SystemBus, device: DeviceInfo) -> str | None:
-    """The UUID of the device's active profile if that profile is volatile (in memory only)."""
-    profile_path = device.extra.get("profile_path")
-    if not device.active_path or not profile_path or not await profile_is_volatile(bus, profile_path):
+    """The UUID of the device's active profile if that profile is volatile (in memory only).
+
+    impctl's own profiles are always volatile. One found on disk is what NM's
+    timeout rollback of a killed impctl left (it re-adds the profile to disk,
+    see `_make_volatile_again`); it goes back to memory here, the next time
+    impctl tries that device.
+    """
+    profile_path, uuid = device.extra.get("profile_path"), device.extra.get("profile_uuid")
+    if not device.active_path or not profile_path or not uuid:
         return None
-    return device.extra.get("profile_uuid")
+    if await profile_is_volatile(bus, profile_path):
+        return uuid
+    if not (device.active_profile or "").startswith(nmsettings.PROFILE_PREFIX):
+        return None  # a profile of the user's: it stays where it is
+    try:
+        await _make_volatile_again(bus, uuid)
+    except ImpctlError:
+        return None
+    return uuid
 
 
 async def _make_volatile_again(bus: SystemBus, uuid: str) -> None:
