@@ -2,7 +2,7 @@
 
 The only module of impctl that imports dbus_next (tests/unit/test_layers.py
 checks it), and the one place where D-Bus errors become the project's errors
-(`_map_error`). Nothing of dbus-next leaks out: calls return plain bodies,
+(`map_error`). Nothing of dbus-next leaks out: calls return plain bodies,
 properties come unwrapped, signals arrive as `Signal`, and Variants for
 outgoing values are made with `variant`.
 
@@ -64,9 +64,12 @@ _GONE = {"org.freedesktop.NetworkManager.UnknownDevice", "org.freedesktop.DBus.E
 _GONE_IF_OBJECT = {"org.freedesktop.DBus.Error.UnknownMethod", "org.freedesktop.DBus.Error.UnknownInterface"}
 
 
-def _map_error(error_name: str, text: str, destination: str, what: str) -> ImpctlError:
-    """A D-Bus error reply as the project's error."""
+def map_error(error_name: str, text: str, destination: str, what: str) -> ImpctlError:
+    """A D-Bus error reply as the project's error, in one line."""
     service = SERVICE_NAMES.get(destination, destination)
+    # dbus-python services (python-dbusmock) send the whole Python traceback: its last line says it.
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    text = lines[-1] if lines else ""
     if error_name in _NOT_RUNNING:
         return ServiceUnavailable(
             f"{service} is not running on the system bus",
@@ -196,14 +199,14 @@ class SystemBus:
             service = SERVICE_NAMES.get(destination, destination)
             raise OperationTimeout(f"{service} did not answer {what} in {timeout_s:g} s") from None
         except DBusError as exc:
-            raise _map_error(exc.type, exc.text, destination, what) from None
+            raise map_error(exc.type, exc.text, destination, what) from None
         except (OSError, EOFError) as exc:
             raise ServiceUnavailable(f"lost the D-Bus system bus during {what}: {exc}") from None
         if reply is None:
             return []
         if reply.message_type == MessageType.ERROR:
             text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
-            raise _map_error(reply.error_name or "", text, destination, what)
+            raise map_error(reply.error_name or "", text, destination, what)
         return list(reply.body)
 
     async def get_all(self, destination: str, path: str, interface: str) -> dict[str, Any]:
