@@ -9,7 +9,7 @@
 - `client`: `NMClient`, the one object the use cases are given.
 """
 
-from impctl.backends.nm.bus import DBusCallError, SystemBus, system_bus
+from impctl.backends.nm.bus import SystemBus, system_bus
 from impctl.backends.nm.client import NMClient, read_inventory
 
-__all__ = ["DBusCallError", "NMClient", "SystemBus", "read_inventory", "system_bus"]
+__all__ = ["NMClient", "SystemBus", "read_inventory", "system_bus"]

@@ -69,8 +69,6 @@ class NMProps(TypedDict, total=False):
     """org.freedesktop.NetworkManager"""
 
     PrimaryConnection: str
-    Checkpoints: list[str]
-    Version: str
 
 
 class DeviceProps(TypedDict, total=False):
