@@ -20,9 +20,9 @@ import typer
 from rich.table import Table
 
 from impctl.backends.config_file import load_config
-from impctl.backends.dbus import NetworkManagerBackend, system_bus
 from impctl.backends.gatewaylock import GatewayLock, lock_path_for
 from impctl.backends.netlink import Netlink
+from impctl.backends.nm import NMClient, system_bus
 from impctl.backends.probe_net import BoundSockets
 from impctl.backends.process import pid_alive
 from impctl.backends.store import FileStore
@@ -58,7 +58,7 @@ def with_network(g: Globals, body: Callable[[Network, CloudCheck, Config], Await
 
     async def main() -> T:
         async with system_bus() as bus:
-            network = NetworkManagerBackend(bus, config)
+            network = NMClient(bus, config)
             check = uc.probe_check(config, links=Netlink(), net=BoundSockets())
             return await body(network, check, config)
 
@@ -74,7 +74,7 @@ async def read_devices(g: Globals) -> list[DeviceInfo]:
     """The gateway's devices, over a bus connection of their own."""
     config = _config(g)
     async with system_bus() as bus:
-        return await NetworkManagerBackend(bus, config).devices()
+        return await NMClient(bus, config).devices()
 
 
 def _attempt_line(a: Attempt) -> str:

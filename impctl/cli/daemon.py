@@ -15,9 +15,9 @@ from rich.table import Table
 
 from impctl.backends import netwatch
 from impctl.backends.config_file import load_config
-from impctl.backends.dbus import DaemonNetworkManager, SystemBus
 from impctl.backends.hooks import run_hook_dir
 from impctl.backends.netlink import Netlink
+from impctl.backends.nm import NMClient
 from impctl.backends.probe_net import BoundSockets
 from impctl.backends.sdnotify import Notifier
 from impctl.backends.secrets import decrypt_secret, key_path_for
@@ -56,7 +56,7 @@ def _deps(g: Globals) -> Deps:
     key_path = key_path_for(g.state_path)
 
     async def connect_network(config: Config) -> Network:
-        return DaemonNetworkManager(await SystemBus.connect(), config)
+        return await NMClient.connect(config)
 
     async def probe(device: DeviceInfo, config: Config, proxy: ProbeProxy | None,
                     deadline: float) -> InterfaceProbe:

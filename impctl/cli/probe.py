@@ -22,8 +22,8 @@ from rich.table import Table
 from rich.text import Text
 
 from impctl.backends.config_file import CLOUD_ENV, load_config
-from impctl.backends.dbus import read_inventory
 from impctl.backends.netlink import Netlink
+from impctl.backends.nm import read_inventory
 from impctl.backends.probe_net import BoundSockets
 from impctl.backends.secrets import decrypt_secret, key_path_for
 from impctl.backends.statefile import load_state

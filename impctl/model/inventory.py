@@ -1,9 +1,11 @@
 """What impctl knows about the gateway's interfaces, as read from NM, MM and netlink.
 
 Pure data: backends fill these in; use cases and the CLI read them. Enum
-values from a newer NetworkManager/ModemManager must never crash impctl, so
-states are kept as ints and named through `name_of`, which falls back to
-`UNKNOWN_<n>`.
+values from a newer NetworkManager/ModemManager must never crash impctl: the
+NM/MM enums are `TolerantIntEnum`s, where a value impctl does not know
+becomes a pseudo-member named `UNKNOWN_<n>` (still equal to the int, still
+JSON-encoded as the int) instead of raising ValueError. Backends convert the
+raw ints they read at their edge.
 """
 
 from __future__ import annotations
@@ -11,12 +13,30 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
+from typing import Any
 
 from impctl.model.config import Config
 from impctl.model.identifiers import assign_identifiers
 
 
-class NMDeviceType(IntEnum):
+class TolerantIntEnum(IntEnum):
+    """An IntEnum where an unknown value gives a pseudo-member `UNKNOWN_<n>` instead of raising.
+
+    The pseudo-member is made once per value and kept in the value map, so
+    `E(999) is E(999)`; it compares, hashes and JSON-encodes as the int.
+    """
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return None
+        member = int.__new__(cls, value)
+        member._name_ = f"UNKNOWN_{value}"
+        member._value_ = value
+        return cls._value2member_map_.setdefault(value, member)
+
+
+class NMDeviceType(TolerantIntEnum):
     UNKNOWN = 0
     ETHERNET = 1
     WIFI = 2
@@ -51,7 +71,7 @@ class NMDeviceType(IntEnum):
     HSR = 33
 
 
-class NMDeviceState(IntEnum):
+class NMDeviceState(TolerantIntEnum):
     UNKNOWN = 0
     UNMANAGED = 10
     UNAVAILABLE = 20
@@ -67,7 +87,7 @@ class NMDeviceState(IntEnum):
     FAILED = 120
 
 
-class MMModemState(IntEnum):
+class MMModemState(TolerantIntEnum):
     FAILED = -1
     UNKNOWN = 0
     INITIALIZING = 1
@@ -83,7 +103,15 @@ class MMModemState(IntEnum):
     CONNECTED = 11
 
 
-class MMRegistrationState(IntEnum):
+class NMActiveConnectionState(TolerantIntEnum):
+    UNKNOWN = 0
+    ACTIVATING = 1
+    ACTIVATED = 2
+    DEACTIVATING = 3
+    DEACTIVATED = 4
+
+
+class MMRegistrationState(TolerantIntEnum):
     """MMModem3gppRegistrationState."""
 
     IDLE = 0
@@ -101,6 +129,7 @@ class MMRegistrationState(IntEnum):
 
 
 def name_of(enum: type[IntEnum], value: int) -> str:
+    """The member name of `value`; `UNKNOWN_<n>` also for an enum that is not tolerant."""
     try:
         return enum(value).name
     except ValueError:
@@ -120,11 +149,11 @@ DEFAULT_CLASS_OF_TYPE = {
 @dataclass(frozen=True)
 class ModemInfo:
     path: str
-    state: int  # MMModemState
-    failed_reason: int | None = None
+    state: MMModemState
+    failed_reason: int | None = None  # MMModemStateFailedReason
     sim_present: bool = False
     sim_locked: bool = False  # unlock required (PIN/PUK)
-    registration: int | None = None  # MMRegistrationState
+    registration: MMRegistrationState | None = None
     operator: str | None = None
     signal_quality: int | None = None  # percent
     bearer_connected: bool = False
@@ -134,8 +163,8 @@ class ModemInfo:
 @dataclass(frozen=True)
 class DeviceInfo:
     ifname: str  # for a modem: its data/control port as NM names it
-    nm_type: int  # NMDeviceType
-    nm_state: int  # NMDeviceState
+    nm_type: NMDeviceType
+    nm_state: NMDeviceState
     iface_class: str  # ethernet | wifi | cell, after config overrides
     identifier: str = ""  # eth0 / wl0 / cell0 ... filled by assign_identifiers
     nm_path: str = ""
@@ -154,11 +183,11 @@ class DeviceInfo:
 
     @property
     def nm_state_name(self) -> str:
-        return name_of(NMDeviceState, self.nm_state)
+        return NMDeviceState(self.nm_state).name
 
     @property
     def nm_type_name(self) -> str:
-        return name_of(NMDeviceType, self.nm_type)
+        return NMDeviceType(self.nm_type).name
 
     @property
     def connected(self) -> bool:
@@ -173,10 +202,8 @@ def class_of_device(dev: DeviceInfo, overrides: dict[str, str]) -> str | None:
     """The impctl class of an NM device: the config's [classes] override, else its NM type's."""
     if dev.ifname in overrides:
         return overrides[dev.ifname]
-    try:
-        return DEFAULT_CLASS_OF_TYPE.get(NMDeviceType(dev.nm_type))
-    except ValueError:
-        return None  # a device type from a newer NM: not an uplink impctl knows
+    # A device type from a newer NM (UNKNOWN_<n>) is not an uplink impctl knows.
+    return DEFAULT_CLASS_OF_TYPE.get(NMDeviceType(dev.nm_type))
 
 
 def build_inventory(devices: Iterable[DeviceInfo], config: Config) -> list[DeviceInfo]:

@@ -1,6 +1,6 @@
 """A NIC, for one NM device, as NetworkManager connection settings (`a{sa{sv}}`).
 
-Pure: plain Python values; `impctl.backends.dbus` wraps them in Variants with
+Pure: plain Python values; `impctl.backends.nm` wraps them in Variants with
 the signatures of `SIGNATURES`. The profiles are for AddAndActivateConnection2
 with persist=volatile: never autoconnect, never written to disk.
 

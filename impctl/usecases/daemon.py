@@ -98,7 +98,7 @@ KERNEL_ROUTE_TIMEOUT_S = 2.0
 
 
 class Network(Protocol):
-    """NetworkManager for the daemon (impctl.backends.dbus.DaemonNetworkManager)."""
+    """NetworkManager for the daemon (impctl.backends.nm.NMClient)."""
 
     def set_config(self, config: Config) -> None: ...
 

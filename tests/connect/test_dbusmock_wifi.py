@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from dbusmock.testcase import BusType, PrivateDBus, SpawnedMock
 
-from impctl.backends.dbus import NetworkManagerBackend, read_inventory, system_bus
 from impctl.backends.gatewaylock import GatewayLock, lock_path_for
+from impctl.backends.nm import NMClient as NetworkManagerBackend
+from impctl.backends.nm import read_inventory, system_bus
 from impctl.backends.store import FileStore
 from impctl.model.attempt import CheckOutcome
 from impctl.model.codes import ResultCode

@@ -89,7 +89,7 @@ def test_dbus_next_is_imported_in_one_module() -> None:
 
 
 def test_the_checker_sees_a_forbidden_import(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(MODULES, "impctl.usecases.fake", {"impctl.backends.dbus", "pyroute2"})
+    monkeypatch.setitem(MODULES, "impctl.usecases.fake", {"impctl.backends.nm.bus", "pyroute2"})
     assert _violations("usecases", {"model", "usecases"}) == [
-        "impctl.usecases.fake imports impctl.backends.dbus", "impctl.usecases.fake imports pyroute2",
+        "impctl.usecases.fake imports impctl.backends.nm.bus", "impctl.usecases.fake imports pyroute2",
     ]

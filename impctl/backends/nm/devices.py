@@ -1,0 +1,223 @@
+"""Reading NetworkManager's devices and ModemManager's modems into `impctl.model.inventory`.
+
+Raw property ints become the model's tolerant enums here, so a state a newer
+NM or MM adds reads as `UNKNOWN_<n>` instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import struct
+from collections.abc import Mapping
+from typing import Any, cast
+
+from impctl.backends.nm.bus import SystemBus, unwrap
+from impctl.backends.nm.defs import (
+    MM,
+    MM_3GPP,
+    MM_BEARER,
+    MM_LOCK_NONE,
+    MM_LOCK_UNKNOWN,
+    MM_MODEM,
+    MM_PATH,
+    NM,
+    NM_ACTIVE,
+    NM_AP,
+    NM_DEVICE,
+    NM_IP4,
+    NM_PATH,
+    NM_WIRED,
+    NM_WIRELESS,
+    OBJMGR,
+    AccessPointProps,
+    ActiveConnectionProps,
+    BearerProps,
+    DeviceProps,
+    IP4ConfigProps,
+    Modem3gppProps,
+    ModemProps,
+    NMProps,
+    WiredProps,
+    WirelessProps,
+    is_path,
+)
+from impctl.model.config import Config
+from impctl.model.errors import ServiceUnavailable
+from impctl.model.inventory import (
+    DeviceInfo,
+    MMModemState,
+    MMRegistrationState,
+    ModemInfo,
+    NMDeviceState,
+    NMDeviceType,
+    build_inventory,
+)
+
+# ---------------------------------------------------------------------------
+# NetworkManager
+
+
+def _ip4_from_nameservers(values: list[int]) -> list[str]:
+    # Legacy 'Nameservers' (au): in_addr_t in network byte order, marshalled natively.
+    return [socket.inet_ntoa(struct.pack("=I", v)) for v in values]
+
+
+def _ipv4_facts(ip4: IP4ConfigProps) -> tuple[tuple[str, ...], str | None, tuple[str, ...], int | None]:
+    addresses = tuple(
+        f"{a['address']}/{a['prefix']}" for a in ip4.get("AddressData", []) if "address" in a and "prefix" in a
+    )
+    gateway = ip4.get("Gateway") or None
+    dns_data = ip4.get("NameserverData")
+    if dns_data:
+        dns = tuple(d["address"] for d in dns_data if "address" in d)
+    else:
+        dns = tuple(_ip4_from_nameservers(ip4.get("Nameservers", [])))
+    metric: int | None = None
+    for route in ip4.get("RouteData", []):
+        if route.get("dest") == "0.0.0.0" and route.get("prefix") == 0 and "metric" in route:
+            metric = int(route["metric"])
+            break
+    return addresses, gateway, dns, metric
+
+
+async def _wifi_facts(bus: SystemBus, wireless: WirelessProps) -> tuple[str | None, int | None]:
+    ap_path = wireless.get("ActiveAccessPoint")
+    if not is_path(ap_path):
+        return None, None
+    ap = cast(AccessPointProps, await bus.get_all_or_empty(NM, ap_path, NM_AP))
+    raw_ssid = ap.get("Ssid")
+    ssid = bytes(raw_ssid).decode("utf-8", "replace") if raw_ssid is not None else None
+    return ssid, int(ap["Strength"]) if "Strength" in ap else None
+
+
+def _extra(props: DeviceProps, active: ActiveConnectionProps) -> dict[str, str]:
+    extra: dict[str, str] = {}
+    for key, value in (("udi", props.get("Udi")), ("ip_ifname", props.get("IpInterface")),
+                       ("driver", props.get("Driver")), ("profile_path", active.get("Connection")),
+                       ("profile_uuid", active.get("Uuid"))):
+        if value:
+            extra[key] = str(value)
+    if "State" in active:
+        extra["active_state"] = str(int(active["State"]))
+    return extra
+
+
+async def read_device(bus: SystemBus, path: str) -> DeviceInfo | None:
+    """One NM device with its IPv4 config, active connection and WiFi facts; None if it vanished."""
+    props = cast(DeviceProps, await bus.get_all_or_empty(NM, path, NM_DEVICE))
+    if not props:
+        return None  # vanished between GetDevices and now
+    active_path = props.get("ActiveConnection")
+    ip4, active, wired, wireless = await asyncio.gather(
+        bus.get_all_or_empty(NM, props.get("Ip4Config"), NM_IP4),
+        bus.get_all_or_empty(NM, active_path, NM_ACTIVE),
+        bus.get_all_or_empty(NM, path, NM_WIRED),
+        bus.get_all_or_empty(NM, path, NM_WIRELESS),
+    )
+    active_props = cast(ActiveConnectionProps, active)
+    addresses, gateway, dns, metric = _ipv4_facts(cast(IP4ConfigProps, ip4))
+    ssid, signal = await _wifi_facts(bus, cast(WirelessProps, wireless))
+    carrier = cast(WiredProps, wired).get("Carrier")
+    return DeviceInfo(
+        ifname=str(props.get("Interface", "")),
+        nm_type=NMDeviceType(int(props.get("DeviceType", 0))),
+        nm_state=NMDeviceState(int(props.get("State", 0))),
+        iface_class="",
+        nm_path=path,
+        managed=bool(props.get("Managed", False)),
+        carrier=bool(carrier) if carrier is not None else None,
+        addresses=addresses,
+        gateway=gateway,
+        dns=dns,
+        active_profile=active_props.get("Id") or None,
+        active_path=active_path if is_path(active_path) else None,
+        route_metric=metric,
+        ssid=ssid,
+        signal=signal,
+        extra=_extra(props, active_props),
+    )
+
+
+async def _read_nm_devices(bus: SystemBus) -> list[DeviceInfo]:
+    (paths,) = await bus.call(NM, NM_PATH, NM, "GetDevices", what="listing NetworkManager's devices")
+    devices = await asyncio.gather(*(read_device(bus, p) for p in paths))
+    return [d for d in devices if d is not None]
+
+
+async def primary_device_path(bus: SystemBus) -> str | None:
+    """The NM device of the primary connection (the one holding the default route)."""
+    props = cast(NMProps, await bus.get_all(NM, NM_PATH, NM))
+    active = cast(ActiveConnectionProps, await bus.get_all_or_empty(NM, props.get("PrimaryConnection"), NM_ACTIVE))
+    devices = active.get("Devices", [])
+    return str(devices[0]) if devices else None
+
+
+async def device_ifname(bus: SystemBus, path: str) -> str | None:
+    props = cast(DeviceProps, await bus.get_all_or_empty(NM, path, NM_DEVICE))
+    return str(props["Interface"]) if props.get("Interface") else None
+
+
+async def device_state(bus: SystemBus, path: str) -> NMDeviceState:
+    """The device's state now (DISCONNECTED if it is gone)."""
+    props = cast(DeviceProps, await bus.get_all_or_empty(NM, path, NM_DEVICE))
+    return NMDeviceState(int(props.get("State", NMDeviceState.DISCONNECTED)))
+
+
+# ---------------------------------------------------------------------------
+# ModemManager
+
+
+async def _read_modems(bus: SystemBus) -> dict[str, ModemInfo]:
+    """modem object path -> ModemInfo; {} when ModemManager is not running."""
+    try:
+        (objects,) = await bus.call(MM, MM_PATH, OBJMGR, "GetManagedObjects", what="listing ModemManager's modems")
+    except ServiceUnavailable:
+        return {}
+    modems: dict[str, ModemInfo] = {}
+    for path, ifaces in unwrap(objects).items():
+        modem = ifaces.get(MM_MODEM)
+        if modem is None:
+            continue
+        modems[path] = await _modem_info(bus, path, cast(ModemProps, modem),
+                                         cast(Modem3gppProps, ifaces.get(MM_3GPP, {})))
+    return modems
+
+
+async def _modem_info(bus: SystemBus, path: str, modem: ModemProps, gpp: Modem3gppProps) -> ModemInfo:
+    bearer_props = await asyncio.gather(
+        *(bus.get_all_or_empty(MM, b, MM_BEARER) for b in modem.get("Bearers", []))
+    )
+    quality: Any = modem.get("SignalQuality")
+    unlock = int(modem.get("UnlockRequired", MM_LOCK_UNKNOWN))
+    operator = gpp.get("OperatorName") or gpp.get("OperatorCode") or None
+    return ModemInfo(
+        path=path,
+        state=MMModemState(int(modem.get("State", 0))),
+        failed_reason=int(modem["StateFailedReason"]) if "StateFailedReason" in modem else None,
+        sim_present=is_path(modem.get("Sim")),
+        # UNKNOWN (0) is not a lock: MM reports it before it has asked the SIM.
+        sim_locked=unlock not in (MM_LOCK_UNKNOWN, MM_LOCK_NONE),
+        registration=(MMRegistrationState(int(gpp["RegistrationState"])) if "RegistrationState" in gpp
+                      else None),
+        operator=str(operator) if operator else None,
+        signal_quality=int(quality[0]) if isinstance(quality, list | tuple) and quality else None,
+        bearer_connected=any(bool(cast(BearerProps, b).get("Connected")) for b in bearer_props),
+        primary_port=modem.get("PrimaryPort") or None,
+    )
+
+
+def _attach_modems(devices: list[DeviceInfo], modems: Mapping[str, ModemInfo]) -> list[DeviceInfo]:
+    # NM's modem devices carry the MM modem object path as their Udi.
+    out = []
+    for dev in devices:
+        modem = modems.get(dev.extra.get("udi", ""))
+        out.append(dataclasses.replace(dev, modem=modem) if modem else dev)
+    return out
+
+
+async def read_devices(bus: SystemBus, config: Config) -> list[DeviceInfo]:
+    """Every managed ethernet/wifi/cell device with its facts, classes and identifiers."""
+    nm_devices, modems = await asyncio.gather(_read_nm_devices(bus), _read_modems(bus))
+    return build_inventory(_attach_modems(nm_devices, modems), config)
