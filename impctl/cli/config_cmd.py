@@ -140,5 +140,5 @@ def current_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:
     store = uc.FileStore(get_globals(ctx).state_path)
     run(
         "config current", json_out, lambda: uc.config_current(store), _render_current,
-        lambda c: {"nic": c.nic}, lambda c: c.exit_code,
+        lambda c: {"nic": c.nic}, lambda c: c.exit_code, escape=False,  # its human output is JSON
     )
