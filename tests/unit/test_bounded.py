@@ -96,7 +96,7 @@ def test_toml_depth_numbers_and_dotted_keys() -> None:
     limits = Limits(max_bytes=1024 * 1024, max_depth=8)
     assert load_toml('a = [[1]]\n[b]\nc = "[[[[[[[[[[[["\n', limits) == {"a": [[1]], "b": {"c": "[" * 12}}
     for text in ("a = " + "[" * 1000 + "]" * 1000, "a = " + "{x=" * 500 + "1" + "}" * 500,
-                 "a." * 3000 + "b = 1", "[" + "a." * 3000 + "b]"):
+                 "a." * 20_000 + "b = 1", "[" + "a." * 20_000 + "b]", "\"q\" . " * 40 + "b = 1"):
         with pytest.raises(DocumentError, match="nested deeper than 8"):
             load_toml(text, limits)
     with pytest.raises(DocumentError, match="more than 40 digits"):
