@@ -25,6 +25,7 @@ validates and gives typed settings with defaults.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -92,9 +93,12 @@ class Config:
 
 def parse_host_port(text: str, where: str) -> tuple[str, int]:
     host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(f"{where}: expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port_text)
+    # ASCII digits, at most 5: str.isdigit() takes "²" and 5000-digit runs, which int() refuses.
+    ok_port = re.fullmatch(r"[0-9]{1,5}", port_text) is not None and 0 < int(port_text) < 65536
+    host = host.strip("[]")
+    if not sep or not host or not ok_port or len(host) > MAX_HOST_CHARS or not host.isprintable() or " " in host:
+        raise ConfigError(f"{where}: expected HOST:PORT, got {_show_value(text)}")
+    return host, int(port_text)
 
 
 @dataclass(frozen=True)

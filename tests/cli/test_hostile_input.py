@@ -294,3 +294,11 @@ def test_fuzz_every_reader_in_process(
     check_nic(run, tmp_path_factory.mktemp("nic"), nic, via_stdin)
     check_state(run, tmp_path_factory.mktemp("state"), state, command)
     check_config(run, tmp_path_factory.mktemp("config"), config)
+
+
+@pytest.mark.parametrize(("option", "code"), [("--cloud", 3), ("--proxy", 2)])  # --cloud overrides the config
+def test_a_port_int_cannot_parse_is_an_error_not_a_crash(tmp_path: Path, option: str, code: int) -> None:
+    for port in ("9" * 5000, "²"):
+        proc = impctl("--state", str(tmp_path / "state.json"), "probe", option, f"x:{port}", "--json")
+        doc = one_json(proc)
+        assert proc.returncode == code and "expected HOST:PORT" in doc["error"]["message"]

@@ -14,6 +14,7 @@ from impctl.model.config import (
     DaemonSettings,
     ProbeSettings,
     parse_config,
+    parse_host_port,
     ranges_markdown,
 )
 from impctl.model.errors import ConfigError
@@ -120,3 +121,18 @@ def test_the_markdown_table_lists_every_setting() -> None:
     for key, rng in SETTING_RANGES.items():
         assert f"| `{key}` |" in table and rng.text() in table
     assert "`cloud.ca_file`" in table and "`cloud.host`" in table
+
+
+@pytest.mark.parametrize(
+    "text", ["x:" + "9" * 5000, "x:²", "x:٣", "x:0", "x:65536", ":443", "x", "a b:443", "\x1b[2J:443", "x:-1"]
+)
+def test_host_port_refuses_what_int_or_a_terminal_would_choke_on(text: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_host_port(text, "--cloud")
+    assert err.value.message.startswith("--cloud: expected HOST:PORT, got ")
+    assert "\x1b" not in err.value.message and len(err.value.message) < 120
+
+
+def test_host_port_accepts_names_and_bracketed_addresses() -> None:
+    assert parse_host_port("cloud.example:443", "x") == ("cloud.example", 443)
+    assert parse_host_port("[2001:db8::1]:8443", "x") == ("2001:db8::1", 8443)
