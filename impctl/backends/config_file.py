@@ -12,9 +12,9 @@ from impctl.model.errors import ConfigError, PermissionDenied
 
 CLOUD_ENV = "IMPCTL_CLOUD"
 
-# A full config is ~1 KiB and two levels deep (sections of scalars); 256 KiB and 32 levels
+# A full config is ~1 KiB and two levels deep (sections of scalars); 64 KiB and 32 levels
 # allow any real one with generous comments and bound what a damaged file costs each command.
-CONFIG_LIMITS = Limits(max_bytes=256 * 1024, max_depth=32)
+CONFIG_LIMITS = Limits(max_bytes=64 * 1024, max_depth=32)
 
 
 def load_config(path: Path, *, explicit: bool = False, cloud: str | None = None) -> Config:

@@ -41,19 +41,14 @@ class Limits:
 MAX_NUMBER_CHARS = 40
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# A JSON string (escapes included) or a bracket; brackets inside strings are skipped.
-_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
-# TOML, outside strings and comments: dotted keys (tomllib takes seconds on 20,000 components:
-# quadratic), brackets, and digit runs too long for int().
-_TOML_SEGMENT = r'(?:[A-Za-z0-9_\-]+|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\')'
-_TOML_SEGMENT_RE = re.compile(_TOML_SEGMENT)
-_TOML_TOKEN = re.compile(
-    r"(?P<dotted>" + _TOML_SEGMENT + r"(?:[ \t]*\.[ \t]*" + _TOML_SEGMENT + r")+)"
-    r'|(?P<skip>"""(?:[^\\]|\\.)*?"""|\'\'\'.*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*)'
-    r"|(?P<bracket>[\[\]{}])"
-    r"|(?P<digits>(?<![A-Za-z0-9_\-])[0-9][0-9_]{" + str(MAX_NUMBER_CHARS) + r",})",
-    re.DOTALL,
-)
+# A JSON string (escapes included), a lone quote (a string never closed), or a bracket.
+# Possessive (*+): no backtracking, so the scan is linear whatever the text.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*+"|"|[\[\]{}]', re.DOTALL)
+# TOML string bodies and bare words, matched at a known position, possessive for the same reason.
+_TOML_BASIC = re.compile(r'(?:[^"\\\n]|\\.)*+"')
+_TOML_ML_BASIC = re.compile(r'(?:[^"\\]|\\.|"(?!""))*+"""', re.DOTALL)
+_TOML_BARE = re.compile(r"[A-Za-z0-9_\-]++")
+_TOML_DIGITS = re.compile(r"[0-9_]++")
 
 
 def show(text: str, limit: int = 40) -> str:
@@ -83,6 +78,8 @@ def check_json_depth(text: str, limits: Limits) -> None:
     depth = 0
     for m in _JSON_TOKEN.finditer(text):
         tok = m.group()
+        if tok == '"':
+            break  # a string that never closes: json.loads fails there, before any deeper structure
         if tok in "[{":
             depth += 1
             if depth > limits.max_depth:
@@ -172,22 +169,74 @@ def load_json(data: bytes | str, limits: Limits) -> Any:
     return doc
 
 
+def _toml_string_end(text: str, i: int) -> int:
+    """Where the TOML string starting at `i` ends, or len(text) if it never does (tomllib fails there)."""
+    n = len(text)
+    quote = text[i]
+    if text.startswith(quote * 3, i):
+        if quote == "'":
+            end = text.find("\'\'\'", i + 3)
+            end = n if end < 0 else end + 3
+        else:
+            m = _TOML_ML_BASIC.match(text, i + 3)
+            end = m.end() if m else n
+        # Up to two quotes right before the closing three belong to the content.
+        for _ in range(2):
+            if end < n and text[end] == quote:
+                end += 1
+        return end
+    if quote == "'":
+        close = text.find("\'", i + 1)
+        newline = text.find("\n", i + 1)
+        return n if close < 0 or 0 <= newline < close else close + 1
+    m = _TOML_BASIC.match(text, i + 1)
+    return m.end() if m else n
+
+
 def check_toml_text(text: str, limits: Limits) -> None:
-    """Raise before tomllib sees text it would recurse on, spend seconds on, or fail on with ValueError."""
+    """Raise before tomllib sees text it would recurse on, spend seconds on, or fail on with ValueError.
+
+    A linear scan outside strings and comments: bracket nesting, dotted keys (tomllib
+    takes ~10 s on 20,000 components, quadratic) and digit runs too long for int().
+    """
     depth = 0
-    for m in _TOML_TOKEN.finditer(text):
-        if m.lastgroup == "dotted":
-            if len(_TOML_SEGMENT_RE.findall(m.group())) > limits.max_depth:
+    chain = 0  # segments in the current dotted key (a.b."c" is 3)
+    dot = False  # a dot since the last segment
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        segment_end = -1
+        if c == "#":
+            newline = text.find("\n", i)
+            i = n if newline < 0 else newline
+            continue
+        if c in "\"'":
+            segment_end = _toml_string_end(text, i)
+        elif c.isascii() and (c.isalnum() or c in "_-"):
+            m = _TOML_BARE.match(text, i)
+            assert m is not None
+            digits = _TOML_DIGITS.match(text, i)
+            if digits is not None and digits.end() - i > MAX_NUMBER_CHARS:
+                raise DocumentError(f"has a number with more than {MAX_NUMBER_CHARS} digits ({text[i:i + 12]}...)")
+            segment_end = m.end()
+        if segment_end >= 0:
+            chain = chain + 1 if dot else 1
+            dot = False
+            if chain > limits.max_depth:
                 raise _too_deep(limits)
-        elif m.lastgroup == "digits":
-            raise DocumentError(f"has a number with more than {MAX_NUMBER_CHARS} digits ({m.group()[:12]}...)")
-        elif m.lastgroup == "bracket":
-            if m.group() in "[{":
+            i = segment_end
+            continue
+        if c == ".":
+            dot = True
+        elif c not in " \t":
+            chain, dot = 0, False
+            if c in "[{":
                 depth += 1
                 if depth > limits.max_depth:
                     raise _too_deep(limits)
-            else:
+            elif c in "]}":
                 depth = max(0, depth - 1)
+        i += 1
 
 
 def load_toml(data: bytes | str, limits: Limits) -> dict[str, Any]:

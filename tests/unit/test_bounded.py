@@ -116,3 +116,35 @@ def test_nic_text_limits_and_errors_are_validation_errors() -> None:
         parse_nic_text(b'{"interface": "wl0", "wificonfig": {"ssid": "\\ud800", "key": null}}')
     assert err.value.path == "wificonfig.ssid"
     assert parse_nic_text(b'{"interface": "eth0"}').interface == "eth0"
+
+
+@pytest.mark.parametrize(
+    ("kind", "text"),
+    [
+        ("json", '\\"' * 30_000),  # every quote an opener whose string never closes
+        ("json", '"' + "a" * 60_000),
+        ("toml", "a" * 60_000),  # one bare word: a backtracking scan is quadratic here
+        ("toml", '"""\\"' * 12_000),
+        ("toml", "'''" + "x" * 60_000),
+        ("toml", '"\\"' * 20_000),
+    ],
+)
+def test_the_scans_are_linear_on_pathological_text(kind: str, text: str) -> None:
+    # Quadratic scans took minutes on these; linear ones take milliseconds. 2 s tolerates a loaded CI.
+    import time
+
+    limits = Limits(max_bytes=1024 * 1024, max_depth=32)
+    started = time.monotonic()
+    with pytest.raises(DocumentError):
+        (load_json if kind == "json" else load_toml)(text, limits)
+    assert time.monotonic() - started < 2.0
+
+
+def test_toml_scan_agrees_with_tomllib_on_strings_and_keys() -> None:
+    import tomllib
+
+    limits = Limits(max_bytes=64 * 1024, max_depth=8)
+    for text in ['a = """x""""\nb = [[1]]', "s = '''a'''''\nt = {x = [1, 2]}", 'k."a.b".c = 1\n[t."u"]\nv = 1.5e3',
+                 'x = "a#b" # c [[[[[[[[[[\ny = 1979-05-27T07:32:00Z', 'p = """\nm "" \\""" [[[[[[[[[[\n"""\nq=["["]',
+                 "h = 0x" + "f" * 100]:
+        assert load_toml(text, limits) == tomllib.loads(text)
