@@ -27,11 +27,11 @@ def read_nic_file(source: str) -> Nic:
     """
     name = "NIC on stdin" if source == "-" else f"NIC file {source}"
     try:
+        data: bytes | str
         if source == "-":
-            stream = getattr(sys.stdin, "buffer", None)
-            data: bytes | str = stream.read(MAX_NIC_BYTES + 1) if stream is not None else sys.stdin.read(
-                MAX_NIC_BYTES + 1
-            )
+            # A replaced stdin (a test's StringIO) may have no bytes underneath: read its text.
+            stream = getattr(sys.stdin, "buffer", sys.stdin)
+            data = stream.read(MAX_NIC_BYTES + 1)
         else:
             with Path(source).open("rb") as f:
                 data = f.read(MAX_NIC_BYTES + 1)
