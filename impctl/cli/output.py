@@ -89,7 +89,7 @@ def for_humans(value: Any, _memo: dict[int, Any] | None = None) -> Any:
         return memo[id(value)]
     out: Any
     if isinstance(value, dict):
-        out = type(value)() if type(value) is dict else {}
+        out = {}
         memo[id(value)] = out
         for k, v in value.items():
             out[for_humans(k, memo)] = for_humans(v, memo)
