@@ -107,8 +107,6 @@ def test_escape_sequences_in_a_proxy_username_are_shown_escaped(tmp_path: Path) 
     ("toml", "words"),
     [
         ("[probe]\nconnect_timeout_s = nan\n", "probe.connect_timeout_s: nan is out of range: must be 0.1-3600 s"),
-        ("[probe]\ntotal_timeout_s = inf\n", "probe.total_timeout_s: inf is out of range"),
-        ("[probe]\ndns_timeout_s = 1e-300\n", "probe.dns_timeout_s: 1e-300 is out of range"),
         ("[daemon]\nprobe_failures = 99999999999999999999\n", "daemon.probe_failures: 99999999999999999999 is out"),
         ("[daemon]\nprimary_route_metric = 4294967296\n", "daemon.primary_route_metric: 4294967296 is out of range"),
         ('[cloud]\nca_file = "\\u0000"\n', "cloud.ca_file: '\\x00' holds a NUL or control character"),
@@ -280,7 +278,7 @@ def test_fuzz_config_reader(tmp_path_factory: pytest.TempPathFactory, data: byte
     check_config(in_subprocess, tmp_path_factory.mktemp("config"), data)
 
 
-INPROCESS_FUZZ = settings(CLI_FUZZ, max_examples=80)
+INPROCESS_FUZZ = settings(CLI_FUZZ, max_examples=40)
 
 
 @INPROCESS_FUZZ

@@ -25,7 +25,7 @@ from impctl.usecases import connect as uc
 from impctl.usecases.interfaces import get_sequence
 
 FUZZ = settings(
-    max_examples=250, deadline=None, derandomize=True, database=None,
+    max_examples=150, deadline=None, derandomize=True, database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 
