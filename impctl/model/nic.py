@@ -142,12 +142,13 @@ def _str(value: Any, path: str, *, max_len: int | None = None, min_len: int = 1)
     return value
 
 
-def _text(value: str, path: str) -> None:
+def _text(value: str, path: str, *, secret: bool = False) -> None:
     """Strings that can never be valid anywhere in a NIC: NUL, lone surrogates (not Unicode text)."""
     if "\x00" in value:
         raise ValidationError(path, "must not contain NUL characters")
     if _SURROGATE.search(value):
-        raise ValidationError(path, f"must be Unicode text (got a lone UTF-16 surrogate in {show(value)})")
+        where = "" if secret else f" in {show(value)}"  # a secret is never echoed, not even a bad one
+        raise ValidationError(path, f"must be Unicode text (got a lone UTF-16 surrogate{where})")
 
 
 def _ipv4(value: Any, path: str) -> ipaddress.IPv4Address:
@@ -173,7 +174,7 @@ def _secret(value: Any, path: str) -> Secret:
         return Secret(encrypted=token)
     if not isinstance(value, str):
         raise ValidationError(path, "must be a string, or {\"encrypted\": ...}")
-    _text(value, path)
+    _text(value, path, secret=True)
     return Secret(plain=value)
 
 

@@ -180,3 +180,17 @@ def test_an_unknown_key_with_controls_is_named_in_one_printable_line() -> None:
     with pytest.raises(ValidationError) as err:
         parse_nic({"interface": "wl0", "wificonfig": {"ssid": "x", "key": None, "\ud800": 1}})
     assert err.value.path == "wificonfig['\\ud800']"
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"interface": "wl0", "wificonfig": {"ssid": "x", "key": "hunter22\udcff"}},
+        {"interface": "eth0", "proxyconfig": {**PROXY, "password": "hunter22\ud800"}},
+        {"interface": "cell0", "cellconfig": {"username": "u", "password": "hunter22\x00"}},
+    ],
+)
+def test_a_bad_secret_is_never_echoed(doc: Any) -> None:
+    with pytest.raises(ValidationError) as err:
+        parse_nic(doc)
+    assert "hunter22" not in err.value.message
