@@ -19,10 +19,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from impctl.model.bounded import DocumentError, Limits, load_json
 from impctl.model.errors import PermissionDenied, StateError
 from impctl.model.state import State, state_from_dict
 
 T = TypeVar("T")
+
+# impctl writes a few KiB here (the sequence, stored settings, the pinned NIC, the last
+# result per interface, the daemon's last switches), nested ~5 deep. 4 MiB and 64 levels are
+# far above that yet bound the memory and time a damaged or hostile file can cost each command.
+STATE_LIMITS = Limits(max_bytes=4 * 1024 * 1024, max_depth=64)
 
 
 def _os_error(path: Path, exc: OSError, doing: str) -> Exception:
@@ -41,24 +47,25 @@ def _os_error(path: Path, exc: OSError, doing: str) -> Exception:
 def load_state(path: Path) -> State:
     """The state in `path`; a missing file is the empty state."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            # One byte past the limit tells "too large" without reading all of a huge file.
+            data = f.read(STATE_LIMITS.max_bytes + 1)
     except FileNotFoundError:
         return State()
     except IsADirectoryError:
         raise StateError(f"state file {path} is a directory") from None
     except OSError as exc:
         raise _os_error(path, exc, "read state file") from None
-    except UnicodeDecodeError:
-        raise StateError(
-            f"state file {path} is corrupt (not UTF-8); it was left untouched",
-            hint="move it aside to start afresh",
-        ) from None
+    except ValueError as exc:  # a NUL in the path
+        raise StateError(f"cannot read state file {path}: {exc}") from None
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+        doc = load_json(data, STATE_LIMITS)
+    except DocumentError as exc:
+        where = f" at {exc.path}" if exc.path else ""
+        # The advice goes in the message, not a hint: one line on stderr says it all.
         raise StateError(
-            f"state file {path} is corrupt ({exc.msg} at line {exc.lineno}); it was left untouched",
-            hint="move it aside to start afresh",
+            f"state file {path} is corrupt (it {exc.reason}{where}); it was left untouched:"
+            " move it aside to start afresh",
         ) from None
     try:
         return state_from_dict(doc)

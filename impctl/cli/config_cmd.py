@@ -149,5 +149,5 @@ def current_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:
 
     run(
         "config current", json_out, action, _render_current,
-        lambda c: {"nic": c.nic}, lambda c: c.exit_code,
+        lambda c: {"nic": c.nic}, lambda c: c.exit_code, escape=False,  # its human output is JSON
     )

@@ -95,6 +95,23 @@ async def _main(daemon: Daemon) -> int:
     return await daemon.run()
 
 
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    # The view comes from the state file: a damaged one must render, not raise.
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _clock(at: Any) -> str:
+    if isinstance(at, bool) or not isinstance(at, int | float) or not 0 < at < 2**40:
+        return ""
+    return time.strftime("%H:%M:%S", time.localtime(at))
+
+
+def _took(took: Any) -> str:
+    if isinstance(took, bool) or not isinstance(took, int | float) or not 0 <= took < 1e9:
+        return "unverified"
+    return f"{took * 1000:.0f} ms"
+
+
 def render_view(view: dict[str, Any] | None) -> None:
     """The daemon's view (state.daemon) for people: uplinks with their health, last switches."""
     if not view:
@@ -105,18 +122,17 @@ def render_view(view: dict[str, Any] | None) -> None:
                   f"[bold]{view.get('phase')}[/] via [bold]{view.get('active') or 'nothing'}[/]"
                   + (f" — {view['lost_reason']}" if view.get("lost_reason") else ""), highlight=False)
     table = Table("uplink", "ifname", "class", "health", "failures", "last result")
-    for u in view.get("uplinks", []):
+    for u in _dicts(view.get("uplinks")):
         mark = "▶ " if u.get("active") else "  "
         table.add_row(mark + str(u.get("identifier")), str(u.get("ifname")), str(u.get("class")),
                       str(u.get("health")), str(u.get("failures")), str(u.get("last_reason") or ""))
     console.print(table)
-    switches = view.get("switches", [])[-5:]
+    switches = _dicts(view.get("switches"))[-5:]
     if switches:
         moves = Table("at", "from", "to", "reason", "took")
         for sw in switches:
-            at = time.strftime("%H:%M:%S", time.localtime(sw["at"])) if sw.get("at") else ""
-            took = f"{sw['took_s'] * 1000:.0f} ms" if sw.get("took_s") is not None else "unverified"
-            moves.add_row(at, str(sw.get("from") or "—"), str(sw.get("to")), str(sw.get("reason")), took)
+            moves.add_row(_clock(sw.get("at")), str(sw.get("from") or "—"), str(sw.get("to")),
+                          str(sw.get("reason")), _took(sw.get("took_s")))
         console.print(moves)
 
 

@@ -18,7 +18,7 @@ from impctl.cli import lab as lab_cli
 from impctl.cli import nic as nic_cli
 from impctl.cli import probe as probe_cli
 from impctl.cli.context import CONFIG_ENV, STATE_ENV, resolve_globals
-from impctl.cli.output import envelope, err_console, print_json
+from impctl.cli.output import envelope, err_console, print_json, shown
 from impctl.model.codes import ExitCode
 
 app = typer.Typer(
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
                 envelope(_command_name(args), rc, error={"kind": "usage", "message": exc.format_message()})
             )
         else:
-            err_console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {shown(exc.format_message())}", highlight=False)
             err_console.print("[dim]try 'impctl --help'[/]", highlight=False)
     except KeyboardInterrupt:
         rc = 130
@@ -109,5 +109,5 @@ def main(argv: list[str] | None = None) -> None:
         if json_out:
             print_json(envelope(_command_name(args), rc, error={"kind": "internal", "message": msg}))
         else:
-            err_console.print(f"[bold red]error:[/] {msg}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {shown(msg)}", highlight=False)
     sys.exit(rc if isinstance(rc, int) else 0)

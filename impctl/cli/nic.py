@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,36 +11,39 @@ from rich.table import Table
 
 from impctl.cli.output import JsonOption, console, run
 from impctl.model.errors import ValidationError
-from impctl.model.nic import Nic, nic_summary, parse_nic
+from impctl.model.nic import NIC_LIMITS, Nic, nic_summary, parse_nic_text
 
 app = typer.Typer(help="NIC tables (server.connectwith's settings).", no_args_is_help=True)
 
-MAX_NIC_BYTES = 64 * 1024
+MAX_NIC_BYTES = NIC_LIMITS.max_bytes
 
 
 def read_nic_file(source: str) -> Nic:
-    """Read and parse a NIC from a file path or `-` (stdin). Used by connectwith too."""
+    """Read and parse a NIC from a file path or `-` (stdin). Used by connectwith too.
+
+    Bytes, not text: the UTF-8 check is the decoder's, whatever the locale
+    (a text stdin under the C locale would turn bad bytes into surrogates).
+    At most one byte past the limit is read, so /dev/zero cannot exhaust memory.
+    """
+    name = "NIC on stdin" if source == "-" else f"NIC file {source}"
     try:
+        data: bytes | str
         if source == "-":
-            text = sys.stdin.read(MAX_NIC_BYTES + 1)
+            # A replaced stdin (a test's StringIO) may have no bytes underneath: read its text.
+            stream = getattr(sys.stdin, "buffer", sys.stdin)
+            data = stream.read(MAX_NIC_BYTES + 1)
         else:
-            with Path(source).open(encoding="utf-8") as f:
-                text = f.read(MAX_NIC_BYTES + 1)
+            with Path(source).open("rb") as f:
+                data = f.read(MAX_NIC_BYTES + 1)
     except FileNotFoundError:
         raise ValidationError("", f"NIC file {source} does not exist") from None
     except IsADirectoryError:
         raise ValidationError("", f"NIC file {source} is a directory") from None
     except PermissionError:
         raise ValidationError("", f"NIC file {source} cannot be read: permission denied") from None
-    except UnicodeDecodeError:
-        raise ValidationError("", f"NIC file {source} is not UTF-8 text") from None
-    if len(text) > MAX_NIC_BYTES:
-        raise ValidationError("", f"NIC file {source} is larger than {MAX_NIC_BYTES} bytes")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValidationError("", f"NIC is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    return parse_nic(doc)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise ValidationError("", f"NIC file {source} cannot be read: {exc}") from None
+    return parse_nic_text(data, name)
 
 
 def _render(summary: dict[str, Any]) -> None:

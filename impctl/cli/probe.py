@@ -206,7 +206,7 @@ def probe(
     all_: Annotated[bool, typer.Option("--all", help="Probe every interface (the default).")] = False,
     timeout: Annotated[
         float | None,
-        typer.Option("--timeout", min=0.5,
+        typer.Option("--timeout", min=0.5, max=3600.0,
                      help="Seconds for the whole probe (default: the config's probe.total_timeout_s, 10)"),
     ] = None,
     json_out: JsonOption = False,
@@ -216,7 +216,8 @@ def probe(
                      "/var/lib/node_exporter/textfile/impctl.prom"),
     ] = None,
     watch: Annotated[
-        float | None, typer.Option("--watch", min=1.0, help="Probe again every S seconds until interrupted.")
+        float | None,
+        typer.Option("--watch", min=1.0, max=86400.0, help="Probe again every S seconds until interrupted."),
     ] = None,
     count: Annotated[
         int | None, typer.Option("--count", min=1, help="With --watch: stop after N probes.")

@@ -25,10 +25,12 @@ validates and gives typed settings with defaults.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from impctl.model.errors import ConfigError
+from impctl.model.identifiers import is_ifname, parse_specific
 
 CLASSES = ("ethernet", "wifi", "cell")
 
@@ -91,9 +93,105 @@ class Config:
 
 def parse_host_port(text: str, where: str) -> tuple[str, int]:
     host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(f"{where}: expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port_text)
+    # ASCII digits, at most 5: str.isdigit() takes "²" and 5000-digit runs, which int() refuses.
+    ok_port = re.fullmatch(r"[0-9]{1,5}", port_text) is not None and 0 < int(port_text) < 65536
+    host = host.strip("[]")
+    if not sep or not host or not ok_port or len(host) > MAX_HOST_CHARS or not host.isprintable() or " " in host:
+        raise ConfigError(f"{where}: expected HOST:PORT, got {_show_value(text)}")
+    return host, int(port_text)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting accepts, inclusive, and why those."""
+
+    low: float
+    high: float
+    why: str
+    unit: str = "s"
+
+    def text(self) -> str:
+        def num(v: float) -> str:
+            return f"{v:g}" if isinstance(v, float) else str(v)
+
+        return f"{num(self.low)}-{num(self.high)}" + (f" {self.unit}" if self.unit else "")
+
+
+_TIMEOUT = Range(0.1, 3600.0, "one probe stage: under 0.1 s nothing answers, over 1 h is a hang")
+_INTERVAL = Range(0.5, 86400.0, "probes more often than every 0.5 s cost CPU and data; a day is the longest useful")
+
+# Every numeric setting's range, enforced by parse_config (and shown in the README): NaN, inf
+# and absurd values otherwise pass `> 0` and break the daemon quietly.
+SETTING_RANGES: dict[str, Range] = {
+    "cloud.port": Range(1, 65535, "a TCP port", unit=""),
+    "probe.link_timeout_s": _TIMEOUT,
+    "probe.dns_timeout_s": _TIMEOUT,
+    "probe.proxy_timeout_s": _TIMEOUT,
+    "probe.connect_timeout_s": _TIMEOUT,
+    "probe.tls_timeout_s": _TIMEOUT,
+    "probe.total_timeout_s": Range(0.1, 3600.0, "a whole probe: the stages' sum is usually 10 s"),
+    "daemon.probe_interval_s": _INTERVAL,
+    "daemon.probe_failures": Range(
+        1, 10, "failures in a row before failover; after a failure probes come interval/probe_failures apart,"
+        " so more would both delay failover and flood the uplink", unit="",
+    ),
+    "daemon.standby_probe_interval_s": _INTERVAL,
+    "daemon.cell_standby_probe_interval_s": _INTERVAL,
+    "daemon.cell_probe_interval_s": _INTERVAL,
+    "daemon.failback_hold_s": Range(0.1, 86400.0, "how long the preferred uplink must stay healthy"),
+    "daemon.min_switch_interval_s": Range(0.1, 3600.0, "damps flapping; over 1 h would strand a dead uplink"),
+    "daemon.primary_route_metric": Range(
+        1, 99, "must stay below NetworkManager's default metrics (ethernet 100, wifi 600, wwan 700) so"
+        " the primary holds the default route; the daemon uses metric-1 while switching", unit="",
+    ),
+}
+
+# Strings: host names (RFC 1035 length) and paths (PATH_MAX), printable, no NUL.
+MAX_HOST_CHARS = 253
+MAX_PATH_BYTES = 4096
+_HOST_KEYS = ("cloud.host", "cloud.server_name")
+_PATH_KEYS = ("cloud.ca_file", "daemon.hooks_dir")
+
+
+def ranges_markdown() -> str:
+    """The settings' ranges as a markdown table, for the README and `--help` texts."""
+    rows = ["| setting | default | range | why |", "| --- | --- | --- | --- |"]
+    defaults = {"cloud": CloudEndpoint(), "probe": ProbeSettings(), "daemon": DaemonSettings()}
+    for key, rng in SETTING_RANGES.items():
+        section, name = key.split(".")
+        rows.append(f"| `{key}` | {getattr(defaults[section], name)} | {rng.text()} | {rng.why} |")
+    for key in _HOST_KEYS:
+        rows.append(f"| `{key}` | | 1-{MAX_HOST_CHARS} characters | a DNS name or address; no spaces or controls |")
+    for key in _PATH_KEYS:
+        rows.append(f"| `{key}` | | a path, 1-{MAX_PATH_BYTES} bytes | no NUL or control characters |")
+    return "\n".join(rows)
+
+
+def _show_value(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**40:
+        return f"an integer of {len(hex(value)) - 2} hex digits"  # str() would refuse past 4300 digits
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_range(key: str, value: float) -> None:
+    rng = SETTING_RANGES.get(key)
+    if rng is None:
+        return
+    # `not low <= v <= high` is true for NaN too: NaN compares false with everything.
+    if not rng.low <= value <= rng.high:
+        raise ConfigError(f"{key}: {_show_value(value)} is out of range: must be {rng.text()}")
+
+
+def _check_string(key: str, value: str) -> None:
+    if not value:
+        raise ConfigError(f"{key}: must not be empty")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) < 0xE000 for c in value):
+        raise ConfigError(f"{key}: {_show_value(value)} holds a NUL or control character")
+    if key in _HOST_KEYS and (len(value) > MAX_HOST_CHARS or any(c.isspace() for c in value)):
+        raise ConfigError(f"{key}: {_show_value(value)} is not a host name (1-{MAX_HOST_CHARS} characters, no spaces)")
+    if key in _PATH_KEYS and len(value.encode("utf-8")) > MAX_PATH_BYTES:
+        raise ConfigError(f"{key}: a path must be at most {MAX_PATH_BYTES} bytes")
 
 
 def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
@@ -107,48 +205,56 @@ def _typed(cls: type[Any], raw: dict[str, Any], name: str) -> Any:
     known = {f.name: f for f in fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
+        full = f"{name}.{key}"
         if key not in known:
-            raise ConfigError(f"{name}.{key}: unknown setting")
+            raise ConfigError(f"{name}.{_key(key)}: unknown setting")
         default = getattr(cls(), key)
         if isinstance(default, bool) or key == "tls" or key == "failback":
             if not isinstance(value, bool):
-                raise ConfigError(f"{name}.{key}: must be true or false")
+                raise ConfigError(f"{full}: must be true or false")
         elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ConfigError(f"{name}.{key}: must be a positive number")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{full}: must be a number of seconds ({SETTING_RANGES[full].text()})")
+            _check_range(full, value)
             value = float(value)
         elif isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name}.{key}: must be a positive integer")
-        elif value is not None and not isinstance(value, str):
-            raise ConfigError(f"{name}.{key}: must be a string")
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{full}: must be an integer ({SETTING_RANGES[full].text()})")
+            _check_range(full, value)
+        elif value is not None:
+            if not isinstance(value, str):
+                raise ConfigError(f"{full}: must be a string")
+            _check_string(full, value)
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def _key(key: object) -> str:
+    """A key from the file, printable in one line."""
+    text = str(key)
+    return text if text.isidentifier() and text.isascii() else _show_value(text)
 
 
 def parse_config(raw: dict[str, Any]) -> Config:
     for key in raw:
         if key not in ("cloud", "classes", "identifiers", "probe", "daemon"):
-            raise ConfigError(f"[{key}]: unknown section")
+            raise ConfigError(f"[{_key(key)}]: unknown section")
     cloud = _typed(CloudEndpoint, _section(raw, "cloud"), "cloud")
     if not cloud.host:
         raise ConfigError("cloud.host: must not be empty")
-    if not 0 < cloud.port < 65536:
-        raise ConfigError("cloud.port: must be 1-65535")
     classes = {}
     for ifname, cls in _section(raw, "classes").items():
-        if cls not in CLASSES:
+        if not is_ifname(ifname):
+            raise ConfigError(f"classes.{_key(ifname)}: not an interface name")
+        if not isinstance(cls, str) or cls not in CLASSES:
             raise ConfigError(f"classes.{ifname}: must be one of {', '.join(CLASSES)}")
         classes[ifname] = cls
-    # Imported here to keep the identifier grammar in one place.
-    from impctl.model.identifiers import parse_specific
-
     identifiers = {}
     for ident, ifname in _section(raw, "identifiers").items():
         if parse_specific(ident) is None:
-            raise ConfigError(f"identifiers.{ident}: not a specific identifier (eth0, wl0, cell0, ...)")
-        if not isinstance(ifname, str) or not ifname:
-            raise ConfigError(f"identifiers.{ident}: must be an interface name")
+            raise ConfigError(f"identifiers.{_key(ident)}: not a specific identifier (eth0, wl0, cell0, ...)")
+        if not isinstance(ifname, str) or not is_ifname(ifname):
+            raise ConfigError(f"identifiers.{ident}: must be an interface name (got {_show_value(ifname)})")
         identifiers[ident] = ifname
     return Config(
         cloud=cloud,

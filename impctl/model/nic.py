@@ -18,14 +18,21 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from impctl.model.bounded import DocumentError, Limits, load_json, show
 from impctl.model.errors import ValidationError
 from impctl.model.identifiers import check_identifier, class_of
+
+# A NIC is a few hundred bytes, nested 3 deep ({"wificonfig": {"key": {"encrypted": ...}}});
+# 64 KiB and 32 levels leave room for any real one and bound the work a hostile one causes.
+NIC_LIMITS = Limits(max_bytes=64 * 1024, max_depth=32)
 
 _HEX64 = re.compile(r"^[0-9A-Fa-f]{64}$")
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
 _ENC_TOKEN = re.compile(r"^[A-Za-z0-9_\-=.:]{1,4096}$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
 
 NIC_KEYS = ("interface", "wificonfig", "staticconfig", "proxyconfig", "cellconfig")
 
@@ -115,7 +122,11 @@ def _obj(value: Any, path: str, keys: tuple[str, ...]) -> dict[str, Any]:
         raise ValidationError(path, "must be an object")
     for key in value:
         if key not in keys:
-            where = f"{path}.{key}" if path else str(key)
+            # A key is user data: quoted unless plain, so the path stays one printable line.
+            if isinstance(key, str) and _PLAIN_KEY.fullmatch(key):
+                where = f"{path}.{key}" if path else key
+            else:
+                where = f"{path}[{show(str(key))}]"
             raise ValidationError(where, f"unknown key (expected one of {', '.join(keys)})")
     return value
 
@@ -127,9 +138,17 @@ def _str(value: Any, path: str, *, max_len: int | None = None, min_len: int = 1)
         raise ValidationError(path, "must not be empty")
     if max_len is not None and len(value) > max_len:
         raise ValidationError(path, f"must be at most {max_len} characters (got {len(value)})")
+    _text(value, path)
+    return value
+
+
+def _text(value: str, path: str, *, secret: bool = False) -> None:
+    """Strings that can never be valid anywhere in a NIC: NUL, lone surrogates (not Unicode text)."""
     if "\x00" in value:
         raise ValidationError(path, "must not contain NUL characters")
-    return value
+    if _SURROGATE.search(value):
+        where = "" if secret else f" in {show(value)}"  # a secret is never echoed, not even a bad one
+        raise ValidationError(path, f"must be Unicode text (got a lone UTF-16 surrogate{where})")
 
 
 def _ipv4(value: Any, path: str) -> ipaddress.IPv4Address:
@@ -155,8 +174,7 @@ def _secret(value: Any, path: str) -> Secret:
         return Secret(encrypted=token)
     if not isinstance(value, str):
         raise ValidationError(path, "must be a string, or {\"encrypted\": ...}")
-    if "\x00" in value:
-        raise ValidationError(path, "must not contain NUL characters")
+    _text(value, path, secret=True)
     return Secret(plain=value)
 
 
@@ -165,7 +183,7 @@ def parse_wifi(value: Any, path: str = "wificonfig") -> WifiConfig:
     if "ssid" not in obj:
         raise ValidationError(f"{path}.ssid", "is required")
     ssid = _str(obj["ssid"], f"{path}.ssid")
-    if not 1 <= len(ssid.encode("utf-8", "surrogatepass")) <= 32:
+    if not 1 <= len(ssid.encode("utf-8")) <= 32:
         raise ValidationError(f"{path}.ssid", "must be 1-32 bytes")
     if "key" not in obj:
         raise ValidationError(f"{path}.key", 'is required (null or "" for an open network)')
@@ -256,6 +274,15 @@ def parse_cell(value: Any, path: str = "cellconfig") -> CellConfig:
         if password.plain is not None and len(password.plain) > 64:
             raise ValidationError(f"{path}.password", "must be at most 64 characters")
     return CellConfig(apn=apn, username=username, password=password)
+
+
+def parse_nic_text(data: bytes | str, source: str = "NIC") -> Nic:
+    """Decode and parse a NIC document (a file's bytes) within NIC_LIMITS. Raises only ValidationError."""
+    try:
+        doc = load_json(data, NIC_LIMITS)
+    except DocumentError as exc:
+        raise ValidationError(exc.path, f"{source} {exc.reason}" if not exc.path else exc.reason) from None
+    return parse_nic(doc)
 
 
 def parse_nic(value: Any) -> Nic:

@@ -145,3 +145,36 @@ def test_a_read_only_file_system_does_not_tell_root_to_run_as_root(tmp_path: Pat
     if os.geteuid() == 0:
         denied = _os_error(tmp_path / "state.json", OSError(errno.EACCES, "Permission denied"), "write state file")
         assert denied.hint is not None and "run as root" not in denied.hint  # type: ignore[attr-defined]
+
+
+def _doc(extra: str) -> str:
+    return '{"schema_version": 1, "daemon": ' + extra + "}"
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (_doc('{"a":' * 1000 + "1" + "}" * 1000), "nested deeper than 64 levels"),
+        (_doc("[" * 100_000 + "]" * 100_000), "nested deeper than 64 levels"),
+        (_doc('{"n": ' + "9" * 5000 + "}"), "number with more than 40 characters"),
+        (_doc('{"n": NaN}'), "NaN, which is not JSON"),
+        (_doc('{"ssid": "\\ud800"}'), "lone UTF-16 surrogate ('\\ud800'), which is not text at daemon.ssid"),
+        ('{"schema_version": 1, "schema_version": 2}', "twice"),
+        (_doc('"' + "x" * (4 * 1024 * 1024) + '"'), "larger than 4194304 bytes"),
+    ],
+)
+def test_hostile_files_are_one_line_state_errors_and_left_untouched(tmp_path: Path, content: str, words: str) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(content)
+    before = path.read_bytes()
+    with pytest.raises(StateError) as err:
+        set_sequence(FileStore(path), ["cell"])
+    assert words in err.value.message
+    assert "move it aside" in err.value.message and err.value.hint is None  # one line says it all
+    assert "\n" not in err.value.message
+    assert path.read_bytes() == before
+
+
+def test_an_endless_file_is_not_read_to_the_end() -> None:
+    with pytest.raises(StateError, match="larger than"):
+        load_state(Path("/dev/zero"))

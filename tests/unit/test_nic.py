@@ -151,3 +151,46 @@ def test_parser_raises_only_validation_errors(doc: Any) -> None:
         assert err.message  # every refusal says why
     else:
         assert nic.interface
+
+
+@pytest.mark.parametrize(
+    ("doc", "path"),
+    [
+        ({"interface": "wl0", "wificonfig": {"ssid": "\ud800", "key": None}}, "wificonfig.ssid"),
+        ({"interface": "wl0", "wificonfig": {"ssid": "a\udfffb", "key": None}}, "wificonfig.ssid"),
+        ({"interface": "wl0", "wificonfig": {"ssid": "x" * 33, "key": None}}, "wificonfig.ssid"),
+        ({"interface": "wl0", "wificonfig": {"ssid": "x", "key": "\ud800" * 8}}, "wificonfig.key"),
+        ({"interface": "eth0", "proxyconfig": {**PROXY, "username": "\udc80"}}, "proxyconfig.username"),
+        ({"interface": "eth0", "proxyconfig": {**PROXY, "password": "p\ud800"}}, "proxyconfig.password"),
+        ({"interface": "cell0", "cellconfig": {"username": "\ud800"}}, "cellconfig.username"),
+    ],
+)
+def test_strings_that_can_never_be_valid_are_refused(doc: Any, path: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        parse_nic(doc)
+    assert err.value.path == path
+    assert "\ud800" not in err.value.message and "\udfff" not in err.value.message  # printable
+
+
+def test_an_unknown_key_with_controls_is_named_in_one_printable_line() -> None:
+    with pytest.raises(ValidationError) as err:
+        parse_nic({"interface": "eth0", "a\n\x1b[2Jb": 1})
+    assert err.value.path == "['a\\n\\x1b[2Jb']"
+    assert "\n" not in err.value.message and "\x1b" not in err.value.message
+    with pytest.raises(ValidationError) as err:
+        parse_nic({"interface": "wl0", "wificonfig": {"ssid": "x", "key": None, "\ud800": 1}})
+    assert err.value.path == "wificonfig['\\ud800']"
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"interface": "wl0", "wificonfig": {"ssid": "x", "key": "hunter22\udcff"}},
+        {"interface": "eth0", "proxyconfig": {**PROXY, "password": "hunter22\ud800"}},
+        {"interface": "cell0", "cellconfig": {"username": "u", "password": "hunter22\x00"}},
+    ],
+)
+def test_a_bad_secret_is_never_echoed(doc: Any) -> None:
+    with pytest.raises(ValidationError) as err:
+        parse_nic(doc)
+    assert "hunter22" not in err.value.message
