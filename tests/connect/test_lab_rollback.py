@@ -164,3 +164,34 @@ def test_an_impctl_profile_left_on_disk_goes_back_to_memory(lab: Lab) -> None:
     assert rc == 10 + 4, doc
     assert lab.nm_devices()["wlan0"] == ("connected", "impctl-wlan0")
     assert keyfiles(lab) == original
+
+
+def test_a_connectwith_right_after_a_killed_one_waits_for_its_rollback_and_then_stays(lab: Lab) -> None:
+    # A connectwith killed mid-attempt leaves NM's checkpoint of wlan0 pending.
+    lab.fault("wlan0", "blackhole")
+    argv = lab.exec_argv([sys.executable, "-m", "impctl", "connectwith", "--timeout", f"{ATTEMPT_TIMEOUT_S:g}",
+                          "--nic", "-", "--json"])
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            text=True, env={**os.environ, **lab.env()}, start_new_session=True)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(static_nic(lab, "wlan0", "wl0", 83)))
+        proc.stdin.close()
+        wait_until(lab, "the trial's profile active", ATTEMPT_TIMEOUT_S,
+                   lambda: lab.nm_devices().get("wlan0") == ("connected", "impctl-wlan0"))
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    killed = time.monotonic()
+    lab.restore("wlan0")
+    # At once a new connectwith on the same device: it must not start over the pending
+    # checkpoint (whose expiry would undo it), but wait until NM has rolled that back.
+    rc, doc = impctl(lab, "connectwith", "--timeout", "60", nic={"interface": "wl0"})
+    done = time.monotonic()
+    assert rc == 0, doc
+    assert done - killed >= rollback_timeout_s(ATTEMPT_TIMEOUT_S) - 2.0
+    # And it stays: past the old checkpoint's time, wlan0 is still impctl's and the primary.
+    time.sleep(3.0)
+    assert lab.nm_devices()["wlan0"] == ("connected", "impctl-wlan0")
+    assert min(routes(lab), key=lambda dev: routes(lab)[dev]) == "wlan0"
+    print(f"the second connectwith finished {done - killed:.1f} s after the kill")

@@ -24,6 +24,7 @@ NM_IP4 = f"{NM}.IP4Config"
 NM_SETTINGS = f"{NM}.Settings"
 NM_SETTINGS_PATH = f"{NM_PATH}/Settings"
 NM_SETTINGS_CONN = f"{NM}.Settings.Connection"
+NM_CHECKPOINT = f"{NM}.Checkpoint"
 MM = "org.freedesktop.ModemManager1"
 MM_PATH = "/org/freedesktop/ModemManager1"
 MM_MODEM = f"{MM}.Modem"
@@ -69,6 +70,15 @@ class NMProps(TypedDict, total=False):
     """org.freedesktop.NetworkManager"""
 
     PrimaryConnection: str
+    Checkpoints: list[str]
+
+
+class CheckpointProps(TypedDict, total=False):
+    """org.freedesktop.NetworkManager.Checkpoint"""
+
+    Devices: list[str]
+    Created: int  # CLOCK_BOOTTIME, ms
+    RollbackTimeout: int  # s; 0: never by itself
 
 
 class DeviceProps(TypedDict, total=False):

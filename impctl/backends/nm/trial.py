@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ from impctl.backends.nm.activation import (
 from impctl.backends.nm.bus import DBusCallError, SystemBus
 from impctl.backends.nm.defs import (
     NM,
+    NM_CHECKPOINT,
     NM_DEVICE,
     NM_PATH,
     NM_SETTINGS,
@@ -58,6 +60,9 @@ CHECKPOINT_FLAGS = CheckpointFlags.DELETE_NEW_CONNECTIONS
 # After an undo, how long to wait for the device's previous connection to be up again.
 RESTORE_TIMEOUT_S = 15.0
 CHECKPOINT_CALL_TIMEOUT_S = 10.0
+# A killed impctl's checkpoint is waited out, polling this often, with this margin for NM's timer.
+STALE_POLL_S = 0.5
+STALE_MARGIN_S = 5.0
 
 
 def rollback_timeout_s(attempt_timeout_s: float) -> int:
@@ -108,21 +113,52 @@ async def _create_checkpoint(bus: SystemBus, device: DeviceInfo, rollback_s: int
     """A checkpoint of `device`'s current state; None where NM will not make one.
 
     NM refuses with InvalidArguments ("... already in use", "overlaps") when
-    another checkpoint covers the device: another tool's (nmstate, a
-    concurrent impctl) rollback is pending, and ALLOW_OVERLAPPING would make
-    the two rollbacks fight over the device. UnknownMethod comes from a daemon
-    without the API (python-dbusmock's networkmanager template, NM < 1.12);
-    PermissionDenied where polkit grants network-control but not
-    checkpoint-rollback. In all these the snapshot still undoes the attempt.
+    another checkpoint covers the device. Under the gateway lock that is
+    either a killed impctl's (whose rollback is due within one rollback
+    timeout) or another tool's (nmstate's): for the first, wait until NM has
+    rolled it back, since a trial started over it would be undone when it
+    expires; for the second, ALLOW_OVERLAPPING would make the two rollbacks
+    fight over the device, so the snapshot undoes this attempt instead.
+    UnknownMethod comes from a daemon without the API (python-dbusmock's
+    networkmanager template, NM < 1.12); PermissionDenied where polkit grants
+    network-control but not checkpoint-rollback. In all these the snapshot
+    undoes the attempt.
     """
-    try:
-        (path,) = await bus.call(
-            NM, NM_PATH, NM, "CheckpointCreate", "aouu", [[device.nm_path], rollback_s, int(CHECKPOINT_FLAGS)],
-            timeout_s=CHECKPOINT_CALL_TIMEOUT_S, what=f"creating a checkpoint of {device.ifname}",
-        )
-    except (DBusCallError, PermissionDenied):
-        return None
-    return str(path)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + rollback_s
+    while True:
+        try:
+            (path,) = await bus.call(
+                NM, NM_PATH, NM, "CheckpointCreate", "aouu",
+                [[device.nm_path], rollback_s, int(CHECKPOINT_FLAGS)],
+                timeout_s=CHECKPOINT_CALL_TIMEOUT_S, what=f"creating a checkpoint of {device.ifname}",
+            )
+            return str(path)
+        except PermissionDenied:
+            return None
+        except DBusCallError as err:
+            if not err.error_name.endswith(".InvalidArguments"):
+                return None
+        pending = await _pending_rollback_s(bus, device)
+        if pending is None or pending > rollback_s or loop.time() + pending > deadline + STALE_MARGIN_S:
+            return None  # not a killed impctl's: another tool's, due later than any of ours
+        await asyncio.sleep(min(STALE_POLL_S, max(pending, 0.0) + 0.1))
+
+
+async def _pending_rollback_s(bus: SystemBus, device: DeviceInfo) -> float | None:
+    """Seconds until the checkpoint covering `device` rolls back by itself (None: none found)."""
+    manager = await bus.get_all(NM, NM_PATH, NM)
+    now_ms = time.clock_gettime(time.CLOCK_BOOTTIME) * 1000  # NM's Created is CLOCK_BOOTTIME ms
+    due: list[float] = []
+    for path in manager.get("Checkpoints", []):
+        props = await bus.get_all_or_empty(NM, str(path), NM_CHECKPOINT)
+        if device.nm_path not in [str(d) for d in props.get("Devices", [])]:
+            continue
+        timeout_s = int(props.get("RollbackTimeout", 0))
+        if timeout_s == 0:
+            return math.inf  # never rolls back by itself: certainly not a trial of impctl's
+        due.append((int(props.get("Created", 0)) + timeout_s * 1000 - now_ms) / 1000)
+    return min(due) if due else None
 
 
 async def _destroy_checkpoint(bus: SystemBus, checkpoint: str) -> None:
