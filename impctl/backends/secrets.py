@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cryptography.fernet import Fernet, InvalidToken
-
 from impctl.model.errors import PermissionDenied, StateError, ValidationError
 from impctl.model.nic import Secret
 
@@ -31,6 +29,9 @@ def _load_key(key_path: Path, create: bool) -> bytes | None:
             return None
     except PermissionError:
         raise PermissionDenied(f"cannot read the gateway key {key_path}: permission denied") from None
+    # cryptography is imported where it is used: most impctl commands handle no secret.
+    from cryptography.fernet import Fernet
+
     key = Fernet.generate_key()
     try:
         key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -54,6 +55,8 @@ def encrypt_secret(secret: Secret | None, key_path: Path) -> Secret | None:
         return secret
     key = _load_key(key_path, create=True)
     assert key is not None
+    from cryptography.fernet import Fernet
+
     token = Fernet(key).encrypt((secret.plain or "").encode("utf-8")).decode("ascii")
     return Secret(encrypted=token)
 
@@ -67,6 +70,8 @@ def decrypt_secret(secret: Secret | None, key_path: Path, path: str = "secret") 
     key = _load_key(key_path, create=False)
     if key is None:
         raise ValidationError(path, "is encrypted, but this gateway has no key: it was made on another gateway")
+    from cryptography.fernet import Fernet, InvalidToken
+
     try:
         return Fernet(key).decrypt(secret.encrypted.encode("ascii")).decode("utf-8")
     except (InvalidToken, ValueError, UnicodeDecodeError):

@@ -13,7 +13,6 @@ import os
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from impctl.backends.store import FileStore
 from impctl.cli.context import get_globals
@@ -32,6 +31,8 @@ InterfaceOption = Annotated[
 
 
 def _render_view(view: uc.ConfigView) -> None:
+    from rich.table import Table
+
     if view.cleared:
         console.print(f"cleared: {', '.join(view.cleared)}")
     if not view.stored:

@@ -12,27 +12,23 @@ PPP_NO_CONNECTIVITY); 2 bad input, 3 state/config file, 4 not permitted,
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.table import Table
 
-from impctl.backends.config_file import load_config
-from impctl.backends.dbus import NetworkManagerBackend, system_bus
-from impctl.backends.netlink import Netlink
-from impctl.backends.probe_net import BoundSockets
-from impctl.backends.store import FileStore
 from impctl.cli.context import Globals, get_globals
 from impctl.cli.daemon import render_view
 from impctl.cli.nic import read_nic_file
 from impctl.cli.output import JsonOption, console, run
-from impctl.model.attempt import Attempt
-from impctl.model.config import Config
-from impctl.usecases import connect as uc
-from impctl.usecases import status as status_uc
-from impctl.usecases.ports import CloudCheck, Network
+
+if TYPE_CHECKING:
+    from impctl.backends.store import FileStore
+    from impctl.model.attempt import Attempt
+    from impctl.model.config import Config
+    from impctl.usecases import connect as uc
+    from impctl.usecases import status as status_uc
+    from impctl.usecases.ports import CloudCheck, Network
 
 T = TypeVar("T")
 
@@ -46,11 +42,26 @@ TimeoutOption = Annotated[
 
 
 def _config(g: Globals) -> Config:
+    from impctl.backends.config_file import load_config
+
     return load_config(g.config_path, explicit=g.config_explicit)
+
+
+def _store(g: Globals) -> FileStore:
+    from impctl.backends.store import FileStore
+
+    return FileStore(g.state_path)
 
 
 def _with_network(g: Globals, body: Callable[[Network, CloudCheck, Config], Awaitable[T]]) -> T:
     """Run `body` with the real backends, in the one asyncio.run of the command."""
+    import asyncio
+
+    from impctl.backends.dbus import NetworkManagerBackend, system_bus
+    from impctl.backends.netlink import Netlink
+    from impctl.backends.probe_net import BoundSockets
+    from impctl.usecases import connect as uc
+
     config = _config(g)
 
     async def main() -> T:
@@ -94,11 +105,13 @@ def connectwith_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Connect through the interface a NIC names (server.connectwith); pins it (manual mode)."""
+    from impctl.usecases import connect as uc
+
     g = get_globals(ctx)
 
     def action() -> uc.ConnectReport:
         parsed = read_nic_file(nic)
-        store = FileStore(g.state_path)
+        store = _store(g)
         return _with_network(
             g,
             lambda network, check, config: uc.connectwith(
@@ -111,10 +124,12 @@ def connectwith_cmd(
 
 def connect_cmd(ctx: typer.Context, timeout: TimeoutOption = None, json_out: JsonOption = False) -> None:
     """Connect through the current interface (server.connect): the pin, else the failover sequence."""
+    from impctl.usecases import connect as uc
+
     g = get_globals(ctx)
 
     def action() -> uc.ConnectReport:
-        store = FileStore(g.state_path)
+        store = _store(g)
         return _with_network(
             g,
             lambda network, check, config: uc.connect(
@@ -134,10 +149,12 @@ def _render_disconnect(report: uc.DisconnectReport) -> None:
 
 def disconnect_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """Take the current uplink down (server.disconnect)."""
+    from impctl.usecases import connect as uc
+
     g = get_globals(ctx)
 
     def action() -> uc.DisconnectReport:
-        store = FileStore(g.state_path)
+        store = _store(g)
         return _with_network(g, lambda network, _check, _config: uc.disconnect(network=network, store=store))
 
     run("disconnect", json_out, action, _render_disconnect, lambda r: r.to_json())
@@ -165,6 +182,8 @@ def _radio(d: dict[str, Any]) -> str:
 
 
 def _render_status(report: status_uc.StatusReport) -> None:
+    from rich.table import Table
+
     doc = report.to_json()
     rows = doc["interfaces"]
     radios = [_radio(d) for d in rows]
@@ -200,19 +219,12 @@ def _render_status(report: status_uc.StatusReport) -> None:
 
 def status_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """Every interface, the active one and the last error (imp.net.info). Changes nothing."""
+    from impctl.usecases import status as status_uc
+
     g = get_globals(ctx)
 
     def action() -> status_uc.StatusReport:
-        store = FileStore(g.state_path)
+        store = _store(g)
         return _with_network(g, lambda network, _check, _config: status_uc.status(network=network, store=store))
 
     run("status", json_out, action, _render_status, lambda r: r.to_json())
-
-
-def register(app: typer.Typer) -> None:
-    app.command("connectwith")(connectwith_cmd)
-    app.command("connect")(connect_cmd)
-    app.command("disconnect")(disconnect_cmd)
-    app.command("status")(status_cmd)
-    app.command("info", help="Alias of status (imp.net.info).")(status_cmd)
-

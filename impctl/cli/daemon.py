@@ -2,36 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from impctl.backends import netwatch
-from impctl.backends.config_file import load_config
-from impctl.backends.dbus import DaemonNetworkManager, SystemBus
-from impctl.backends.hooks import run_hook_dir
-from impctl.backends.netlink import Netlink
-from impctl.backends.probe_net import BoundSockets
-from impctl.backends.sdnotify import Notifier
-from impctl.backends.secrets import decrypt_secret, key_path_for
-from impctl.backends.statefile import load_state, update_state
 from impctl.cli.context import Globals, get_globals
 from impctl.cli.output import JsonOption, console, fail, run
-from impctl.model.config import Config
 from impctl.model.errors import ImpctlError
-from impctl.model.inventory import DeviceInfo
-from impctl.model.nic import Secret
-from impctl.model.probe import InterfaceProbe
-from impctl.model.state import State
-from impctl.usecases.daemon import Daemon, Deps, Network
-from impctl.usecases.probe import ProbeProxy, probe_interface, proxy_plan
+
+if TYPE_CHECKING:
+    from impctl.model.config import Config
+    from impctl.model.inventory import DeviceInfo
+    from impctl.model.nic import Secret
+    from impctl.model.probe import InterfaceProbe
+    from impctl.model.state import State
+    from impctl.usecases.daemon import Daemon, Deps, Network
+    from impctl.usecases.probe import ProbeProxy
 
 COMMAND = "daemon"
 
@@ -51,6 +42,18 @@ def _log_line() -> Callable[[str], None]:
 
 
 def _deps(g: Globals) -> Deps:
+    from impctl.backends import netwatch
+    from impctl.backends.config_file import load_config
+    from impctl.backends.dbus import DaemonNetworkManager, SystemBus
+    from impctl.backends.hooks import run_hook_dir
+    from impctl.backends.netlink import Netlink
+    from impctl.backends.probe_net import BoundSockets
+    from impctl.backends.sdnotify import Notifier
+    from impctl.backends.secrets import decrypt_secret, key_path_for
+    from impctl.backends.statefile import load_state, update_state
+    from impctl.usecases.daemon import Deps
+    from impctl.usecases.probe import probe_interface, proxy_plan
+
     links = Netlink()
     sockets = BoundSockets()
     key_path = key_path_for(g.state_path)
@@ -88,6 +91,8 @@ def _deps(g: Globals) -> Deps:
 
 
 async def _main(daemon: Daemon) -> int:
+    import asyncio
+
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
     loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
@@ -97,6 +102,8 @@ async def _main(daemon: Daemon) -> int:
 
 def render_view(view: dict[str, Any]) -> None:
     """The daemon's view (state.daemon) for people: uplinks with their health, last switches."""
+    from rich.table import Table
+
     if not view:
         console.print("the daemon has not run on this gateway (no daemon view in the state file)")
         return
@@ -138,6 +145,11 @@ def daemon(
     daemon section of the config file. Under systemd use
     systemd/impctl.service (Type=notify, watchdog).
     """
+    import asyncio
+
+    from impctl.backends.statefile import load_state
+    from impctl.usecases.daemon import Daemon
+
     g = get_globals(ctx)
     if status or json_out:
         # The view the daemon keeps in the state file: uplinks, health, last switches.

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from impctl.cli.output import JsonOption, console, run
 from impctl.model.errors import ValidationError
@@ -45,6 +44,8 @@ def read_nic_file(source: str) -> Nic:
 
 
 def _render(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
     table = Table(title="NIC understood", show_header=False, title_justify="left")
     table.add_column("key", style="bold")
     table.add_column("value")

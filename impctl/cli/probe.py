@@ -7,42 +7,29 @@ and optionally a node_exporter textfile.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.live import Live
-from rich.spinner import Spinner
-from rich.table import Table
-from rich.text import Text
 
-from impctl.backends.config_file import CLOUD_ENV, load_config
-from impctl.backends.dbus import read_inventory
-from impctl.backends.netlink import Netlink
-from impctl.backends.probe_net import BoundSockets
-from impctl.backends.secrets import decrypt_secret, key_path_for
-from impctl.backends.statefile import load_state
-from impctl.backends.textfile import write_textfile
+from impctl.backends.config_file import CLOUD_ENV
 from impctl.cli.context import Globals, get_globals
 from impctl.cli.output import JsonOption, console, envelope, fail, run
-from impctl.model.config import Config, parse_host_port
 from impctl.model.errors import ConfigError, ImpctlError, ValidationError
-from impctl.model.inventory import DeviceInfo
-from impctl.model.nic import Secret
-from impctl.model.probe import (
-    InterfaceProbe,
-    ProbeReport,
-    Stage,
-    StageResult,
-    render_prometheus,
-    report_to_json,
-)
-from impctl.usecases.probe import Decrypt, ProbeProxy, probe_gateway
+
+if TYPE_CHECKING:
+    from rich.table import Table
+    from rich.text import Text
+
+    from impctl.model.config import Config
+    from impctl.model.inventory import DeviceInfo
+    from impctl.model.nic import Secret
+    from impctl.model.probe import InterfaceProbe, ProbeReport, Stage, StageResult
+    from impctl.usecases.probe import Decrypt, ProbeProxy
 
 COMMAND = "probe"
 PROXY_PASSWORD_ENV = "IMPCTL_PROXY_PASSWORD"
@@ -51,6 +38,8 @@ RENDER_MARGIN_S = 0.2
 
 
 def _decrypter(g: Globals) -> Decrypt:
+    from impctl.backends.secrets import decrypt_secret, key_path_for
+
     key_path = key_path_for(g.state_path)
 
     def decrypt(secret: Secret | None, where: str) -> str | None:
@@ -60,6 +49,8 @@ def _decrypter(g: Globals) -> Decrypt:
 
 
 async def _inventory(config: Config, timeout_s: float) -> list[DeviceInfo]:
+    from impctl.backends.dbus import read_inventory
+
     return await read_inventory(config, timeout_s=timeout_s)
 
 
@@ -87,6 +78,10 @@ class LiveView:
         self.results[result.ifname] = result
 
     def table(self) -> Table:
+        from rich.spinner import Spinner
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(title="probing the cloud through each interface", title_justify="left")
         for col in ("interface", "ifname", "class", "stage", "stages done"):
             table.add_column(col)
@@ -112,6 +107,8 @@ class LiveView:
 
 
 def _stage_marks(stages: list[StageResult] | tuple[StageResult, ...]) -> Text:
+    from rich.text import Text
+
     text = Text()
     for s in stages:
         if s.skipped:
@@ -124,6 +121,9 @@ def _stage_marks(stages: list[StageResult] | tuple[StageResult, ...]) -> Text:
 
 
 def _render(report: ProbeReport) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     title = f"cloud {report.cloud}" + (" (TLS)" if report.tls else "")
     if report.proxy:
         title += f" via proxy {report.proxy}"
@@ -159,6 +159,9 @@ def _success_text(r: InterfaceProbe) -> str:
 
 
 def _parse_proxy(proxy: str | None, proxy_user: str | None) -> ProbeProxy | None:
+    from impctl.model.config import parse_host_port
+    from impctl.usecases.probe import ProbeProxy
+
     if proxy is None:
         return None
     try:
@@ -178,6 +181,11 @@ async def _probe_once(
     no_proxy: bool,
     live: bool,
 ) -> ProbeReport:
+    from impctl.backends.netlink import Netlink
+    from impctl.backends.probe_net import BoundSockets
+    from impctl.backends.statefile import load_state
+    from impctl.usecases.probe import probe_gateway
+
     state = load_state(g.state_path)
     view = LiveView()
 
@@ -192,6 +200,8 @@ async def _probe_once(
 
     if not live:
         return await go()
+    from rich.live import Live
+
     with Live(console=console, get_renderable=view.table, refresh_per_second=12, transient=True):
         return await go()
 
@@ -241,6 +251,12 @@ def probe(
     every interface reaches the cloud; 10 + result code when one interface was
     probed; 9 when several were and some failed.
     """
+    import asyncio
+
+    from impctl.backends.config_file import load_config
+    from impctl.backends.textfile import write_textfile
+    from impctl.model.probe import render_prometheus, report_to_json
+
     g = get_globals(ctx)
     targets = list(ifaces or [])
 
