@@ -15,6 +15,13 @@ time and its ratio to a baseline measured in the same run:
 The goals (from the shape-and-hardening issue) are checked and printed; the
 exit status is 0 whatever they say: it is a measurement, not a test.
 
+Bytecode: an installed impctl runs from compiled .pyc files (pip writes them),
+so the commands run without PYTHONDONTWRITEBYTECODE, which would otherwise make
+an editable checkout compile its modules on every run; the warm-up round
+writes them. To compare two versions, install each in a venv of its own
+(`pip install .` of a checkout) and run this script with that venv's python:
+it times the `impctl` beside the python that runs it.
+
 Usage (root for the lab part; builds a private lab and removes it afterwards):
 
     .venv/bin/python bench/startup_bench.py [--runs 15]
@@ -70,10 +77,16 @@ def time_once(cmd: Command) -> float:
     return took
 
 
+def base_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("PYTHONDONTWRITEBYTECODE", "COLUMNS", "IMPCTL_DEBUG"):
+        env.pop(name, None)
+    return env
+
+
 def local_commands(tmp: Path) -> list[Command]:
     impctl = impctl_path()
-    env = {**os.environ, "IMPCTL_STATE": str(tmp / "state.json"), "IMPCTL_CONFIG": str(tmp / "none.toml")}
-    env.pop("COLUMNS", None)
+    env = {**base_env(), "IMPCTL_STATE": str(tmp / "state.json"), "IMPCTL_CONFIG": str(tmp / "none.toml")}
     nic = tmp / "nic.json"
     nic.write_text((EXAMPLES / "wifi.json").read_text())
     return [
@@ -88,7 +101,7 @@ def local_commands(tmp: Path) -> list[Command]:
 
 def lab_commands(lab: Any) -> list[Command]:
     impctl = impctl_path()
-    env = {**os.environ, **lab.env(), "LC_ALL": "C"}
+    env = {**base_env(), **lab.env(), "LC_ALL": "C"}
     return [
         Command("lab wrapper (true)", lab.exec_argv(["true"]), env),
         Command("nmcli device status (lab)", lab.exec_argv(["nmcli", "device", "status"]), env),
