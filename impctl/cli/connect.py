@@ -53,24 +53,32 @@ def _store(g: Globals) -> FileStore:
     return FileStore(g.state_path)
 
 
-def _with_network(g: Globals, body: Callable[[Network, CloudCheck, Config], Awaitable[T]]) -> T:
-    """Run `body` with the real backends, in the one asyncio.run of the command."""
+def _with_nm(g: Globals, body: Callable[[Network, Config], Awaitable[T]]) -> T:
+    """Run `body` with NM/MM over D-Bus, in the one asyncio.run of the command."""
     import asyncio
 
     from impctl.backends.dbus import NetworkManagerBackend, system_bus
-    from impctl.backends.netlink import Netlink
-    from impctl.backends.probe_net import BoundSockets
-    from impctl.usecases import connect as uc
 
     config = _config(g)
 
     async def main() -> T:
         async with system_bus() as bus:
-            network = NetworkManagerBackend(bus, config)
-            check = uc.probe_check(config, links=Netlink(), net=BoundSockets())
-            return await body(network, check, config)
+            return await body(NetworkManagerBackend(bus, config), config)
 
     return asyncio.run(main())
+
+
+def _with_network(g: Globals, body: Callable[[Network, CloudCheck, Config], Awaitable[T]]) -> T:
+    """`_with_nm` and the staged probe as the cloud check, for connect and connectwith
+    (status and disconnect do without netlink and the probe's sockets)."""
+    from impctl.backends.netlink import Netlink
+    from impctl.backends.probe_net import BoundSockets
+    from impctl.usecases import connect as uc
+
+    def with_check(network: Network, config: Config) -> Awaitable[T]:
+        return body(network, uc.probe_check(config, links=Netlink(), net=BoundSockets()), config)
+
+    return _with_nm(g, with_check)
 
 
 def _attempt_line(a: Attempt) -> str:
@@ -155,7 +163,7 @@ def disconnect_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:
 
     def action() -> uc.DisconnectReport:
         store = _store(g)
-        return _with_network(g, lambda network, _check, _config: uc.disconnect(network=network, store=store))
+        return _with_nm(g, lambda network, _config: uc.disconnect(network=network, store=store))
 
     run("disconnect", json_out, action, _render_disconnect, lambda r: r.to_json())
 
@@ -225,6 +233,6 @@ def status_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:
 
     def action() -> status_uc.StatusReport:
         store = _store(g)
-        return _with_network(g, lambda network, _check, _config: status_uc.status(network=network, store=store))
+        return _with_nm(g, lambda network, _config: status_uc.status(network=network, store=store))
 
     run("status", json_out, action, _render_status, lambda r: r.to_json())
