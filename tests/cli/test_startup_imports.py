@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import impctl
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # Each costs tens of milliseconds to import; pydantic comes with Typer from 0.29 on.
 HEAVY = ("asyncio", "dbus_next", "pyroute2", "cryptography", "pydantic")
@@ -25,8 +27,9 @@ import atexit, json, sys
 out, preload, args = sys.argv[1], sys.argv[2], sys.argv[3:]
 atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
 exec(preload)
-from impctl.cli.main import main
-main(args)
+sys.argv = ["impctl", *args]
+from impctl.cli.entry import main
+main()
 """
 
 
@@ -48,6 +51,7 @@ def heavy(modules: set[str]) -> list[str]:
     "args",
     [
         ["--version"],
+        ["--state", "/nonexistent/state.json", "--version"],  # through Typer
         ["nic", "check", str(EXAMPLES / "wifi.json")],
         ["nic", "check", str(EXAMPLES / "cell.json"), "--json"],
         ["interfaces", "get"],
@@ -57,18 +61,18 @@ def heavy(modules: set[str]) -> list[str]:
 )
 def test_light_commands_import_no_heavy_backend(tmp_path: Path, args: list[str]) -> None:
     modules = modules_after(tmp_path, *args)
-    assert "impctl.cli.main" in modules  # the run went through the entry point
+    assert "impctl.cli.entry" in modules  # the run went through the console script's entry
     assert heavy(modules) == []
 
 
 def test_a_command_imports_only_its_own_module(tmp_path: Path) -> None:
     modules = modules_after(tmp_path, "nic", "check", str(EXAMPLES / "wifi.json"))
     cli = sorted(m for m in modules if m.startswith("impctl.cli."))
-    assert cli == ["impctl.cli.context", "impctl.cli.main", "impctl.cli.nic", "impctl.cli.output"]
+    assert cli == ["impctl.cli.context", "impctl.cli.entry", "impctl.cli.main", "impctl.cli.nic", "impctl.cli.output"]
 
 
 def test_version_and_json_output_do_not_load_rich(tmp_path: Path) -> None:
-    assert not any(m.startswith("rich") for m in modules_after(tmp_path, "--version"))
+    assert not any(m.startswith("rich") for m in modules_after(tmp_path, "--state", "/x", "--version"))
     json_modules = modules_after(tmp_path, "nic", "check", str(EXAMPLES / "wifi.json"), "--json")
     assert not any(m.startswith("rich") for m in json_modules)
 
@@ -77,3 +81,15 @@ def test_the_check_sees_a_heavy_import(tmp_path: Path) -> None:
     # The same run with one heavy import slipped in before the entry point must be caught.
     modules = modules_after(tmp_path, "--version", preload="import asyncio")
     assert heavy(modules) == ["asyncio"]
+
+
+def test_version_is_answered_before_typer_loads_and_says_the_same(tmp_path: Path) -> None:
+    assert not any(m.startswith("typer") for m in modules_after(tmp_path, "--version"))
+
+    def version(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "impctl", *args], capture_output=True, text=True,
+                              timeout=60, check=False)
+
+    fast, typer_path = version("--version"), version("--state", "/x", "--version")
+    assert fast.returncode == typer_path.returncode == 0
+    assert fast.stdout == typer_path.stdout == f"impctl {impctl.__version__}\n"
