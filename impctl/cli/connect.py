@@ -19,10 +19,13 @@ import typer
 
 from impctl.cli.context import Globals, get_globals
 from impctl.cli.daemon import render_view
+from impctl.cli.layout import block, print_table, stack
 from impctl.cli.nic import read_nic_file
 from impctl.cli.output import JsonOption, console, run
 
 if TYPE_CHECKING:
+    from rich.console import RenderableType
+
     from impctl.backends.store import FileStore
     from impctl.model.attempt import Attempt
     from impctl.model.config import Config
@@ -189,30 +192,47 @@ def _radio(d: dict[str, Any]) -> str:
     return ""
 
 
+def _lines(value: Any) -> str:
+    return "\n".join(str(v) for v in value) if isinstance(value, list) and value else _cell(value)
+
+
+def _status_stacked(rows: list[dict[str, Any]], radios: list[str]) -> RenderableType:
+    from rich.text import Text
+
+    blocks = []
+    for d, radio in zip(rows, radios, strict=True):
+        head = Text.assemble(("● " if d["active"] else "  ", "green"), (d["identifier"], "bold"), "  ",
+                             d["ifname"], "  ", d["class"], "  ", d["nm_state"].lower())
+        fields = [("address", _cell(d["addresses"])), ("gateway", _cell(d["gateway"])),
+                  ("dns", _cell(d["dns"])), ("metric", _cell(d["route_metric"]))]
+        blocks.append(block(head, fields + ([("radio", radio)] if radio else [])))
+    return stack("interfaces", blocks)
+
+
 def _render_status(report: status_uc.StatusReport) -> None:
     from rich.table import Table
 
     doc = report.to_json()
     rows = doc["interfaces"]
     radios = [_radio(d) for d in rows]
-    # No box and no edge padding: more room for addresses on narrow terminals.
+    # No box and no edge padding: more room on narrow terminals. Addresses one per line and
+    # never wrapped; where that does not fit (a serial console's 80 columns), one block per
+    # interface.
     table = Table(title="interfaces", title_justify="left", box=None, pad_edge=False, padding=(0, 1),
                   header_style="bold")
     columns = ["", "id", "ifname", "class", "state", "address", "gateway", "dns", "metric"]
     if any(radios):
         columns.append("radio")
     for col in columns:
-        # Narrow terminals fold the address lists; short words stay whole.
-        wraps = col in ("address", "gateway", "dns", "radio")
-        table.add_column(col, overflow="fold", no_wrap=not wraps)
+        table.add_column(col, overflow="fold", no_wrap=col != "radio")
     for d, radio in zip(rows, radios, strict=True):
         cells = [
             "[green]●[/]" if d["active"] else "",
-            d["identifier"], d["ifname"], d["class"], d["nm_state"].lower(), _cell(d["addresses"]),
-            _cell(d["gateway"]), _cell(d["dns"]), _cell(d["route_metric"]),
+            d["identifier"], d["ifname"], d["class"], d["nm_state"].lower(), _lines(d["addresses"]),
+            _cell(d["gateway"]), _lines(d["dns"]), _cell(d["route_metric"]),
         ]
         table.add_row(*cells, *([radio] if any(radios) else []))
-    console.print(table)
+    print_table(table, lambda: _status_stacked(rows, radios))
     mode = doc["mode"] + (f" (pinned {doc['pinned']})" if doc["pinned"] else "")
     console.print(f"mode: {mode}; sequence: {', '.join(doc['sequence']) or 'default'}")
     err = doc["last_error"]

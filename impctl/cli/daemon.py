@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from impctl.cli.context import Globals, get_globals
+from impctl.cli.layout import block, print_table, stack
 from impctl.cli.output import JsonOption, console, fail, run
 from impctl.model.errors import ImpctlError
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from impctl.usecases.probe import ProbeProxy
 
 COMMAND = "daemon"
+# Narrower than this, a reason in a table column takes a line per word or two.
+TEXT_MIN = 24
 
 
 def _log_line() -> Callable[[str], None]:
@@ -102,7 +105,7 @@ async def _main(daemon: Daemon) -> int:
 
 def render_view(view: dict[str, Any]) -> None:
     """The daemon's view (state.daemon) for people: uplinks with their health, last switches."""
-    from rich.table import Table
+    from rich.table import Column, Table
 
     if not view:
         console.print("the daemon has not run on this gateway (no daemon view in the state file)")
@@ -111,20 +114,29 @@ def render_view(view: dict[str, Any]) -> None:
     console.print(f"daemon {running}, pid {view.get('pid')}, {view.get('mode')} mode: "
                   f"[bold]{view.get('phase')}[/] via [bold]{view.get('active') or 'nothing'}[/]"
                   + (f" — {view['lost_reason']}" if view.get("lost_reason") else ""), highlight=False)
-    table = Table("uplink", "ifname", "class", "health", "failures", "last result")
-    for u in view.get("uplinks", []):
-        mark = "▶ " if u.get("active") else "  "
-        table.add_row(mark + str(u.get("identifier")), str(u.get("ifname")), str(u.get("class")),
-                      str(u.get("health")), str(u.get("failures")), str(u.get("last_reason") or ""))
-    console.print(table)
-    switches = view.get("switches", [])[-5:]
+    # Every column whole but the free text; where that does not fit (80 columns), a block per row.
+    uplinks = [(("▶ " if u.get("active") else "  ") + str(u.get("identifier")), str(u.get("ifname")),
+                str(u.get("class")), str(u.get("health")), str(u.get("failures")), str(u.get("last_reason") or ""))
+               for u in view.get("uplinks", [])]
+    table = Table(*(Column(h, no_wrap=True) for h in ("uplink", "ifname", "class", "health", "failures")),
+                  Column("last result", overflow="fold", min_width=TEXT_MIN))
+    for row in uplinks:
+        table.add_row(*row)
+    print_table(table, lambda: stack(None, [
+        block(f"{up}  {ifname}  {cls}  {health}  failures {failures}", lines=[reason] if reason else [])
+        for up, ifname, cls, health, failures, reason in uplinks]))
+    switches = []
+    for sw in view.get("switches", [])[-5:]:
+        at = time.strftime("%H:%M:%S", time.localtime(sw["at"])) if sw.get("at") else ""
+        took = f"{sw['took_s'] * 1000:.0f} ms" if sw.get("took_s") is not None else "unverified"
+        switches.append((at, str(sw.get("from") or "—"), str(sw.get("to")), str(sw.get("reason")), took))
     if switches:
-        moves = Table("at", "from", "to", "reason", "took")
-        for sw in switches:
-            at = time.strftime("%H:%M:%S", time.localtime(sw["at"])) if sw.get("at") else ""
-            took = f"{sw['took_s'] * 1000:.0f} ms" if sw.get("took_s") is not None else "unverified"
-            moves.add_row(at, str(sw.get("from") or "—"), str(sw.get("to")), str(sw.get("reason")), took)
-        console.print(moves)
+        moves = Table(*(Column(h, no_wrap=True) for h in ("at", "from", "to")),
+                      Column("reason", overflow="fold", min_width=TEXT_MIN), Column("took", no_wrap=True))
+        for move in switches:
+            moves.add_row(*move)
+        print_table(moves, lambda: stack("switches", [
+            block(f"{at}  {frm} → {to}  took {took}", lines=[reason]) for at, frm, to, reason, took in switches]))
 
 
 def daemon(

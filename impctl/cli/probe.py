@@ -18,10 +18,12 @@ import typer
 
 from impctl.backends.config_file import CLOUD_ENV
 from impctl.cli.context import Globals, get_globals
+from impctl.cli.layout import block, print_table, stack
 from impctl.cli.output import JsonOption, console, envelope, fail, run
 from impctl.model.errors import ConfigError, ImpctlError, ValidationError
 
 if TYPE_CHECKING:
+    from rich.console import RenderableType
     from rich.table import Table
     from rich.text import Text
 
@@ -35,6 +37,7 @@ COMMAND = "probe"
 PROXY_PASSWORD_ENV = "IMPCTL_PROXY_PASSWORD"
 # Kept back from --timeout for drawing the result and writing files.
 RENDER_MARGIN_S = 0.2
+REASON_MIN = 32
 
 
 def _decrypter(g: Globals) -> Decrypt:
@@ -122,7 +125,6 @@ def _stage_marks(stages: list[StageResult] | tuple[StageResult, ...]) -> Text:
 
 def _render(report: ProbeReport) -> None:
     from rich.table import Table
-    from rich.text import Text
 
     title = f"cloud {report.cloud}" + (" (TLS)" if report.tls else "")
     if report.proxy:
@@ -132,23 +134,46 @@ def _render(report: ProbeReport) -> None:
     table.add_column("class", no_wrap=True)
     table.add_column("result", no_wrap=True)
     table.add_column("time", no_wrap=True, justify="right")
-    table.add_column("stages, reason", overflow="fold")
+    # The one column that wraps (between words). Where it would get fewer than REASON_MIN
+    # columns (a reason then takes a line per word or two), or a word of it would not fit: _stacked.
+    table.add_column("stages, reason", overflow="fold", min_width=REASON_MIN)
     for r in report.results:
-        style = "bold green" if r.connected else "bold red"
         detail = _stage_marks(r.stages)
         detail.append("\n" + (r.reason or _success_text(r)))
-        table.add_row(
-            Text.assemble(r.identifier, (f" {r.ifname}", "dim")) if r.ifname != r.identifier
-            else Text(r.identifier),
-            r.iface_class,
-            Text(f"{r.code_name} ({int(r.code)})", style=style),
-            f"{r.duration_ms / 1000:.2f} s",
-            detail,
-        )
-    console.print(table)
+        table.add_row(_interface(r), r.iface_class, _result(r), _took(r), detail)
+    print_table(table, lambda: _stacked(title, report))
     ok = sum(1 for r in report.results if r.connected)
     console.print(f"[dim]{ok}/{len(report.results)} interfaces reach the cloud; "
                   f"{report.duration_ms / 1000:.2f} s[/]", highlight=False)
+
+
+def _interface(r: InterfaceProbe) -> Text:
+    from rich.text import Text
+
+    return Text.assemble(r.identifier, (f" {r.ifname}", "dim")) if r.ifname != r.identifier else Text(r.identifier)
+
+
+def _result(r: InterfaceProbe) -> Text:
+    from rich.text import Text
+
+    return Text(f"{r.code_name} ({int(r.code)})", style="bold green" if r.connected else "bold red")
+
+
+def _took(r: InterfaceProbe) -> str:
+    return f"{r.duration_ms / 1000:.2f} s"
+
+
+def _stacked(title: str, report: ProbeReport) -> RenderableType:
+    """The result for a narrow console: a line per interface, its stages and reason below it."""
+    from rich.text import Text
+
+    blocks = []
+    for r in report.results:
+        head = Text.assemble(_interface(r), "  ", r.iface_class, "  ", _result(r), "  ", _took(r))
+        marks = _stage_marks(r.stages)
+        marks.rstrip()
+        blocks.append(block(head, lines=[marks, Text(r.reason or _success_text(r))]))
+    return stack(title, blocks)
 
 
 def _success_text(r: InterfaceProbe) -> str:

@@ -68,7 +68,8 @@ def test_light_commands_import_no_heavy_backend(tmp_path: Path, args: list[str])
 def test_a_command_imports_only_its_own_module(tmp_path: Path) -> None:
     modules = modules_after(tmp_path, "nic", "check", str(EXAMPLES / "wifi.json"))
     cli = sorted(m for m in modules if m.startswith("impctl.cli."))
-    assert cli == ["impctl.cli.context", "impctl.cli.entry", "impctl.cli.main", "impctl.cli.nic", "impctl.cli.output"]
+    assert cli == ["impctl.cli.context", "impctl.cli.entry", "impctl.cli.layout", "impctl.cli.main", "impctl.cli.nic",
+                   "impctl.cli.output"]
 
 
 def test_version_and_json_output_do_not_load_rich(tmp_path: Path) -> None:
