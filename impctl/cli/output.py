@@ -45,8 +45,9 @@ class _LazyConsole:
         return getattr(self._console, name)
 
 
-console = cast("Console", _LazyConsole())
-err_console = cast("Console", _LazyConsole(stderr=True, soft_wrap=True))
+# emoji=False: ":name:" in an SSID or a reason is text, and rich's emoji table is not loaded.
+console = cast("Console", _LazyConsole(emoji=False))
+err_console = cast("Console", _LazyConsole(stderr=True, soft_wrap=True, emoji=False))
 
 
 def envelope(command: str, exit_code: int, data: Any = None, error: dict[str, Any] | None = None) -> dict[str, Any]:
