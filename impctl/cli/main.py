@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -24,7 +25,7 @@ from impctl.model.codes import ExitCode
 
 if TYPE_CHECKING:
     # Typer (from 0.26 on) ships its own Click; these are its types.
-    from typer._click import Command, Context
+    from typer._click import Command
 
 # name: (module, attribute, help). The attribute is a Typer app (a group of
 # commands) or a command function; help, when given, replaces its docstring.
@@ -57,16 +58,41 @@ def load_command(name: str) -> Command:
     return typer.main.get_group(holder).commands[name]
 
 
+class LazyCommands(MutableMapping[str, "Command"]):
+    """The root group's commands by name: every name of COMMANDS is there from the start
+    (so help, completion and "Did you mean" see them all); a command is built, and its
+    module imported, when it is looked up."""
+
+    def __init__(self, loaded: Mapping[str, Command]) -> None:
+        self._loaded = dict(loaded)
+
+    def __getitem__(self, name: str) -> Command:
+        if name not in self._loaded and name in COMMANDS:
+            self._loaded[name] = load_command(name)
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: Command) -> None:
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._loaded[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in COMMANDS or name in self._loaded
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*COMMANDS, *(n for n in self._loaded if n not in COMMANDS)])
+
+    def __len__(self) -> int:
+        return len(COMMANDS.keys() | self._loaded.keys())
+
+
 class LazyGroup(TyperGroup):
-    """The root group: lists every command, imports one when it is looked up."""
+    """The root group, with LazyCommands."""
 
-    def list_commands(self, ctx: Context) -> list[str]:
-        return [*COMMANDS, *(n for n in super().list_commands(ctx) if n not in COMMANDS)]
-
-    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
-        if cmd_name not in self.commands and cmd_name in COMMANDS:
-            self.add_command(load_command(cmd_name), cmd_name)
-        return super().get_command(ctx, cmd_name)
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = LazyCommands(self.commands)
 
 
 app = typer.Typer(

@@ -53,6 +53,13 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     assert "No such command 'frobnicate'" in capsys.readouterr().err
 
 
+def test_a_typo_gets_a_suggestion_from_every_command_name(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["stauts"])
+    assert exc.value.code == 2
+    assert "Did you mean 'status'?" in capsys.readouterr().err
+
+
 def test_the_typer_app_still_runs_every_command() -> None:
     result = CliRunner().invoke(app, ["interfaces", "--help"])
     assert result.exit_code == 0 and "set" in result.output and "clear" in result.output
