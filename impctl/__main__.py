@@ -1,3 +1,3 @@
-from impctl.cli.main import main
+from impctl.cli.entry import main
 
 main()

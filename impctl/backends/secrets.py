@@ -16,8 +16,6 @@ import os
 import tempfile
 from pathlib import Path
 
-from cryptography.fernet import Fernet, InvalidToken
-
 from impctl.model.errors import PermissionDenied, StateError, ValidationError
 from impctl.model.nic import Secret
 
@@ -75,6 +73,9 @@ def _create_key(key_path: Path) -> bytes:
     O_EXCL create would be, between open and write: another process could
     read it empty). Losers read the winner's complete file.
     """
+    # cryptography is imported where it is used: most impctl commands handle no secret.
+    from cryptography.fernet import Fernet
+
     key = Fernet.generate_key()
     tmp: str | None = None
     try:
@@ -117,6 +118,8 @@ def encrypt_secret(secret: Secret | None, key_path: Path) -> Secret | None:
         return secret
     key = _load_key(key_path, create=True)
     assert key is not None
+    from cryptography.fernet import Fernet
+
     token = Fernet(key).encrypt((secret.plain or "").encode("utf-8")).decode("ascii")
     return Secret(encrypted=token)
 
@@ -130,6 +133,8 @@ def decrypt_secret(secret: Secret | None, key_path: Path, path: str = "secret") 
     key = _load_key(key_path, create=False)
     if key is None:
         raise ValidationError(path, "is encrypted, but this gateway has no key: it was made on another gateway")
+    from cryptography.fernet import Fernet, InvalidToken
+
     try:
         return Fernet(key).decrypt(secret.encrypted.encode("ascii")).decode("utf-8")
     except (InvalidToken, ValueError, UnicodeDecodeError):

@@ -7,10 +7,16 @@ import contextlib
 import copy
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from impctl.backends import secrets, statefile
-from impctl.model.nic import Secret
+from impctl.backends import statefile
 from impctl.model.state import State, merge
+
+if TYPE_CHECKING:
+    from impctl.model.nic import Secret
+
+# The secrets backend (and with it cryptography and the NIC model) is imported
+# only when a secret is handled: `impctl interfaces` and most of `config` need none.
 
 
 def _replace_all(target: State, source: State) -> None:
@@ -21,7 +27,12 @@ def _replace_all(target: State, source: State) -> None:
 class FileStore:
     def __init__(self, state_path: Path) -> None:
         self.state_path = state_path
-        self.key_path = secrets.key_path_for(state_path)
+
+    @property
+    def key_path(self) -> Path:
+        from impctl.backends import secrets
+
+        return secrets.key_path_for(self.state_path)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[State]:
@@ -43,7 +54,11 @@ class FileStore:
         return statefile.load_state(self.state_path)
 
     def encrypt(self, secret: Secret | None) -> Secret | None:
+        from impctl.backends import secrets
+
         return secrets.encrypt_secret(secret, self.key_path)
 
     def decrypt(self, secret: Secret | None, path: str) -> str | None:
+        from impctl.backends import secrets
+
         return secrets.decrypt_secret(secret, self.key_path, path)

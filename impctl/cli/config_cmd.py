@@ -14,10 +14,10 @@ import os
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from impctl.backends.store import FileStore
 from impctl.cli.context import get_globals
+from impctl.cli.layout import print_key_values
 from impctl.cli.output import JsonOption, console, run
 from impctl.usecases import config as uc
 
@@ -38,14 +38,12 @@ def _render_view(view: uc.ConfigView) -> None:
     if not view.stored:
         console.print("no stored settings")
     else:
-        table = Table(show_header=False, title="stored settings", title_justify="left")
-        table.add_column("key", style="bold")
-        table.add_column("value")
+        rows = []
         for kind, values in view.stored.items():
             for key, value in values.items():
                 shown = ", ".join(value) if isinstance(value, list) else ("—" if value is None else str(value))
-                table.add_row(f"{kind}.{key}", shown)
-        console.print(table)
+                rows.append((f"{kind}.{key}", shown))
+        print_key_values("stored settings", rows)
     console.print(f"[dim]sequence: {', '.join(view.sequence) or 'default'}[/]")
 
 

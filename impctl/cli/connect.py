@@ -12,30 +12,28 @@ PPP_NO_CONNECTIVITY); 2 bad input, 3 state/config file, 4 not permitted,
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.table import Table
 
-from impctl.backends.config_file import load_config
-from impctl.backends.gatewaylock import GatewayLock, lock_path_for
-from impctl.backends.netlink import Netlink
-from impctl.backends.nm import NMClient, system_bus
-from impctl.backends.probe_net import BoundSockets
-from impctl.backends.process import pid_alive
-from impctl.backends.store import FileStore
 from impctl.cli.context import Globals, get_globals
 from impctl.cli.daemon import render_view
+from impctl.cli.layout import block, print_table, stack
 from impctl.cli.nic import read_nic_file
-from impctl.cli.output import JsonOption, console, err_console, run
-from impctl.model.attempt import Attempt
-from impctl.model.config import Config
-from impctl.model.inventory import DeviceInfo
-from impctl.usecases import connect as uc
-from impctl.usecases import status as status_uc
-from impctl.usecases.ports import CloudCheck, Network
+from impctl.cli.output import JsonOption, console, run
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from impctl.backends.gatewaylock import GatewayLock
+    from impctl.backends.store import FileStore
+    from impctl.model.attempt import Attempt
+    from impctl.model.config import Config
+    from impctl.model.inventory import DeviceInfo
+    from impctl.usecases import connect as uc
+    from impctl.usecases import status as status_uc
+    from impctl.usecases.ports import CloudCheck, Network
 
 T = TypeVar("T")
 
@@ -49,32 +47,60 @@ TimeoutOption = Annotated[
 
 
 def _config(g: Globals) -> Config:
+    from impctl.backends.config_file import load_config
+
     return load_config(g.config_path, explicit=g.config_explicit)
 
 
-def with_network(g: Globals, body: Callable[[Network, CloudCheck, Config], Awaitable[T]]) -> T:
-    """Run `body` with the real backends, in the one asyncio.run of the command."""
+def _store(g: Globals) -> FileStore:
+    from impctl.backends.store import FileStore
+
+    return FileStore(g.state_path)
+
+
+def _with_nm(g: Globals, body: Callable[[Network, Config], Awaitable[T]]) -> T:
+    """Run `body` with NM/MM over D-Bus, in the one asyncio.run of the command."""
+    import asyncio
+
+    from impctl.backends.nm import NMClient, system_bus
+
     config = _config(g)
 
     async def main() -> T:
         async with system_bus() as bus:
-            network = NMClient(bus, config)
-            check = uc.probe_check(config, links=Netlink(), net=BoundSockets())
-            return await body(network, check, config)
+            return await body(NMClient(bus, config), config)
 
     return asyncio.run(main())
 
 
 def gateway_lock(g: Globals) -> GatewayLock:
     """The gateway lock beside the state file; a command that has to wait says so on stderr."""
+    from impctl.backends.gatewaylock import GatewayLock, lock_path_for
+    from impctl.cli.output import err_console
+
     return GatewayLock(lock_path_for(g.state_path), on_wait=lambda text: err_console.print(text, highlight=False))
 
 
 async def read_devices(g: Globals) -> list[DeviceInfo]:
     """The gateway's devices, over a bus connection of their own."""
+    from impctl.backends.nm import NMClient, system_bus
+
     config = _config(g)
     async with system_bus() as bus:
         return await NMClient(bus, config).devices()
+
+
+def _with_network(g: Globals, body: Callable[[Network, CloudCheck, Config], Awaitable[T]]) -> T:
+    """`_with_nm` and the staged probe as the cloud check, for connect and connectwith
+    (status and disconnect do without netlink and the probe's sockets)."""
+    from impctl.backends.netlink import Netlink
+    from impctl.backends.probe_net import BoundSockets
+    from impctl.usecases import connect as uc
+
+    def with_check(network: Network, config: Config) -> Awaitable[T]:
+        return body(network, uc.probe_check(config, links=Netlink(), net=BoundSockets()), config)
+
+    return _with_nm(g, with_check)
 
 
 def _attempt_line(a: Attempt) -> str:
@@ -109,12 +135,14 @@ def connectwith_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Connect through the interface a NIC names (server.connectwith); pins it (manual mode)."""
+    from impctl.usecases import connect as uc
+
     g = get_globals(ctx)
 
     def action() -> uc.ConnectReport:
         parsed = read_nic_file(nic)
-        store = FileStore(g.state_path)
-        return with_network(
+        store = _store(g)
+        return _with_network(
             g,
             lambda network, check, config: uc.connectwith(
                 parsed, network=network, check=check, store=store, gateway=gateway_lock(g), config=config,
@@ -127,11 +155,13 @@ def connectwith_cmd(
 
 def connect_cmd(ctx: typer.Context, timeout: TimeoutOption = None, json_out: JsonOption = False) -> None:
     """Connect through the current interface (server.connect): the pin, else the failover sequence."""
+    from impctl.usecases import connect as uc
+
     g = get_globals(ctx)
 
     def action() -> uc.ConnectReport:
-        store = FileStore(g.state_path)
-        return with_network(
+        store = _store(g)
+        return _with_network(
             g,
             lambda network, check, config: uc.connect(
                 network=network, check=check, store=store, gateway=gateway_lock(g), config=config,
@@ -151,11 +181,13 @@ def _render_disconnect(report: uc.DisconnectReport) -> None:
 
 def disconnect_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """Take the current uplink down (server.disconnect)."""
+    from impctl.usecases import connect as uc
+
     g = get_globals(ctx)
 
     def action() -> uc.DisconnectReport:
-        store = FileStore(g.state_path)
-        return with_network(g, lambda network, _check, _config: uc.disconnect(
+        store = _store(g)
+        return _with_nm(g, lambda network, _config: uc.disconnect(
             network=network, store=store, gateway=gateway_lock(g)))
 
     run("disconnect", json_out, action, _render_disconnect, lambda r: r.to_json())
@@ -182,28 +214,47 @@ def _radio(d: dict[str, Any]) -> str:
     return ""
 
 
+def _lines(value: Any) -> str:
+    return "\n".join(str(v) for v in value) if isinstance(value, list) and value else _cell(value)
+
+
+def _status_stacked(rows: list[dict[str, Any]], radios: list[str]) -> RenderableType:
+    from rich.text import Text
+
+    blocks = []
+    for d, radio in zip(rows, radios, strict=True):
+        head = Text.assemble(("● " if d["active"] else "  ", "green"), (d["identifier"], "bold"), "  ",
+                             d["ifname"], "  ", d["class"], "  ", d["nm_state"].lower())
+        fields = [("address", _cell(d["addresses"])), ("gateway", _cell(d["gateway"])),
+                  ("dns", _cell(d["dns"])), ("metric", _cell(d["route_metric"]))]
+        blocks.append(block(head, fields + ([("radio", radio)] if radio else [])))
+    return stack("interfaces", blocks)
+
+
 def _render_status(report: status_uc.StatusReport) -> None:
+    from rich.table import Table
+
     doc = report.to_json()
     rows = doc["interfaces"]
     radios = [_radio(d) for d in rows]
-    # No box and no edge padding: more room for addresses on narrow terminals.
+    # No box and no edge padding: more room on narrow terminals. Addresses one per line and
+    # never wrapped; where that does not fit (a serial console's 80 columns), one block per
+    # interface.
     table = Table(title="interfaces", title_justify="left", box=None, pad_edge=False, padding=(0, 1),
                   header_style="bold")
     columns = ["", "id", "ifname", "class", "state", "address", "gateway", "dns", "metric"]
     if any(radios):
         columns.append("radio")
     for col in columns:
-        # Narrow terminals fold the address lists; short words stay whole.
-        wraps = col in ("address", "gateway", "dns", "radio")
-        table.add_column(col, overflow="fold", no_wrap=not wraps)
+        table.add_column(col, overflow="fold", no_wrap=col != "radio")
     for d, radio in zip(rows, radios, strict=True):
         cells = [
             "[green]●[/]" if d["active"] else "",
-            d["identifier"], d["ifname"], d["class"], d["nm_state"].lower(), _cell(d["addresses"]),
-            _cell(d["gateway"]), _cell(d["dns"]), _cell(d["route_metric"]),
+            d["identifier"], d["ifname"], d["class"], d["nm_state"].lower(), _lines(d["addresses"]),
+            _cell(d["gateway"]), _lines(d["dns"]), _cell(d["route_metric"]),
         ]
         table.add_row(*cells, *([radio] if any(radios) else []))
-    console.print(table)
+    print_table(table, lambda: _status_stacked(rows, radios))
     mode = doc["mode"] + (f" (pinned {doc['pinned']})" if doc["pinned"] else "")
     console.print(f"mode: {mode}; sequence: {', '.join(doc['sequence']) or 'default'}")
     err = doc["last_error"]
@@ -218,20 +269,15 @@ def _render_status(report: status_uc.StatusReport) -> None:
 
 def status_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """Every interface, the active one and the last error (imp.net.info). Changes nothing."""
+    from impctl.usecases import status as status_uc
+
     g = get_globals(ctx)
 
     def action() -> status_uc.StatusReport:
-        store = FileStore(g.state_path)
-        return with_network(g, lambda network, _check, _config: status_uc.status(
+        store = _store(g)
+        from impctl.backends.process import pid_alive
+
+        return _with_nm(g, lambda network, _config: status_uc.status(
             network=network, store=store, pid_alive=pid_alive))
 
     run("status", json_out, action, _render_status, lambda r: r.to_json())
-
-
-def register(app: typer.Typer) -> None:
-    app.command("connectwith")(connectwith_cmd)
-    app.command("connect")(connect_cmd)
-    app.command("disconnect")(disconnect_cmd)
-    app.command("status")(status_cmd)
-    app.command("info", help="Alias of status (imp.net.info).")(status_cmd)
-

@@ -2,38 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from impctl.backends import netwatch
-from impctl.backends.config_file import load_config
-from impctl.backends.hooks import run_hook_dir
-from impctl.backends.netlink import Netlink
-from impctl.backends.nm import NMClient
-from impctl.backends.probe_net import BoundSockets
-from impctl.backends.sdnotify import Notifier
-from impctl.backends.secrets import decrypt_secret, key_path_for
-from impctl.backends.statefile import load_state, update_state
 from impctl.cli.context import Globals, get_globals
+from impctl.cli.layout import block, print_table, stack
 from impctl.cli.output import JsonOption, console, fail, run
-from impctl.model.config import Config
 from impctl.model.errors import ImpctlError
-from impctl.model.inventory import DeviceInfo
-from impctl.model.nic import Secret
-from impctl.model.probe import InterfaceProbe
-from impctl.model.state import State
-from impctl.usecases.daemon import Daemon, Deps, Network
-from impctl.usecases.probe import ProbeProxy, probe_interface, proxy_plan
+
+if TYPE_CHECKING:
+    from impctl.model.config import Config
+    from impctl.model.inventory import DeviceInfo
+    from impctl.model.nic import Secret
+    from impctl.model.probe import InterfaceProbe
+    from impctl.model.state import State
+    from impctl.usecases.daemon import Daemon, Deps, Network
+    from impctl.usecases.probe import ProbeProxy
 
 COMMAND = "daemon"
+# Narrower than this, a reason in a table column takes a line per word or two.
+TEXT_MIN = 24
 
 
 def _log_line() -> Callable[[str], None]:
@@ -51,6 +45,18 @@ def _log_line() -> Callable[[str], None]:
 
 
 def _deps(g: Globals) -> Deps:
+    from impctl.backends import netwatch
+    from impctl.backends.config_file import load_config
+    from impctl.backends.hooks import run_hook_dir
+    from impctl.backends.netlink import Netlink
+    from impctl.backends.nm import NMClient
+    from impctl.backends.probe_net import BoundSockets
+    from impctl.backends.sdnotify import Notifier
+    from impctl.backends.secrets import decrypt_secret, key_path_for
+    from impctl.backends.statefile import load_state, update_state
+    from impctl.usecases.daemon import Deps
+    from impctl.usecases.probe import probe_interface, proxy_plan
+
     links = Netlink()
     sockets = BoundSockets()
     key_path = key_path_for(g.state_path)
@@ -88,6 +94,8 @@ def _deps(g: Globals) -> Deps:
 
 
 async def _main(daemon: Daemon) -> int:
+    import asyncio
+
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
     loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
@@ -114,6 +122,8 @@ def _took(took: Any) -> str:
 
 def render_view(view: dict[str, Any] | None) -> None:
     """The daemon's view (state.daemon) for people: uplinks with their health, last switches."""
+    from rich.table import Column, Table
+
     if not view:
         console.print("the daemon has not run on this gateway (no daemon view in the state file)")
         return
@@ -121,19 +131,28 @@ def render_view(view: dict[str, Any] | None) -> None:
     console.print(f"daemon {running}, pid {view.get('pid')}, {view.get('mode')} mode: "
                   f"[bold]{view.get('phase')}[/] via [bold]{view.get('active') or 'nothing'}[/]"
                   + (f" — {view['lost_reason']}" if view.get("lost_reason") else ""), highlight=False)
-    table = Table("uplink", "ifname", "class", "health", "failures", "last result")
-    for u in _dicts(view.get("uplinks")):
-        mark = "▶ " if u.get("active") else "  "
-        table.add_row(mark + str(u.get("identifier")), str(u.get("ifname")), str(u.get("class")),
-                      str(u.get("health")), str(u.get("failures")), str(u.get("last_reason") or ""))
-    console.print(table)
-    switches = _dicts(view.get("switches"))[-5:]
+    # Every column whole but the free text; where that does not fit (80 columns), a block per row.
+    uplinks = [(("▶ " if u.get("active") else "  ") + str(u.get("identifier")), str(u.get("ifname")),
+                str(u.get("class")), str(u.get("health")), str(u.get("failures")), str(u.get("last_reason") or ""))
+               for u in _dicts(view.get("uplinks"))]
+    table = Table(*(Column(h, no_wrap=True) for h in ("uplink", "ifname", "class", "health", "failures")),
+                  Column("last result", overflow="fold", min_width=TEXT_MIN))
+    for row in uplinks:
+        table.add_row(*row)
+    print_table(table, lambda: stack(None, [
+        block(f"{up}  {ifname}  {cls}  {health}  failures {failures}", lines=[reason] if reason else [])
+        for up, ifname, cls, health, failures, reason in uplinks]))
+    switches = []
+    for sw in _dicts(view.get("switches"))[-5:]:
+        switches.append((_clock(sw.get("at")), str(sw.get("from") or "—"), str(sw.get("to")), str(sw.get("reason")),
+                         _took(sw.get("took_s"))))
     if switches:
-        moves = Table("at", "from", "to", "reason", "took")
-        for sw in switches:
-            moves.add_row(_clock(sw.get("at")), str(sw.get("from") or "—"), str(sw.get("to")),
-                          str(sw.get("reason")), _took(sw.get("took_s")))
-        console.print(moves)
+        moves = Table(*(Column(h, no_wrap=True) for h in ("at", "from", "to")),
+                      Column("reason", overflow="fold", min_width=TEXT_MIN), Column("took", no_wrap=True))
+        for move in switches:
+            moves.add_row(*move)
+        print_table(moves, lambda: stack("switches", [
+            block(f"{at}  {frm} → {to}  took {took}", lines=[reason]) for at, frm, to, reason, took in switches]))
 
 
 def daemon(
@@ -154,6 +173,11 @@ def daemon(
     daemon section of the config file. Under systemd use
     systemd/impctl.service (Type=notify, watchdog).
     """
+    import asyncio
+
+    from impctl.backends.statefile import load_state
+    from impctl.usecases.daemon import Daemon
+
     g = get_globals(ctx)
     if status or json_out:
         # The view the daemon keeps in the state file: uplinks, health, last switches.

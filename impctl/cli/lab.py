@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from impctl.cli.layout import block, print_table, stack
 from impctl.cli.output import JsonOption, console, err_console, fail, run
 from impctl.lab.lab import DEFAULT_PREFIX, DEFAULT_ROOT, FAULTS, Lab, LabStatus
 from impctl.model.errors import ImpctlError, LabError
@@ -186,14 +187,19 @@ def _render_status(s: LabStatus) -> None:
         daemons.add_row(d.name, str(d.pid or "-"), "[green]yes[/]" if d.alive else "[red]no[/]")
     console.print(daemons)
     if s.uplinks:
+        # Lists one item per line and no cell wrapped; where that does not fit, a block per uplink.
         t = Table(title="uplinks")
-        for col in ("ifname", "carrier", "addresses", "default route", "NM", "faults"):
-            t.add_column(col)
+        for col in ("ifname", "carrier", "addresses", "default\nroute", "NM", "faults"):
+            t.add_column(col, no_wrap=True)
         for u in s.uplinks:
             t.add_row(u.ifname, "yes" if u.carrier else "[red]no[/]",
-                      ", ".join(u.addresses) or "-", "yes" if u.default_route else "no",
-                      f"{u.nm_state} ({u.nm_connection or '-'})",
-                      ", ".join(u.faults) or "-")
-        console.print(t)
+                      "\n".join(u.addresses) or "-", "yes" if u.default_route else "no",
+                      f"{u.nm_state}\n({u.nm_connection or '-'})",
+                      "\n".join(u.faults) or "-")
+        print_table(t, lambda: stack("uplinks", [block(
+            f"{u.ifname}  carrier {'yes' if u.carrier else '[red]no[/]'}  "
+            f"default route {'yes' if u.default_route else 'no'}  NM {u.nm_state} ({u.nm_connection or '-'})",
+            [("addresses", ", ".join(u.addresses) or "-"), ("faults", ", ".join(u.faults) or "-")])
+            for u in s.uplinks]))
     if s.modem_state is not None:
         console.print(f"modem: {s.modem_state}")

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
+from impctl.cli.layout import print_key_values
 from impctl.cli.output import JsonOption, console, run
 from impctl.model.errors import ValidationError
 from impctl.model.nic import NIC_LIMITS, Nic, nic_summary, parse_nic_text
@@ -47,16 +47,14 @@ def read_nic_file(source: str) -> Nic:
 
 
 def _render(summary: dict[str, Any]) -> None:
-    table = Table(title="NIC understood", show_header=False, title_justify="left")
-    table.add_column("key", style="bold")
-    table.add_column("value")
+    rows: list[tuple[str, str]] = []
     for section, value in summary.items():
         if isinstance(value, dict):
             for key, sub in value.items():
-                table.add_row(f"{section}.{key}", ", ".join(sub) if isinstance(sub, list) else str(sub))
+                rows.append((f"{section}.{key}", ", ".join(sub) if isinstance(sub, list) else str(sub)))
         else:
-            table.add_row(section, str(value) if value is not None else "(an interface name)")
-    console.print(table)
+            rows.append((section, str(value) if value is not None else "(an interface name)"))
+    print_key_values("NIC understood", rows)
     console.print("[green]valid[/]")
 
 

@@ -10,7 +10,7 @@ escape sequences, lone surrogates (which cannot be encoded, a crash) or rich
 markup (an SSID "[bold]" must print literally, "[/x]" must not raise).
 `run()` hands renderers a copy of the result in which every string is
 `shown()`: controls and surrogates escaped (`\\x1b`, `\\ud800`), and `[` and
-`\\` swapped for two Unicode noncharacters that markup ignores; `SafeConsole`
+`\\` swapped for two Unicode noncharacters that markup ignores; `safe_console`
 swaps them back as the very last step and escapes any control character a
 renderer's own text still carries. JSON output is the raw result.
 """
@@ -24,16 +24,20 @@ import re
 import sys
 from collections.abc import Callable, Iterable
 from enum import Enum
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, cast
 
 import typer
-from rich.console import Console, ConsoleOptions, RenderableType
-from rich.errors import MarkupError
-from rich.segment import Segment
-from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.console import Console, ConsoleOptions, RenderableType
+    from rich.segment import Segment
+    from rich.text import Text
 
 from impctl.model.codes import ExitCode
 from impctl.model.errors import ImpctlError, ValidationError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 JSON_VERSION = 1
 
@@ -115,27 +119,62 @@ def for_humans(value: Any, _memo: dict[int, Any] | None = None) -> Any:
     return out
 
 
-class SafeConsole(Console):
-    """A rich Console that never writes a raw control character, a surrogate or data markup."""
+def safe_console(**options: Any) -> Console:
+    """A rich Console that never writes a raw control character, a surrogate or data markup.
 
-    def render_str(self, text: str, **kwargs: Any) -> Text:
-        text = escape_controls(text, keep_newlines=True)
-        try:
-            return super().render_str(text, **kwargs)
-        except MarkupError:  # markup from data that escaped `shown()`: print it as it is
-            return super().render_str(text, **{**kwargs, "markup": False})
+    Defined on first use, with rich itself (see _LazyConsole).
+    """
+    from rich.console import Console
+    from rich.errors import MarkupError
+    from rich.segment import Segment
 
-    def render(self, renderable: RenderableType, options: ConsoleOptions | None = None) -> Iterable[Segment]:
-        for segment in super().render(renderable, options):
-            text, style, control = segment
-            if control or not _NEEDS_UNMARK.search(text):
-                yield segment  # rich's own cursor movements and the like pass untouched
-            else:
-                yield Segment(_unmark(text), style, control)
+    class SafeConsole(Console):
+        def render_str(self, text: str, **kwargs: Any) -> Text:
+            text = escape_controls(text, keep_newlines=True)
+            try:
+                return super().render_str(text, **kwargs)
+            except MarkupError:  # markup from data that escaped `shown()`: print it as it is
+                return super().render_str(text, **{**kwargs, "markup": False})
+
+        def render(self, renderable: RenderableType, options: ConsoleOptions | None = None) -> Iterable[Segment]:
+            for segment in super().render(renderable, options):
+                text, style, control = segment
+                if control or not _NEEDS_UNMARK.search(text):
+                    yield segment  # rich's own cursor movements and the like pass untouched
+                else:
+                    yield Segment(_unmark(text), style, control)
+
+    return SafeConsole(**options)
 
 
-console = SafeConsole()
-err_console = SafeConsole(stderr=True, soft_wrap=True)
+
+class _LazyConsole:
+    """A rich Console made on first use: rich costs tens of milliseconds to import,
+    and `--version`, `--json` and the daemon's log lines never draw with it."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def _get(self) -> Console:
+        if self._console is None:
+            self._console = safe_console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+    # `with console:` (rich's Live and its stdout proxy) looks these up on the type, not via __getattr__.
+    def __enter__(self) -> Console:
+        return self._get().__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._get().__exit__(*exc)
+
+
+# emoji=False: ":name:" in an SSID or a reason is text, and rich's emoji table is not loaded.
+console = cast("Console", _LazyConsole(emoji=False))
+err_console = cast("Console", _LazyConsole(stderr=True, soft_wrap=True, emoji=False))
 
 
 def envelope(command: str, exit_code: int, data: Any = None, error: dict[str, Any] | None = None) -> dict[str, Any]:

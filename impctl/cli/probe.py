@@ -7,50 +7,42 @@ and optionally a node_exporter textfile.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.live import Live
-from rich.spinner import Spinner
-from rich.table import Table
-from rich.text import Text
 
-from impctl.backends.config_file import CLOUD_ENV, load_config
-from impctl.backends.netlink import Netlink
-from impctl.backends.nm import read_inventory
-from impctl.backends.probe_net import BoundSockets
-from impctl.backends.secrets import decrypt_secret, key_path_for
-from impctl.backends.statefile import load_state
-from impctl.backends.textfile import write_textfile
+from impctl.backends.config_file import CLOUD_ENV
 from impctl.cli.context import Globals, get_globals
+from impctl.cli.layout import block, print_table, stack
 from impctl.cli.output import JsonOption, console, envelope, fail, run
-from impctl.model.config import Config, parse_host_port
 from impctl.model.errors import ConfigError, ImpctlError, ValidationError
-from impctl.model.inventory import DeviceInfo
-from impctl.model.nic import Secret
-from impctl.model.probe import (
-    InterfaceProbe,
-    ProbeReport,
-    Stage,
-    StageResult,
-    render_prometheus,
-    report_to_json,
-)
-from impctl.usecases.probe import Decrypt, ProbeProxy, probe_gateway
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+    from rich.table import Table
+    from rich.text import Text
+
+    from impctl.model.config import Config
+    from impctl.model.inventory import DeviceInfo
+    from impctl.model.nic import Secret
+    from impctl.model.probe import InterfaceProbe, ProbeReport, Stage, StageResult
+    from impctl.usecases.probe import Decrypt, ProbeProxy
 
 COMMAND = "probe"
 PROXY_PASSWORD_ENV = "IMPCTL_PROXY_PASSWORD"
 # Kept back from --timeout for drawing the result and writing files.
 RENDER_MARGIN_S = 0.2
+REASON_MIN = 32
 
 
 def _decrypter(g: Globals) -> Decrypt:
+    from impctl.backends.secrets import decrypt_secret, key_path_for
+
     key_path = key_path_for(g.state_path)
 
     def decrypt(secret: Secret | None, where: str) -> str | None:
@@ -60,6 +52,8 @@ def _decrypter(g: Globals) -> Decrypt:
 
 
 async def _inventory(config: Config, timeout_s: float) -> list[DeviceInfo]:
+    from impctl.backends.nm import read_inventory
+
     return await read_inventory(config, timeout_s=timeout_s)
 
 
@@ -87,6 +81,10 @@ class LiveView:
         self.results[result.ifname] = result
 
     def table(self) -> Table:
+        from rich.spinner import Spinner
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(title="probing the cloud through each interface", title_justify="left")
         for col in ("interface", "ifname", "class", "stage", "stages done"):
             table.add_column(col)
@@ -112,6 +110,8 @@ class LiveView:
 
 
 def _stage_marks(stages: list[StageResult] | tuple[StageResult, ...]) -> Text:
+    from rich.text import Text
+
     text = Text()
     for s in stages:
         if s.skipped:
@@ -124,6 +124,8 @@ def _stage_marks(stages: list[StageResult] | tuple[StageResult, ...]) -> Text:
 
 
 def _render(report: ProbeReport) -> None:
+    from rich.table import Table
+
     title = f"cloud {report.cloud}" + (" (TLS)" if report.tls else "")
     if report.proxy:
         title += f" via proxy {report.proxy}"
@@ -132,23 +134,46 @@ def _render(report: ProbeReport) -> None:
     table.add_column("class", no_wrap=True)
     table.add_column("result", no_wrap=True)
     table.add_column("time", no_wrap=True, justify="right")
-    table.add_column("stages, reason", overflow="fold")
+    # The one column that wraps (between words). Where it would get fewer than REASON_MIN
+    # columns (a reason then takes a line per word or two), or a word of it would not fit: _stacked.
+    table.add_column("stages, reason", overflow="fold", min_width=REASON_MIN)
     for r in report.results:
-        style = "bold green" if r.connected else "bold red"
         detail = _stage_marks(r.stages)
         detail.append("\n" + (r.reason or _success_text(r)))
-        table.add_row(
-            Text.assemble(r.identifier, (f" {r.ifname}", "dim")) if r.ifname != r.identifier
-            else Text(r.identifier),
-            r.iface_class,
-            Text(f"{r.code_name} ({int(r.code)})", style=style),
-            f"{r.duration_ms / 1000:.2f} s",
-            detail,
-        )
-    console.print(table)
+        table.add_row(_interface(r), r.iface_class, _result(r), _took(r), detail)
+    print_table(table, lambda: _stacked(title, report))
     ok = sum(1 for r in report.results if r.connected)
     console.print(f"[dim]{ok}/{len(report.results)} interfaces reach the cloud; "
                   f"{report.duration_ms / 1000:.2f} s[/]", highlight=False)
+
+
+def _interface(r: InterfaceProbe) -> Text:
+    from rich.text import Text
+
+    return Text.assemble(r.identifier, (f" {r.ifname}", "dim")) if r.ifname != r.identifier else Text(r.identifier)
+
+
+def _result(r: InterfaceProbe) -> Text:
+    from rich.text import Text
+
+    return Text(f"{r.code_name} ({int(r.code)})", style="bold green" if r.connected else "bold red")
+
+
+def _took(r: InterfaceProbe) -> str:
+    return f"{r.duration_ms / 1000:.2f} s"
+
+
+def _stacked(title: str, report: ProbeReport) -> RenderableType:
+    """The result for a narrow console: a line per interface, its stages and reason below it."""
+    from rich.text import Text
+
+    blocks = []
+    for r in report.results:
+        head = Text.assemble(_interface(r), "  ", r.iface_class, "  ", _result(r), "  ", _took(r))
+        marks = _stage_marks(r.stages)
+        marks.rstrip()
+        blocks.append(block(head, lines=[marks, Text(r.reason or _success_text(r))]))
+    return stack(title, blocks)
 
 
 def _success_text(r: InterfaceProbe) -> str:
@@ -159,6 +184,9 @@ def _success_text(r: InterfaceProbe) -> str:
 
 
 def _parse_proxy(proxy: str | None, proxy_user: str | None) -> ProbeProxy | None:
+    from impctl.model.config import parse_host_port
+    from impctl.usecases.probe import ProbeProxy
+
     if proxy is None:
         return None
     try:
@@ -178,6 +206,11 @@ async def _probe_once(
     no_proxy: bool,
     live: bool,
 ) -> ProbeReport:
+    from impctl.backends.netlink import Netlink
+    from impctl.backends.probe_net import BoundSockets
+    from impctl.backends.statefile import load_state
+    from impctl.usecases.probe import probe_gateway
+
     state = load_state(g.state_path)
     view = LiveView()
 
@@ -192,6 +225,8 @@ async def _probe_once(
 
     if not live:
         return await go()
+    from rich.live import Live
+
     with Live(console=console, get_renderable=view.table, refresh_per_second=12, transient=True):
         return await go()
 
@@ -242,6 +277,12 @@ def probe(
     every interface reaches the cloud; 10 + result code when one interface was
     probed; 9 when several were and some failed.
     """
+    import asyncio
+
+    from impctl.backends.config_file import load_config
+    from impctl.backends.textfile import write_textfile
+    from impctl.model.probe import render_prometheus, report_to_json
+
     g = get_globals(ctx)
     targets = list(ifaces or [])
 

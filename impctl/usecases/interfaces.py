@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from impctl.model.sequence import DEFAULT_ORDER, normalise_sequence
 from impctl.model.state import State
-from impctl.usecases.ports import Store
+
+if TYPE_CHECKING:
+    # ports pulls in most of the model; `impctl interfaces` starts faster without it.
+    from impctl.usecases.ports import Store
 
 
 @dataclass(frozen=True)
