@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -80,8 +81,8 @@ def device_json(d: DeviceInfo, active: bool) -> dict[str, Any]:
 async def status(*, network: Network, store: Store, pid_alive: Callable[[int], bool]) -> StatusReport:
     """imp.net.info: every interface, the active one, the last error. Changes nothing."""
     state = store.load()
-    devices = await network.devices()
-    primary = await network.primary_ifname()
+    # Two independent reads of NM: at once, as status is what people run most.
+    devices, primary = await asyncio.gather(network.devices(), network.primary_ifname())
     current = current_device(state.current.ifname if state.current else None, devices, primary)
     return StatusReport(devices, current.ifname if current else None, primary, state,
                         daemon_view(state.daemon, pid_alive))
