@@ -87,6 +87,9 @@ RECONNECT_FIRST_S = 0.25
 RECONNECT_MAX_S = 5.0
 # The daemon's view is written at most this often (unless a switch happened).
 PUBLISH_MIN_INTERVAL_S = 1.0
+# With nothing changing, the view is still rewritten this often (updated_at, last probe
+# times): a write is an fsync, and every probe of an idle gateway would wear its flash.
+PUBLISH_IDLE_INTERVAL_S = 60.0
 # After a switch, the view is written this much later (the verification is usually back by then).
 SWITCH_PUBLISH_DELAY_S = 0.2
 # Waiting for NetworkManager's D-Bus calls on the hot path.
@@ -485,9 +488,14 @@ class Daemon:
             self.log("probe", ifname=done.ifname, purpose=done.purpose.value, ok=str(ok).lower(),
                      code=done.result.code_name if done.result else None, reason=reason,
                      ms=round(done.result.duration_ms, 1) if done.result else None)
+        u = self.policy.uplinks.get(done.ifname)
+        before = (u.failures, u.last_ok, u.last_code, u.last_reason) if u else None
         self._apply(self.policy.on_probe(done.ifname, ok, done.at, code=code, reason=reason,
                                          purpose=done.purpose))
-        self._publish_soon(PUBLISH_MIN_INTERVAL_S)
+        if u is None or before != (u.failures, u.last_ok, u.last_code, u.last_reason):
+            self._publish_soon(PUBLISH_MIN_INTERVAL_S)
+        else:
+            self._publish_soon(PUBLISH_IDLE_INTERVAL_S)
 
     # ---- netlink facts ----------------------------------------------------------------------------
 
