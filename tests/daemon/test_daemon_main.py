@@ -8,6 +8,7 @@ from pathlib import Path
 
 from test_daemon_usecase import run_async
 
+from impctl.backends.netlink import Netlink
 from impctl.cli.daemon_main import LINK_FACTS_MAX_AGE_S, EventCachedLinks
 from impctl.model.codes import ExitCode
 from impctl.model.events import IPChanged, LinkChanged, Resync
@@ -81,3 +82,20 @@ def test_a_section_that_is_not_a_table_is_named_in_the_line(tmp_path: Path) -> N
                            str(tmp_path / "s.json"), "daemon"], capture_output=True, text=True, timeout=30)
     assert done.returncode == int(ExitCode.STATE_ERROR)
     assert done.stderr == f"error: {config}: [daemon] must be a table\n"  # not eaten as markup
+
+
+@run_async
+async def test_netlink_reads_do_not_pile_up_in_pyroute2s_socket() -> None:
+    """pyroute2 0.9 keeps the acknowledgement of every "get": the socket is renewed before many do.
+
+    Read-only, on this namespace's loopback.
+    """
+    links = Netlink()
+    kept: list[int] = []
+    for _ in range(3 * Netlink.REQUESTS_PER_SOCKET):
+        await links.link_state("lo")
+        ipr = links._ipr
+        if ipr is not None:
+            kept.append(sum(q.qsize() for q in ipr.msg_queue.queues.values()))
+    await links.aclose()
+    assert kept and max(kept) < Netlink.REQUESTS_PER_SOCKET
