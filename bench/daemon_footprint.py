@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -170,7 +171,15 @@ def soak(lab: Lab, work: Path, minutes: float, warmup_s: float, fault_every_s: f
     return out
 
 
+def _stop(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # through the finally blocks: the lab comes down
+
+
 def main() -> None:
+    # Started in the background (`... &`), SIGINT is ignored; and SIGTERM would skip the
+    # clean-up: both end the bench through lab.down().
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warmup-s", type=float, default=30.0)
     parser.add_argument("--idle-s", type=float, default=120.0)
