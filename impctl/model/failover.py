@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from impctl.model.codes import ResultCode, code_name
 from impctl.model.config import DaemonSettings
 from impctl.model.identifiers import resolve
 from impctl.model.inventory import DeviceInfo
@@ -303,7 +304,7 @@ class FailoverPolicy:
             return "no carrier"
         if u.ip_ready is False:
             return "no IPv4 address or default route"
-        detail = u.last_reason or "no detail"
+        detail = u.last_reason or self._code(u, u.last_code)
         if u.verify_failed:
             return f"verification probe failed: {detail}"
         if self._failed(u):
@@ -399,7 +400,8 @@ class FailoverPolicy:
             # A new primary that fails its very first probe is not given a second
             # chance: the traffic is on it, and the next candidate may be fine.
             u.verify_failed = u.verify_failed or verifying
-        actions += self._track(u, now, before, "probe passed" if ok else f"probe failed: {reason or code}")
+        why = "probe passed" if ok else f"probe failed: {reason or self._code(u, code)}"
+        actions += self._track(u, now, before, why)
         # Only the verification probe concludes a switch: a periodic probe started
         # before it (still in flight when the traffic moved) does not count.
         concludes = verifying or self.phase in (Phase.LOST, Phase.STARTING)
@@ -441,6 +443,14 @@ class FailoverPolicy:
         self._routes_pending = None
         if deferred is not None and deferred.ifname in self.uplinks:
             self.uplinks[deferred.ifname].probing = False
+
+    @staticmethod
+    def _code(u: UplinkHealth, code: int | None) -> str:
+        """A result code as impOS names it (NO_LINK on a wired uplink), for a reason without text."""
+        try:
+            return code_name(ResultCode(code), u.spec.iface_class) if code is not None else "no detail"
+        except ValueError:
+            return f"result code {code}"
 
     def _connected(self, ifname: str, now: float, otherwise: str) -> Connected:
         self.phase = Phase.CONNECTED

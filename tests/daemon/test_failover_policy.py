@@ -607,3 +607,18 @@ def test_manual_mode_never_waits_for_routes() -> None:
     sim = started(order=[ETH], manual=True)
     assert sim.policy.routes_pending is None
     assert [a.ifname for _t, a in sim.of(Connected)] == ["eth0"]  # type: ignore[attr-defined]
+
+
+def test_a_failed_probe_without_text_is_named_by_its_result_code() -> None:
+    policy = policy_on()
+    policy.start(0.0)
+    policy.routes_applied("eth0", 0.0)
+    policy.probe_started("eth0", 0.0, Purpose.VERIFY)
+    policy.on_probe("eth0", True, 0.01, purpose=Purpose.VERIFY)
+    policy.probe_started("eth0", 1.0, Purpose.LIVENESS)
+    (change,) = [a for a in policy.on_probe("eth0", False, 1.01, code=1) if isinstance(a, HealthChange)]
+    assert change.reason == "probe failed: NO_LINK"  # impOS's name for 1 on a wired uplink
+    policy.probe_started("wlan0", 1.0, Purpose.STANDBY)
+    (change,) = [a for a in policy.on_probe("wlan0", False, 1.02, code=99, purpose=Purpose.STANDBY)
+                 if isinstance(a, HealthChange)]
+    assert change.reason == "probe failed: result code 99"
