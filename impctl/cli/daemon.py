@@ -11,7 +11,8 @@ import typer
 
 from impctl.backends.statefile import load_state
 from impctl.cli.context import get_globals
-from impctl.cli.output import JsonOption, console, run
+from impctl.cli.output import JsonOption, console, fail, run
+from impctl.model.errors import ImpctlError
 
 COMMAND = "daemon"
 
@@ -71,4 +72,8 @@ def daemon(
             "--config", str(g.config_path), *(["--config-explicit"] if g.config_explicit else [])]
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, argv)
+    try:
+        os.execv(sys.executable, argv)
+    except OSError as err:
+        fail(COMMAND, ImpctlError(f"cannot start the daemon process ({sys.executable or 'no interpreter'}): "
+                                  f"{err.strerror or err}"), False)
