@@ -26,6 +26,10 @@ The rules, and why:
 * A switch is not "connected" until a probe through the new primary passes
   (`Connected`). If that probe fails, the target is marked failed and the
   next candidate is tried.
+* Nor before the traffic has moved: the verification probe is bound to the
+  new primary, so it can pass while the kernel still routes through the old
+  one. Its result waits until the daemon reports the new primary's routes in
+  place (`routes_applied`), then counts as of when it came back.
 * Failback (impOS has none): once the active uplink is healthy again, a more
   preferred uplink takes over when it has been usable without a break for
   `failback_hold_s`, its latest probe passed, and the last switch is at least
@@ -51,6 +55,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from impctl.model.codes import ResultCode, code_name
 from impctl.model.config import DaemonSettings
 from impctl.model.identifiers import resolve
 from impctl.model.inventory import DeviceInfo
@@ -137,6 +142,18 @@ class ProbeRequest:
     purpose: Purpose
 
 
+@dataclass(frozen=True)
+class ProbeResult:
+    """A probe's outcome as `on_probe` takes it (kept while a verification waits for routes)."""
+
+    ifname: str
+    ok: bool
+    at: float
+    code: int | None
+    reason: str | None
+    purpose: Purpose
+
+
 @dataclass
 class SwitchRecord:
     at: float
@@ -156,6 +173,8 @@ class UplinkHealth:
     link_up: bool | None = None  # carrier and administratively up; None: not known yet
     ip_ready: bool | None = None  # an IPv4 address and a default route through it
     failures: int = 0  # consecutive failed probes
+    # A new primary's verification failed: failed at once, whatever `failures` says.
+    verify_failed: bool = False
     last_ok: bool | None = None
     last_code: int | None = None
     last_reason: str | None = None
@@ -218,6 +237,8 @@ class FailoverPolicy:
         self._pending: SwitchRecord | None = None  # the switch being verified
         self._pending_cause: float = 0.0
         self._verify_needed = False  # the active uplink's verification probe is not started yet
+        self._routes_pending: str | None = None  # switched to, its routes not in place yet
+        self._deferred: ProbeResult | None = None  # its verification result, waiting for them
         self._last_switch_at: float | None = None
         self._lost_reason: str | None = None
         self._started = False
@@ -255,20 +276,24 @@ class FailoverPolicy:
             self.phase = Phase.STARTING
             self._pending = None
             self._verify_needed = False
+            self._drop_deferred()
 
     def set_settings(self, settings: DaemonSettings) -> None:
         self.settings = settings
 
     # ---- derived facts -------------------------------------------------------------------
 
+    def _failed(self, u: UplinkHealth) -> bool:
+        return u.verify_failed or u.failures >= self.settings.probe_failures
+
     def _usable(self, u: UplinkHealth) -> bool:
-        return bool(u.link_up) and bool(u.ip_ready) and u.failures < self.settings.probe_failures
+        return bool(u.link_up) and bool(u.ip_ready) and not self._failed(u)
 
     def health(self, ifname: str) -> Health:
         u = self.uplinks[ifname]
         if not u.link_up or not u.ip_ready:
             return Health.DOWN
-        if u.failures >= self.settings.probe_failures:
+        if self._failed(u):
             return Health.FAILED
         if u.failures > 0:
             return Health.DEGRADED
@@ -279,8 +304,11 @@ class FailoverPolicy:
             return "no carrier"
         if u.ip_ready is False:
             return "no IPv4 address or default route"
-        if u.failures >= self.settings.probe_failures:
-            return f"{u.failures} probes failed: {u.last_reason or 'no detail'}"
+        detail = u.last_reason or self._code(u, u.last_code)
+        if u.verify_failed:
+            return f"verification probe failed: {detail}"
+        if self._failed(u):
+            return f"{u.failures} probe{'s' if u.failures != 1 else ''} failed in a row: {detail}"
         return "not ready"
 
     def _verified(self, u: UplinkHealth) -> bool:
@@ -315,6 +343,7 @@ class FailoverPolicy:
         if not up:
             # Whatever the probes said belongs to the link that went away.
             u.failures = 0
+            u.verify_failed = False
             u.last_ok = None
         actions = self._track(u, now, before, "carrier up" if up else "carrier lost")
         return actions + self.decide(now)
@@ -328,6 +357,7 @@ class FailoverPolicy:
         u.ip_ready = ready
         if not ready:
             u.failures = 0
+            u.verify_failed = False
             u.last_ok = None
         why = "address and default route" if ready else "address or default route gone"
         actions = self._track(u, now, before, why)
@@ -348,6 +378,10 @@ class FailoverPolicy:
         u = self.uplinks.get(ifname)
         if u is None:
             return []
+        if purpose == Purpose.VERIFY and ifname == self.active and ifname == self._routes_pending:
+            # Bound to the new primary, it says nothing yet about where the traffic goes.
+            self._deferred = ProbeResult(ifname, ok, now, code, reason, purpose)
+            return []
         u.probing = False
         before = self.health(ifname)
         u.last_probe_at = now
@@ -359,18 +393,64 @@ class FailoverPolicy:
                      and purpose == Purpose.VERIFY)
         if ok:
             u.failures = 0
+            u.verify_failed = False
             u.verified_at = now
         else:
+            u.failures += 1
             # A new primary that fails its very first probe is not given a second
             # chance: the traffic is on it, and the next candidate may be fine.
-            u.failures = self.settings.probe_failures if verifying else u.failures + 1
-        actions += self._track(u, now, before, "probe passed" if ok else f"probe failed: {reason or code}")
+            u.verify_failed = u.verify_failed or verifying
+        why = "probe passed" if ok else f"probe failed: {reason or self._code(u, code)}"
+        actions += self._track(u, now, before, why)
         # Only the verification probe concludes a switch: a periodic probe started
         # before it (still in flight when the traffic moved) does not count.
         concludes = verifying or self.phase in (Phase.LOST, Phase.STARTING)
         if ok and ifname == self.active and concludes:
             actions.append(self._connected(ifname, now, "start" if self.phase == Phase.STARTING else "recovered"))
         return actions + self.decide(now)
+
+    def routes_applied(self, ifname: str | None, now: float) -> list[Action]:
+        """The daemon has put `ifname`'s routes in place as the primary (or tried to: a failed
+        route change is logged by the daemon, and the probe then decides alone).
+
+        A report for an uplink that is no longer the one switched to is stale and ignored.
+        A verification result that waited counts as of when it came back, so `took_s` is
+        the probe's, not the route change's.
+        """
+        if ifname is None or ifname != self._routes_pending:
+            return []
+        self._routes_pending = None
+        deferred, self._deferred = self._deferred, None
+        if deferred is None:
+            return []
+        return self.on_probe(deferred.ifname, deferred.ok, deferred.at,
+                             code=deferred.code, reason=deferred.reason, purpose=deferred.purpose)
+
+    @property
+    def lost_reason(self) -> str | None:
+        """Why nothing carries the traffic (None unless the phase is LOST)."""
+        return self._lost_reason
+
+    @property
+    def routes_pending(self) -> str | None:
+        """The uplink switched to whose routes are not in place yet (None: none)."""
+        return self._routes_pending
+
+    def _drop_deferred(self) -> None:
+        # A result kept for an earlier target no longer concludes anything; its uplink
+        # must not stay marked as probing, or it would never be probed again.
+        deferred, self._deferred = self._deferred, None
+        self._routes_pending = None
+        if deferred is not None and deferred.ifname in self.uplinks:
+            self.uplinks[deferred.ifname].probing = False
+
+    @staticmethod
+    def _code(u: UplinkHealth, code: int | None) -> str:
+        """A result code as impOS names it (NO_LINK on a wired uplink), for a reason without text."""
+        try:
+            return code_name(ResultCode(code), u.spec.iface_class) if code is not None else "no detail"
+        except ValueError:
+            return f"result code {code}"
 
     def _connected(self, ifname: str, now: float, otherwise: str) -> Connected:
         self.phase = Phase.CONNECTED
@@ -414,6 +494,8 @@ class FailoverPolicy:
         # A switch chained on a failed verification keeps the original cause: the
         # time taken is what the outage cost, however many candidates it took.
         self.switches.append(record)
+        self._drop_deferred()
+        self._routes_pending = to
         action = Switch(self.active, to, reason, cause_at)
         self._pending = record
         self.active = to

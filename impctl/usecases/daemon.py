@@ -51,15 +51,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from impctl.model.config import Config
-from impctl.model.errors import ConfigError, ImpctlError, StateError
+from impctl.model.errors import ConfigError, ImpctlError
 from impctl.model.events import IPChanged, LinkChanged, LinkRemoved, NetEvent, NMSignal, Resync
 from impctl.model.failover import (
     Action,
@@ -86,6 +87,9 @@ RECONNECT_FIRST_S = 0.25
 RECONNECT_MAX_S = 5.0
 # The daemon's view is written at most this often (unless a switch happened).
 PUBLISH_MIN_INTERVAL_S = 1.0
+# With nothing changing, the view is still rewritten this often (updated_at, last probe
+# times): a write is an fsync, and every probe of an idle gateway would wear its flash.
+PUBLISH_IDLE_INTERVAL_S = 60.0
 # After a switch, the view is written this much later (the verification is usually back by then).
 SWITCH_PUBLISH_DELAY_S = 0.2
 # Waiting for NetworkManager's D-Bus calls on the hot path.
@@ -192,16 +196,57 @@ Item = NetEvent | NMSignal | ProbeDone | IPFacts | Control
 
 
 def logfmt(event: str, **fields: object) -> str:
-    """One journal-friendly line: `event=switch from=eth0 to=wlan0 reason="..."`."""
+    """One journal-friendly line: `event=switch from=eth0 to=wlan0 reason="..."`.
+
+    A value with a line break (an error message from a library) keeps to the one line: `\\n`.
+    """
     parts = [f"event={event}"]
     for key, value in fields.items():
         if value is None:
             continue
         text = (f"{value:.1f}" if abs(value) >= 1 else f"{value:.3f}") if isinstance(value, float) else str(value)
-        if text == "" or any(c in text for c in ' "=\\'):
-            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if text == "" or any(c in text for c in ' "=\\\n\r'):
+            text = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+            text = f'"{text}"'
         parts.append(f"{key}={text}")
     return " ".join(parts)
+
+
+class Coalescer:
+    """Background work that is asked for in bursts: "busy, run again".
+
+    `request()` starts `work` unless it is running; asked while it runs, it runs
+    once more when it is done, however often it was asked meanwhile. For work
+    that acts on the latest facts (NM's device list, the route metrics the
+    policy wants, one uplink's addresses): a burst of requests costs at most
+    two runs, and the last one starts after the last request. `work` handles
+    its own errors; its task comes from `spawn`, so whoever owns the tasks
+    cancels it at shutdown.
+    """
+
+    def __init__(self, work: Callable[[], Awaitable[None]],
+                 spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]) -> None:
+        self._work = work
+        self._spawn = spawn
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def request(self) -> None:
+        if self.busy:
+            self._again = True
+        else:
+            self._task = self._spawn(self._run())
+
+    async def _run(self) -> None:
+        again = True
+        while again:
+            self._again = False
+            await self._work()
+            again = self._again
 
 
 def ip_ready(facts: IPv4Facts) -> bool:
@@ -215,29 +260,24 @@ class Daemon:
     def __init__(self, deps: Deps) -> None:
         self.d = deps
         self.inbox: asyncio.Queue[Item] = asyncio.Queue()
-        self.config: Config = deps.load_config()
-        self.state: State = deps.load_state()
+        self.config, self.state = self._load()
         self.network: Network | None = None
         self.devices: dict[str, DeviceInfo] = {}
         self.proxies: dict[str, ProbeProxy] = {}
         self.policy = FailoverPolicy(self.config.daemon, [])
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._ip_refreshing: set[str] = set()
-        self._ip_again: set[str] = set()
+        self._ip_readers: dict[str, Coalescer] = {}
         self._profile_metrics: dict[str, int] = {}
         self._lifted: set[str] = set()  # uplinks the daemon gave the primary metric
-        self._routes_wanted = asyncio.Event()
-        self._refresh_wanted = False
-        self._refreshing = False
+        self._routes = Coalescer(self._route_pass, functools.partial(self._spawn, name="routes"))
+        self._refresh = Coalescer(self._refresh_devices, functools.partial(self._spawn, name="refresh"))
         self._publish_due = math.inf
         self._last_publish = -math.inf
         self._next_watchdog = math.inf
         self._stopping = False
         self._started_wall = deps.wall()
         self._nm_up = False
-        self._signals_cm: contextlib.AbstractAsyncContextManager[None] | None = None
-        self._routes_pending: str | None = None  # a new primary whose routes are not applied yet
-        self._deferred: ProbeDone | None = None  # its verification result, waiting for them
+        self._signals = contextlib.AsyncExitStack()  # NM's signal subscription
         self._kernel_routes_changed = asyncio.Event()
 
     # ---- requests from outside (signal handlers) -----------------------------------------
@@ -251,11 +291,12 @@ class Daemon:
     def _put(self, item: Item) -> None:
         self.inbox.put_nowait(item)
 
-    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         task.set_name(name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def log(self, event: str, **fields: object) -> None:
         self.d.log(logfmt(event, **fields))
@@ -270,7 +311,6 @@ class Daemon:
         if watchdog:
             self._next_watchdog = self.d.clock()
         async with self.d.watch(self._put):
-            route_worker = asyncio.create_task(self._route_worker(), name="routes")
             try:
                 if await self._connect_network(first=True):
                     await self._initial_facts()
@@ -281,11 +321,8 @@ class Daemon:
                 else:  # stopped before NetworkManager ever answered
                     self.d.notifier.stopping("stopping")
             finally:
-                route_worker.cancel()
                 for task in list(self._tasks):
                     task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await route_worker
                 await asyncio.gather(*self._tasks, return_exceptions=True)
                 self._publish(final=True)
                 await self._unsubscribe()
@@ -327,10 +364,6 @@ class Daemon:
             if item.ifname in self.policy.uplinks:
                 self._refresh_ip(item.ifname)
         elif isinstance(item, IPFacts):
-            self._ip_refreshing.discard(item.ifname)
-            if item.ifname in self._ip_again:
-                self._ip_again.discard(item.ifname)
-                self._refresh_ip(item.ifname)
             if item.link_up is not None:
                 self._apply(self.policy.on_link(item.ifname, item.link_up, item.at))
             self._apply(self.policy.on_ip(item.ifname, item.ready, item.at))
@@ -354,13 +387,12 @@ class Daemon:
     def _apply(self, actions: Sequence[Action]) -> None:
         for action in actions:
             if isinstance(action, Switch):
-                # Not connected before the traffic has moved: the verification
-                # result waits for the route change (see _probe_done).
-                self._routes_pending = action.to_ifname if not self.policy.manual else None
                 since = self.d.clock() - action.cause_at
                 self.log("switch", **{"from": action.from_ifname, "to": action.to_ifname},
                          reason=action.reason, since_cause_ms=round(since * 1000, 1))
-                self._routes_wanted.set()
+                # Once they are in place, the policy hears of it (routes-applied):
+                # the verification waits for that.
+                self._routes.request()
                 # Off the hot path: the state file is written (fsync) once the switch settled.
                 self._publish_soon(SWITCH_PUBLISH_DELAY_S)
             elif isinstance(action, Connected):
@@ -386,7 +418,7 @@ class Daemon:
     def _status_text(self) -> str:
         p = self.policy
         if p.phase == Phase.LOST:
-            return f"lost: {p.snapshot(0.0, lambda t: t).get('lost_reason')}"
+            return f"lost: {p.lost_reason}"
         mode = "manual" if p.manual else "automatic"
         return f"{p.phase.value} via {p.active or 'nothing'} ({mode})"
 
@@ -449,10 +481,6 @@ class Daemon:
         self._put(ProbeDone(device.ifname, req.purpose, result, error, self.d.clock()))
 
     def _probe_done(self, done: ProbeDone) -> None:
-        if (done.purpose == Purpose.VERIFY and done.ifname == self._routes_pending
-                and done.ifname == self.policy.active):
-            self._deferred = done
-            return
         ok = done.result is not None and done.result.connected
         code = int(done.result.code) if done.result is not None else None
         reason = done.result.reason if done.result is not None else done.error
@@ -460,19 +488,25 @@ class Daemon:
             self.log("probe", ifname=done.ifname, purpose=done.purpose.value, ok=str(ok).lower(),
                      code=done.result.code_name if done.result else None, reason=reason,
                      ms=round(done.result.duration_ms, 1) if done.result else None)
+        u = self.policy.uplinks.get(done.ifname)
+        before = (u.failures, u.last_ok, u.last_code, u.last_reason) if u else None
         self._apply(self.policy.on_probe(done.ifname, ok, done.at, code=code, reason=reason,
                                          purpose=done.purpose))
-        self._publish_soon(PUBLISH_MIN_INTERVAL_S)
+        if u is None or before != (u.failures, u.last_ok, u.last_code, u.last_reason):
+            self._publish_soon(PUBLISH_MIN_INTERVAL_S)
+        else:
+            self._publish_soon(PUBLISH_IDLE_INTERVAL_S)
 
     # ---- netlink facts ----------------------------------------------------------------------------
 
     def _refresh_ip(self, ifname: str) -> None:
-        if ifname in self._ip_refreshing:
-            # A read is under way and may have missed this change: read once more after it.
-            self._ip_again.add(ifname)
-            return
-        self._ip_refreshing.add(ifname)
-        self._spawn(self._read_ip(ifname), f"ip-{ifname}")
+        # A read under way may have missed this change: then it reads once more.
+        reader = self._ip_readers.get(ifname)
+        if reader is None:
+            reader = Coalescer(functools.partial(self._read_ip, ifname),
+                               functools.partial(self._spawn, name=f"ip-{ifname}"))
+            self._ip_readers[ifname] = reader
+        reader.request()
 
     async def _read_ip(self, ifname: str) -> None:
         # Let the rest of a burst of address/route messages arrive first.
@@ -514,15 +548,18 @@ class Daemon:
                     self._stopping = True
                     return False
                 delay = min(delay * 2, RECONNECT_MAX_S)
-        self.network = network
-        self._nm_up = True
-        self._signals_cm = network.signals(self._put)
-        await self._signals_cm.__aenter__()
-        self._spawn(self._watch_bus(network), "bus-watch")
-        await self._set_devices(devices)
+        await self._adopt(network, devices)
         if not first:
             self.log("nm-reconnected", devices=len(devices))
         return True
+
+    async def _adopt(self, network: Network, devices: list[DeviceInfo]) -> None:
+        """Work through a (new) connection to NM: its signals, the bus watch, its devices."""
+        self.network = network
+        self._nm_up = True
+        await self._signals.enter_async_context(network.signals(self._put))
+        self._spawn(self._watch_bus(network), "bus-watch")
+        await self._set_devices(devices)
 
     async def _stop_requested_within(self, seconds: float) -> bool:
         """Sleep, but return True at once if a stop arrives (other items are kept)."""
@@ -569,35 +606,25 @@ class Daemon:
     def _want_refresh(self) -> None:
         if not self._nm_up:
             return  # NM is stopping or gone: its half-empty device list is no news
-        if self._refreshing:
-            self._refresh_wanted = True
-            return
-        self._refreshing = True
-        self._refresh_wanted = False
-        self._spawn(self._refresh_devices(), "refresh")
+        self._refresh.request()
 
     async def _refresh_devices(self) -> None:
         delay = RECONNECT_FIRST_S
-        try:
-            while True:
-                network = self.network
-                if network is None or not self._nm_up:
-                    return
-                try:
-                    devices = await network.devices()
-                except ImpctlError as err:
-                    # NM just (re)started answers with errors until it has set up its
-                    # objects: try again, backing off, as long as NM is there.
-                    self.log("nm-error", doing="reading devices", reason=err.message, retry_s=delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RECONNECT_MAX_S)
-                    continue
-                await self._set_devices(devices)
-                if not self._refresh_wanted:
-                    return
-                self._refresh_wanted = False
-        finally:
-            self._refreshing = False
+        while True:
+            network = self.network
+            if network is None or not self._nm_up:
+                return
+            try:
+                devices = await network.devices()
+            except ImpctlError as err:
+                # NM just (re)started answers with errors until it has set up its
+                # objects: try again, backing off, as long as NM is there.
+                self.log("nm-error", doing="reading devices", reason=err.message, retry_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+                continue
+            await self._set_devices(devices)
+            return
 
     async def _set_devices(self, devices: list[DeviceInfo]) -> None:
         """New facts from NM: the plan may change, and the routes may need re-applying."""
@@ -616,13 +643,15 @@ class Daemon:
             for spec in uplinks:
                 if spec.ifname not in known:
                     self._refresh_ip(spec.ifname)
+            for name in [n for n, r in self._ip_readers.items() if n not in self.policy.uplinks and not r.busy]:
+                del self._ip_readers[name]  # gone for good (a modem's wwan1 is a new name)
             self._apply(self.policy.decide(self.d.clock()))
         # A device NM (re)activated has its profile's metric again.
         for name in list(self._lifted):
             dev = self.devices.get(name)
             if dev is None or dev.route_metric != self.config.daemon.primary_route_metric:
                 self._lifted.discard(name)
-        self._routes_wanted.set()
+        self._routes.request()
 
     def _plan(self, devices: list[DeviceInfo]) -> tuple[list[UplinkSpec], bool]:
         if self.state.pinned:
@@ -632,27 +661,26 @@ class Daemon:
 
     # ---- routes -------------------------------------------------------------------------------------
 
-    async def _route_worker(self) -> None:
-        """Make NM's route metrics match the policy's choice, one change at a time.
+    async def _route_pass(self) -> None:
+        """Make NM's route metrics match the policy's choice (run by the `_routes` coalescer).
 
-        Always works towards the latest choice, so a burst of switches ends in
-        the right place without queueing stale ones.
+        One pass at a time, each towards the latest choice, so a burst of
+        switches ends in the right place without queueing stale ones.
         """
-        while True:
-            await self._routes_wanted.wait()
-            self._routes_wanted.clear()
-            target = self.policy.active
-            posted = False
+        target = self.policy.active
+        posted = False
 
-            def moved(target: str | None = target) -> None:
-                nonlocal posted
-                if not posted:
-                    posted = True
-                    self._put(Control("routes-applied", target))
+        def moved() -> None:
+            nonlocal posted
+            if not posted:
+                posted = True
+                self._put(Control("routes-applied", target))
 
-            with contextlib.suppress(Exception):
-                await self._apply_routes(moved)
-            moved()
+        try:
+            await self._apply_routes(moved)
+        except Exception as err:  # a bug here must not stop the daemon, nor hide
+            self.log("route-error", ifname=target, reason=f"{type(err).__name__}: {err}")
+        moved()
 
     async def _apply_routes(self, moved: Callable[[], None]) -> None:
         """Give the active uplink the primary metric and the others their own back.
@@ -712,7 +740,10 @@ class Daemon:
                 return
             left = deadline - self.d.clock()
             if left <= 0:
-                self.log("route-error", ifname=ifname, reason=f"the kernel still routes through {now_primary}")
+                where = (f"the kernel still routes through {now_primary}" if now_primary
+                         else "the kernel has no usable default route")
+                self.log("route-error", ifname=ifname,
+                         reason=f"{where} {KERNEL_ROUTE_TIMEOUT_S:g} s after the change")
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kernel_routes_changed.wait(), left)
@@ -742,11 +773,7 @@ class Daemon:
         elif item.what == "reload":
             await self._reload()
         elif item.what == "routes-applied":
-            if item.ifname is not None and item.ifname == self._routes_pending:
-                self._routes_pending = None
-                deferred, self._deferred = self._deferred, None
-                if deferred is not None:
-                    self._probe_done(deferred)
+            self._apply(self.policy.routes_applied(item.ifname, self.d.clock()))
         elif item.what == "bus-lost":
             self.log("bus-lost")
             old = self.network
@@ -758,10 +785,10 @@ class Daemon:
             self._spawn(self._reconnect(), "reconnect")
 
     async def _unsubscribe(self) -> None:
-        cm, self._signals_cm = self._signals_cm, None
-        if cm is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(cm.__aexit__(None, None, None), NM_CALL_TIMEOUT_S)
+        # A dead bus may not answer the unsubscribe: give up after a while, never raise.
+        signals, self._signals = self._signals, contextlib.AsyncExitStack()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(signals.aclose(), NM_CALL_TIMEOUT_S)
 
     async def _reconnect(self) -> None:
         delay = RECONNECT_FIRST_S
@@ -774,29 +801,39 @@ class Daemon:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_S)
                 continue
-            self.network = network
-            self._nm_up = True
-            self._signals_cm = network.signals(self._put)
-            await self._signals_cm.__aenter__()
-            self._spawn(self._watch_bus(network), "bus-watch")
-            await self._set_devices(devices)
+            await self._adopt(network, devices)
             self.log("nm-reconnected", devices=len(devices))
             return
 
-    async def _reload(self) -> None:
-        self.d.notifier.reloading()
+    def _load(self) -> tuple[Config, State]:
+        """The config and the state file, or a ConfigError/StateError naming the problem."""
         try:
-            config = self.d.load_config()
-            state = self.d.load_state()
-        except (ConfigError, StateError, ImpctlError) as err:
-            self.log("reload-error", reason=err.message)
+            return self.d.load_config(), self.d.load_state()
+        except ImpctlError:
+            raise
+        except Exception as err:  # a loader's bug: still one line, never a traceback
+            raise ConfigError(f"cannot load the config and state: {type(err).__name__}: {err}") from None
+
+    async def _reload(self) -> None:
+        """SIGHUP: new config and state; if either is bad, keep running on the old ones."""
+        self.d.notifier.reloading()
+        old = (self.config, self.state, self.policy.settings)
+        try:
+            config, state = self._load()
+            self.config, self.state = config, state
+            self.policy.set_settings(config.daemon)
+            if self.network is not None:
+                self.network.set_config(config)
+        except Exception as err:
+            self.config, self.state = old[0], old[1]
+            self.policy.set_settings(old[2])
+            if self.network is not None:
+                with contextlib.suppress(Exception):
+                    self.network.set_config(old[0])
+            reason = err.message if isinstance(err, ImpctlError) else f"{type(err).__name__}: {err}"
+            self.log("reload-error", reason=reason, kept="the running config")
             self.d.notifier.ready(self._status_text())
             return
-        self.config = config
-        self.state = state
-        self.policy.set_settings(config.daemon)
-        if self.network is not None:
-            self.network.set_config(config)
         self.log("reload", mode=state.mode.value,
                  sequence=",".join(state.sequence) or "default")
         self._want_refresh()

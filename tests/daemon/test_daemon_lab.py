@@ -8,6 +8,7 @@ kernel sends unbound packets: the default route with the lowest metric.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from labdaemon import DaemonProcess, is_event, primary_uplink, restart_networkma
 
 from impctl.backends.statefile import load_state, update_state
 from impctl.lab import Lab
+from impctl.model.codes import ExitCode
 from impctl.model.state import Pin, State
 
 pytestmark = pytest.mark.lab
@@ -234,3 +236,43 @@ def test_sighup_reloads_the_sequence_and_hooks_run_on_a_switch(lab: Lab, tmp_pat
     view = json.loads(state.read_text())["daemon"]
     assert view["running"] is False  # SIGTERM: a clean stop, recorded
     assert proc.events("stopped")
+
+
+def test_sighup_with_a_broken_config_keeps_the_old_one_and_keeps_running(lab: Lab, tmp_path: Path) -> None:
+    config = write_config(lab, tmp_path / "impctl.toml")
+    good = config.read_text()
+    state = tmp_path / "state" / "state.json"
+    proc = DaemonProcess(lab, config, state)
+    try:
+        proc.wait_for(is_event("connected", ifname="eth0"), 15.0, "start")
+        write_config(lab, tmp_path / "wrong-type.toml", daemon={"probe_interval_s": "often"})
+        for broken, named in (((tmp_path / "wrong-type.toml").read_text(), "daemon.probe_interval_s"),
+                              (good + "[daemon\n", "not valid TOML")):
+            config.write_text(broken)
+            proc.signal(signal.SIGHUP)
+            error = proc.wait_for(is_event("reload-error"), 5.0, "reload-error after SIGHUP")
+            assert named in error["reason"] and "\n" not in error["reason"]
+        config.unlink()  # gone (the path was given explicitly): an unreadable config
+        proc.signal(signal.SIGHUP)
+        error = proc.wait_for(is_event("reload-error"), 5.0, "reload-error for a missing file")
+        assert "does not exist" in error["reason"]
+        assert proc.proc.poll() is None
+        # Still at work on the settings it had: failover within the old probe interval.
+        lab.fault("eth0", "blackhole")
+        switch = proc.wait_for(is_event("switch", **{"from": "eth0"}), 6.0, "failover on the old settings")
+        assert f"{FAILURES} probes failed" in switch["reason"]
+    finally:
+        assert proc.stop() == 0
+
+
+def test_start_with_a_broken_config_exits_with_the_config_code_in_one_line(lab: Lab, tmp_path: Path) -> None:
+    config = tmp_path / "impctl.toml"
+    config.write_text(lab.config_path.read_text() + "\n[daemon]\nfailback = \"yes\"\n")
+    argv = lab.exec_argv([sys.executable, "-m", "impctl", "daemon"])
+    env = {**lab.env(), "IMPCTL_CONFIG": str(config), "IMPCTL_STATE": str(tmp_path / "state.json")}
+    done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **env},
+                          timeout=20)
+    assert done.returncode == int(ExitCode.STATE_ERROR), done
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "daemon.failback" in lines[0], done.stderr

@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from impctl.backends.hooks import run_hook_dir
 from impctl.model.codes import ResultCode
 from impctl.model.config import Config, DaemonSettings
@@ -419,3 +421,79 @@ async def test_lost_bus_connection_is_reconnected_and_routes_reapplied() -> None
     await rig.wait_line("event=connected ifname=wlan0")
     assert ("wlan0", 19) in rig.nm.calls
     await stop(rig, task)
+
+
+@run_async
+async def test_reload_survives_a_loader_that_fails_in_any_way() -> None:
+    good = Config(daemon=SETTINGS)
+    failure: list[Exception | None] = [None]
+
+    def load() -> Config:
+        if failure[0] is not None:
+            raise failure[0]
+        return good
+
+    rig = make_rig(load_config=load)
+    task = await started(rig)
+    for err, named in ((ConfigError("impctl.toml: cannot read config file: Is a directory"), "Is a directory"),
+                       (ValueError("could not convert string to float: 'x'\nat line 3"), "ValueError")):
+        failure[0] = err
+        rig.daemon.request_reload()
+        line = await rig.wait_line("event=reload-error")
+        assert named in line and "\n" not in line and 'kept="the running config"' in line
+        assert rig.daemon.config is good
+    assert not task.done()
+    assert rig.notes.sent.count("RELOADING") == 2 and rig.notes.sent[-1] == "READY"
+    await stop(rig, task)
+
+
+@run_async
+async def test_reload_that_nm_refuses_keeps_the_old_config_everywhere() -> None:
+    new = Config(daemon=dataclasses.replace(SETTINGS, probe_interval_s=0.4))
+    rig = make_rig()
+    old = rig.daemon.config
+    task = await started(rig)
+    given: list[Config] = []
+
+    def set_config(config: Config) -> None:
+        given.append(config)
+        if config is new:
+            raise RuntimeError("the NM backend rejects it")
+
+    rig.nm.set_config = set_config  # type: ignore[method-assign]
+    rig.config[0] = new
+    rig.daemon.request_reload()
+    line = await rig.wait_line("event=reload-error")
+    assert "RuntimeError: the NM backend rejects it" in line
+    assert rig.daemon.config is old and rig.daemon.policy.settings is old.daemon
+    assert given == [new, old]
+    await stop(rig, task)
+
+
+def test_a_start_with_a_loader_bug_is_a_config_error_not_a_traceback() -> None:
+    def load() -> Config:
+        raise KeyError("daemon")
+
+    with pytest.raises(ConfigError, match=r"^cannot load the config and state: KeyError: 'daemon'$"):
+        make_rig(load_config=load)
+
+
+@run_async
+async def test_no_default_route_at_all_is_said_so() -> None:
+    rig = make_rig()
+    task = await started(rig)
+
+    async def no_routes() -> list[DefaultRoute]:
+        return []
+
+    rig.daemon.d.routes = no_routes
+    rig.link("eth0", False)
+    line = await rig.wait_line("event=route-error ifname=wlan0", 5.0)
+    assert 'reason="the kernel has no usable default route 2 s after the change"' in line
+    assert "None" not in line
+    await stop(rig, task)
+
+
+def test_logfmt_keeps_a_multi_line_value_on_one_line() -> None:
+    line = logfmt("reload-error", reason="not valid TOML:\nline 3\r")
+    assert line == 'event=reload-error reason="not valid TOML:\\nline 3\\r"'

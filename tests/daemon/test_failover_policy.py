@@ -3,8 +3,9 @@
 `World` plays the network: per uplink, whether the link is up and whether the
 cloud answers through it. `Sim` runs the policy against it the way the daemon
 does: link changes become `on_link`/`on_ip`, due probes complete after a
-short latency with what the world says at that moment, and time jumps to the
-next event or to `next_deadline` (never polling).
+short latency with what the world says at that moment, a switch's routes are
+in place (`routes_applied`) a moment after it, and time jumps to the next
+event or to `next_deadline` (never polling).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ FAST = DaemonSettings(
     failback_hold_s=3.0, min_switch_interval_s=2.0,
 )
 PROBE_LATENCY_S = 0.02
+ROUTE_LATENCY_S = 0.005  # NM's Reapply and the kernel's route: usually before the probe is back
 
 
 @dataclass
@@ -55,9 +57,11 @@ class World:
 
 
 class Sim:
-    def __init__(self, policy: FailoverPolicy, world: World | None = None, start: float = 0.0) -> None:
+    def __init__(self, policy: FailoverPolicy, world: World | None = None, start: float = 0.0,
+                 route_latency_s: float = ROUTE_LATENCY_S) -> None:
         self.policy = policy
         self.world = world or World()
+        self.route_latency_s = route_latency_s
         self.now = start
         self.actions: list[tuple[float, object]] = []
         self.probes: list[tuple[float, str, Purpose]] = []
@@ -72,6 +76,9 @@ class Sim:
     def _record(self, actions: list[object]) -> None:
         for a in actions:
             self.actions.append((self.now, a))
+            if isinstance(a, Switch):
+                self.at(self.now + self.route_latency_s,
+                        lambda to=a.to_ifname: self._record(self.policy.routes_applied(to, self.now)))
 
     def at(self, t: float, fn: Callable[[], None]) -> None:
         self._seq += 1
@@ -263,6 +270,17 @@ def test_failed_verification_moves_on_to_the_next_candidate() -> None:
     assert sim.policy.health("wlan0") == Health.FAILED
     records = list(sim.policy.switches)
     assert [r.verified for r in records] == [True, False, True]
+    # One probe failed, and the reason says which one, not "2 probes failed".
+    assert records[-1].reason == "wlan0: verification probe failed: timed out"
+    assert sim.policy.snapshot(sim.now, lambda t: t)["uplinks"][1]["failures"] == 1
+
+
+def test_the_reason_counts_the_probes_that_failed() -> None:
+    sim = started(replace(FAST, probe_failures=1))
+    sim.set_reachable(1.0, "eth0", False)
+    sim.run_until(3.0)
+    (reason,) = [s.reason for _t, s in sim.switches() if s.from_ifname == "eth0"]
+    assert reason == "eth0: 1 probe failed in a row: timed out"
 
 
 # ---------------------------------------------------------------- failback
@@ -494,6 +512,7 @@ def test_a_periodic_probe_in_flight_at_a_switch_does_not_conclude_it() -> None:
         policy.on_link(u.ifname, True, 0.0)
         policy.on_ip(u.ifname, True, 0.0)
     policy.start(0.0)
+    policy.routes_applied("eth0", 0.005)
     policy.probe_started("eth0", 0.0, Purpose.VERIFY)
     policy.on_probe("eth0", True, 0.01, purpose=Purpose.VERIFY)
     # A standby probe of wlan0 is under way when eth0 dies and wlan0 takes over.
@@ -505,5 +524,101 @@ def test_a_periodic_probe_in_flight_at_a_switch_does_not_conclude_it() -> None:
     assert policy.phase == Phase.VERIFYING
     assert [r.purpose for r in policy.due_probes(0.61) if r.ifname == "wlan0"] == [Purpose.VERIFY]
     policy.probe_started("wlan0", 0.61, Purpose.VERIFY)
+    policy.routes_applied("wlan0", 0.62)
     actions = policy.on_probe("wlan0", True, 0.63, purpose=Purpose.VERIFY)
     assert [a.ifname for a in actions if isinstance(a, Connected)] == ["wlan0"]
+
+
+# ---------------------------------------------------------------- routes before "connected"
+
+
+def policy_on(order: list[UplinkSpec] = ORDER) -> FailoverPolicy:
+    policy = FailoverPolicy(FAST, order)
+    for u in order:
+        policy.on_link(u.ifname, True, 0.0)
+        policy.on_ip(u.ifname, True, 0.0)
+    return policy
+
+
+def test_a_passing_verification_waits_for_the_routes_then_counts_as_of_its_return() -> None:
+    sim = Sim(FailoverPolicy(FAST, ORDER), route_latency_s=0.3)  # a slow Reapply
+    sim.run_until(0.1)
+    assert sim.of(Connected) == [] and sim.policy.phase == Phase.VERIFYING
+    assert sim.policy.routes_pending == "eth0"
+    sim.run_until(0.5)
+    ((at, connected),) = sim.of(Connected)
+    assert at == pytest.approx(0.3) and sim.policy.routes_pending is None
+    assert connected.took_s == pytest.approx(PROBE_LATENCY_S)  # type: ignore[attr-defined]
+
+
+def test_a_failed_verification_also_waits_for_the_routes() -> None:
+    world = World()
+    world.reachable["eth0"] = False
+    sim = Sim(FailoverPolicy(FAST, ORDER), world, route_latency_s=0.3)
+    sim.run_until(0.2)
+    assert [s.to_ifname for _t, s in sim.switches()] == ["eth0"]
+    sim.run_until(0.35)
+    assert [(round(t, 3), s.to_ifname) for t, s in sim.switches()] == [(0.0, "eth0"), (0.3, "wlan0")]
+    sim.run_until(1.0)
+    assert sim.policy.active == "wlan0" and sim.policy.phase == Phase.CONNECTED
+
+
+def test_only_the_verification_of_the_new_primary_waits() -> None:
+    policy = policy_on()
+    (switch,) = policy.start(0.0)
+    assert isinstance(switch, Switch) and policy.routes_pending == "eth0"
+    policy.probe_started("wlan0", 0.0, Purpose.STANDBY)
+    policy.probe_started("eth0", 0.0, Purpose.VERIFY)
+    policy.on_probe("wlan0", True, 0.01, purpose=Purpose.STANDBY)
+    assert policy.health("wlan0") == Health.UP  # a standby result counts at once
+    assert policy.on_probe("eth0", True, 0.02, purpose=Purpose.VERIFY) == []
+    assert policy.health("eth0") == Health.UNKNOWN and policy.phase == Phase.VERIFYING
+
+
+def test_a_stale_routes_report_does_not_release_the_verification() -> None:
+    policy = policy_on()
+    policy.start(0.0)
+    policy.probe_started("eth0", 0.0, Purpose.VERIFY)
+    policy.on_probe("eth0", True, 0.02, purpose=Purpose.VERIFY)
+    assert policy.routes_applied("wlan0", 0.03) == []  # the route worker's previous target
+    assert policy.routes_applied(None, 0.03) == []
+    assert policy.phase == Phase.VERIFYING
+    (connected,) = [a for a in policy.routes_applied("eth0", 0.04) if isinstance(a, Connected)]
+    assert connected.ifname == "eth0" and connected.took_s == pytest.approx(0.02)
+    assert policy.routes_applied("eth0", 0.05) == []  # once only
+
+
+def test_a_switch_on_drops_the_previous_targets_waiting_result_and_probes_it_again() -> None:
+    policy = policy_on()
+    policy.start(0.0)
+    policy.probe_started("eth0", 0.0, Purpose.VERIFY)
+    policy.on_probe("eth0", True, 0.02, purpose=Purpose.VERIFY)  # waits for eth0's routes
+    # eth0 fails before its routes are in place: the traffic goes to wlan0 instead.
+    switches = [a for a in policy.on_link("eth0", False, 0.03) if isinstance(a, Switch)]
+    assert [s.to_ifname for s in switches] == ["wlan0"] and policy.routes_pending == "wlan0"
+    assert [a for a in policy.routes_applied("wlan0", 0.04) if isinstance(a, Connected)] == []
+    # eth0's old result is gone, and eth0 is not left "probing" for ever: once back, it is probed.
+    policy.on_link("eth0", True, 0.05)
+    policy.on_ip("eth0", True, 0.05)
+    assert "eth0" in [r.ifname for r in policy.due_probes(FAST.standby_probe_interval_s)]
+
+
+def test_manual_mode_never_waits_for_routes() -> None:
+    sim = started(order=[ETH], manual=True)
+    assert sim.policy.routes_pending is None
+    assert [a.ifname for _t, a in sim.of(Connected)] == ["eth0"]  # type: ignore[attr-defined]
+
+
+def test_a_failed_probe_without_text_is_named_by_its_result_code() -> None:
+    policy = policy_on()
+    policy.start(0.0)
+    policy.routes_applied("eth0", 0.0)
+    policy.probe_started("eth0", 0.0, Purpose.VERIFY)
+    policy.on_probe("eth0", True, 0.01, purpose=Purpose.VERIFY)
+    policy.probe_started("eth0", 1.0, Purpose.LIVENESS)
+    (change,) = [a for a in policy.on_probe("eth0", False, 1.01, code=1) if isinstance(a, HealthChange)]
+    assert change.reason == "probe failed: NO_LINK"  # impOS's name for 1 on a wired uplink
+    policy.probe_started("wlan0", 1.0, Purpose.STANDBY)
+    (change,) = [a for a in policy.on_probe("wlan0", False, 1.02, code=99, purpose=Purpose.STANDBY)
+                 if isinstance(a, HealthChange)]
+    assert change.reason == "probe failed: result code 99"
