@@ -28,6 +28,7 @@ from typing import Any
 
 from impctl.backends import netwatch
 from impctl.backends.config_file import load_config
+from impctl.backends.gatewaylock import GatewayLock, lock_path_for
 from impctl.backends.hooks import run_hook_dir
 from impctl.backends.netlink import Netlink
 from impctl.backends.nm import NMClient
@@ -187,6 +188,7 @@ def _deps(state_path: Path, config_path: Path, config_explicit: bool) -> Deps:
         proxies=proxies,
         run_hooks=run_hook_dir,
         log=_log_line(),
+        gateway=GatewayLock(lock_path_for(state_path)),
     )
 
 

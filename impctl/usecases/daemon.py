@@ -80,6 +80,7 @@ from impctl.model.inventory import DeviceInfo, NMDeviceState
 from impctl.model.netfacts import DefaultRoute, IPv4Facts, LinkState, kernel_primary
 from impctl.model.probe import InterfaceProbe
 from impctl.model.state import CurrentUplink, State, daemon_view_from_json
+from impctl.usecases.ports import GatewayLock
 from impctl.usecases.probe import ProbeProxy
 
 # Reconnecting to the bus / NM: first retry after this, doubling up to the max.
@@ -96,6 +97,8 @@ SWITCH_PUBLISH_DELAY_S = 0.2
 NM_CALL_TIMEOUT_S = 5.0
 # NM syncs the kernel's routes shortly after Reapply returns: wait this long at most.
 KERNEL_ROUTE_TIMEOUT_S = 2.0
+# While an impctl command holds the gateway, a pending switch is tried again this often.
+GATEWAY_RETRY_S = 0.25
 
 
 # ---------------------------------------------------------------- what the daemon is given
@@ -164,6 +167,9 @@ class Deps:
     log: Callable[[str], None]
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
+    # connectwith/connect/disconnect hold it while they change the gateway; the daemon's
+    # switches wait for them. None: nothing else changes this gateway (tests of the loop).
+    gateway: GatewayLock | None = None
 
 
 # ---------------------------------------------------------------- inbox items
@@ -270,6 +276,7 @@ class Daemon:
         self._profile_metrics: dict[str, int] = {}
         self._lifted: set[str] = set()  # uplinks the daemon gave the primary metric
         self._routes = Coalescer(self._route_pass, functools.partial(self._spawn, name="routes"))
+        self._gateway_busy = False
         self._refresh = Coalescer(self._refresh_devices, functools.partial(self._spawn, name="refresh"))
         self._publish_due = math.inf
         self._last_publish = -math.inf
@@ -676,10 +683,23 @@ class Daemon:
                 posted = True
                 self._put(Control("routes-applied", target))
 
-        try:
-            await self._apply_routes(moved)
-        except Exception as err:  # a bug here must not stop the daemon, nor hide
-            self.log("route-error", ifname=target, reason=f"{type(err).__name__}: {err}")
+        gateway = self.d.gateway
+        with gateway.try_hold("daemon switch") if gateway else contextlib.nullcontext(True) as held:
+            if not held:
+                # An impctl command is changing the gateway: switching now would fight it.
+                # Its outcome (a new pin, a new primary) reaches the policy as NM events.
+                if not self._gateway_busy:
+                    self._gateway_busy = True
+                    self.log("gateway-busy", ifname=target, reason="another impctl command holds the gateway")
+                asyncio.get_running_loop().call_later(GATEWAY_RETRY_S, self._routes.request)
+                return
+            if self._gateway_busy:
+                self._gateway_busy = False
+                self.log("gateway-free", ifname=target)
+            try:
+                await self._apply_routes(moved)
+            except Exception as err:  # a bug here must not stop the daemon, nor hide
+                self.log("route-error", ifname=target, reason=f"{type(err).__name__}: {err}")
         moved()
 
     async def _apply_routes(self, moved: Callable[[], None]) -> None:

@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import os
 import stat
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -171,8 +171,24 @@ SETTINGS = DaemonSettings(probe_interval_s=0.2, probe_failures=2, standby_probe_
                           failback_hold_s=0.5, min_switch_interval_s=0.3)
 
 
+class Gateway:
+    """The gateway lock as another impctl command would hold it."""
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.tries = 0
+
+    @contextlib.contextmanager
+    def try_hold(self, command: str) -> Iterator[bool]:
+        self.tries += 1
+        yield not self.busy
+
+    def hold(self, command: str) -> contextlib.AbstractContextManager[bool]:
+        raise AssertionError("the daemon never waits for the gateway")
+
+
 def make_rig(state: State | None = None, settings: DaemonSettings = SETTINGS,
-             load_config: Callable[[], Config] | None = None) -> Rig:
+             load_config: Callable[[], Config] | None = None, gateway: Gateway | None = None) -> Rig:
     nm, world, notes = FakeNM(), World(), Notes()
     the_state = state or State()
     lines: list[str] = []
@@ -203,7 +219,7 @@ def make_rig(state: State | None = None, settings: DaemonSettings = SETTINGS,
         connect_network=connect_network, links=world, routes=routes, watch=watch, probe=world.probe,
         notifier=notes, load_config=load_config or (lambda: config[0]), load_state=lambda: the_state,
         update_state=change, proxies=lambda _s, _d: {}, run_hooks=no_hooks, log=lines.append,
-        clock=lambda: asyncio.get_running_loop().time(),
+        clock=lambda: asyncio.get_running_loop().time(), gateway=gateway,
     )
     return Rig(Daemon(deps), nm, world, notes, the_state, lines, emit, config)
 
@@ -497,3 +513,22 @@ async def test_no_default_route_at_all_is_said_so() -> None:
 def test_logfmt_keeps_a_multi_line_value_on_one_line() -> None:
     line = logfmt("reload-error", reason="not valid TOML:\nline 3\r")
     assert line == 'event=reload-error reason="not valid TOML:\\nline 3\\r"'
+
+
+@run_async
+async def test_a_switch_waits_while_an_impctl_command_holds_the_gateway() -> None:
+    gateway = Gateway()
+    rig = make_rig(gateway=gateway)
+    task = await started(rig)
+    assert rig.nm.calls == [("eth0", 20)]
+    gateway.busy = True  # a connectwith is at work
+    rig.link("eth0", False)
+    await rig.wait_line("event=gateway-busy ifname=wlan0")
+    await asyncio.sleep(0.6)
+    assert rig.nm.calls == [("eth0", 20)]  # no route moved while it held the gateway
+    assert gateway.tries >= 2  # and the daemon kept trying
+    gateway.busy = False
+    await rig.wait_line("event=gateway-free ifname=wlan0")
+    await rig.wait_line("event=route ifname=wlan0 metric=20")
+    assert rig.nm.calls[1:] == [("wlan0", 19), ("eth0", 100), ("wlan0", 20)]
+    assert await stop(rig, task) == 0
