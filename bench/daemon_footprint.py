@@ -28,9 +28,11 @@ Results: see the report of the "shape and hardening" issue (README text).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -202,6 +204,9 @@ def main() -> None:
             out["idle"] = idle(lab, work, args.warmup_s, args.idle_s)
     finally:
         lab.down()
+        shutil.rmtree(work, ignore_errors=True)  # its configs and state files
+        with contextlib.suppress(OSError):
+            args.root.rmdir()  # only if nothing else is in it
     print(json.dumps(out, indent=2), flush=True)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
