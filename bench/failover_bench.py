@@ -29,7 +29,7 @@ probe through wlan0 passed; median / max):
     link loss (=0, Debian default)   75 / 128 ms          482 / 976 ms (lab carrier-wait 1 s;
                                                                         NM's default is 6 s)
     upstream blackhole               1.99 / 2.03 s        21.7 / 21.7 s
-    idle, default [daemon] settings  0.43 % CPU, 61 MiB RSS over 60 s then; now 0.125 %, 32.5 MiB (bench/daemon_footprint.py)
+    idle, default [daemon] settings  then 0.43 % CPU, 61 MiB RSS; now bench/daemon_footprint.py: 0.125 %, 32.5 MiB
 
 Fault instants: `link` is the gateway's own netlink link-down event (what a
 watcher on the gateway sees first); `blackhole` is when the nft command that
