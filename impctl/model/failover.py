@@ -668,7 +668,6 @@ class FailoverPolicy:
             })
         return {
             "daemon_state_version": DAEMON_STATE_VERSION,
-            "mode": "manual" if self.manual else "automatic",
             "phase": self.phase.value,
             "active": self.active,
             "lost_reason": self._lost_reason,

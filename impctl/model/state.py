@@ -229,6 +229,10 @@ class State:
     daemon: DaemonView | None = None
 
     @property
+    def current_ifname(self) -> str | None:
+        return self.current.ifname if self.current else None
+
+    @property
     def mode(self) -> Mode:
         if self.pinned is not None:
             return Mode.MANUAL

@@ -319,10 +319,6 @@ def _no_modem(identifier: str) -> Attempt:
     return Attempt(identifier, None, "cell", ResultCode.NO_MODEM, "this gateway has no modem", stage="modem")
 
 
-def _current_ifname(state: State) -> str | None:
-    return state.current.ifname if state.current else None
-
-
 # ---------------------------------------------------------------------------
 # the use cases
 
@@ -355,7 +351,7 @@ async def connectwith(
         device = targets[0]
         timeout = timeout_s or default_timeout(device.iface_class)
         prepared = _prepare(nic, device, state, store, timeout)  # bad input: raise before any change
-        previous = current_device(_current_ifname(state), devices, await network.primary_ifname())
+        previous = current_device(state.current_ifname, devices, await network.primary_ifname())
         attempt, current = await _attempt(ctx, nic, device, previous, state, timeout, "connectwith", prepared)
         report.attempts.append(attempt)
         _record(state, attempt)
@@ -388,12 +384,12 @@ async def connect(
         mode = state.mode
         primary = await network.primary_ifname()
         # What carries unbound traffic now: an attempt that succeeds takes it down.
-        previous = current_device(_current_ifname(state), devices, primary)
+        previous = current_device(state.current_ifname, devices, primary)
         if state.pinned is not None:
             identifiers = [state.pinned.interface]
             # Manual mode: the current interface is the pinned one (server.connect on impOS 42),
             # even when another uplink happens to carry the default route.
-            current = current_device(_current_ifname(state), find_devices(identifiers[0], devices), None)
+            current = current_device(state.current_ifname, find_devices(identifiers[0], devices), None)
         else:
             identifiers = effective_order(state.sequence, {d.iface_class for d in devices})
             current = previous
@@ -480,7 +476,7 @@ async def disconnect(*, network: Network, store: Store, gateway: GatewayLock) ->
     """server.disconnect: take the current uplink down (the pin, if any, stays)."""
     with gateway.hold("disconnect"), store.transaction() as state:
         devices = await network.devices()
-        current = current_device(_current_ifname(state), devices, await network.primary_ifname())
+        current = current_device(state.current_ifname, devices, await network.primary_ifname())
         state.current = None
         state.disconnected_at = time.time()
         if current is None or not current.active_path:

@@ -426,8 +426,7 @@ class Daemon:
         p = self.policy
         if p.phase == Phase.LOST:
             return f"lost: {p.lost_reason}"
-        mode = "manual" if p.manual else "automatic"
-        return f"{p.phase.value} via {p.active or 'nothing'} ({mode})"
+        return f"{p.phase.value} via {p.active or 'nothing'} ({self.state.mode.value})"
 
     def _hooks(self, event: str, from_ifname: str | None, to_ifname: str | None, reason: str,
                took_ms: float | None = None) -> None:
@@ -872,6 +871,7 @@ class Daemon:
         wall_now = self.d.wall()
         view = self.policy.snapshot(now, lambda t: wall_now - (now - t))
         view.update({
+            "mode": self.state.mode.value,  # the gateway's, as status and connect say it
             "running": running,
             "pid": os.getpid(),
             "started_at": round(self._started_wall, 3),

@@ -83,7 +83,7 @@ async def status(*, network: Network, store: Store, pid_alive: Callable[[int], b
     state = store.load()
     # Two independent reads of NM: at once, as status is what people run most.
     devices, primary = await asyncio.gather(network.devices(), network.primary_ifname())
-    current = current_device(state.current.ifname if state.current else None, devices, primary)
+    current = current_device(state.current_ifname, devices, primary)
     return StatusReport(devices, current.ifname if current else None, primary, state,
                         daemon_view(state.daemon, pid_alive))
 

@@ -497,7 +497,7 @@ def test_snapshot_is_json_and_names_everything_status_shows() -> None:
     sim.run_until(2.0)
     snap = sim.policy.snapshot(sim.now, lambda t: 1_700_000_000.0 + t)
     json.dumps(snap)
-    assert snap["active"] == "wlan0" and snap["phase"] == "connected" and snap["mode"] == "automatic"
+    assert snap["active"] == "wlan0" and snap["phase"] == "connected" and "mode" not in snap
     health = {u["ifname"]: u["health"] for u in snap["uplinks"]}
     assert health == {"eth0": "down", "wlan0": "up", "wwan0": "up"}
     last = snap["switches"][-1]
