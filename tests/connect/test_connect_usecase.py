@@ -20,7 +20,7 @@ from impctl.model.codes import ResultCode
 from impctl.model.config import Config
 from impctl.model.errors import ServiceUnavailable
 from impctl.model.inventory import DeviceInfo, NMDeviceState, NMDeviceType
-from impctl.model.nic import Nic, ProxyConfig, Secret, parse_nic
+from impctl.model.nic import ProxyConfig, Secret, parse_nic
 from impctl.model.nmsettings import Settings
 from impctl.model.state import State
 from impctl.usecases import config as config_uc
@@ -269,4 +269,3 @@ def test_bare_nic_connect_uses_stored_settings_through_the_trial() -> None:
     assert store.state.current is not None and store.state.current.nic is not None
     assert store.state.current.nic.staticconfig is not None
     assert store.state.current.nic.staticconfig.ip == "198.18.2.61"
-    assert Nic("wl0") == parse_nic({"interface": "wl0"})

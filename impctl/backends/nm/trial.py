@@ -126,6 +126,7 @@ async def _create_checkpoint(bus: SystemBus, device: DeviceInfo, rollback_s: int
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + rollback_s
+    vanished = 0
     while True:
         try:
             (path,) = await bus.call(
@@ -140,7 +141,13 @@ async def _create_checkpoint(bus: SystemBus, device: DeviceInfo, rollback_s: int
             if not err.error_name.endswith(".InvalidArguments"):
                 return None
         pending = await _pending_rollback_s(bus, device)
-        if pending is None or pending > rollback_s or loop.time() + pending > deadline + STALE_MARGIN_S:
+        if pending is None:
+            # Rolled back between the refusal and the look (try again), or refused for another reason.
+            vanished += 1
+            if vanished > 2:
+                return None
+            continue
+        if loop.time() + pending > deadline + STALE_MARGIN_S:
             return None  # not a killed impctl's: another tool's, due later than any of ours
         await asyncio.sleep(min(STALE_POLL_S, max(pending, 0.0) + 0.1))
 
