@@ -414,8 +414,9 @@ class FailoverPolicy:
         route change is logged by the daemon, and the probe then decides alone).
 
         A report for an uplink that is no longer the one switched to is stale and ignored.
-        A verification result that waited counts as of when it came back, so `took_s` is
-        the probe's, not the route change's.
+        A verification result that waited concludes the switch now: the gateway is connected
+        through the new uplink once both its probe passed and its traffic moved, so `took_s`
+        is the later of the two.
         """
         if ifname is None or ifname != self._routes_pending:
             return []
@@ -423,7 +424,7 @@ class FailoverPolicy:
         deferred, self._deferred = self._deferred, None
         if deferred is None:
             return []
-        return self.on_probe(deferred.ifname, deferred.ok, deferred.at,
+        return self.on_probe(deferred.ifname, deferred.ok, max(deferred.at, now),
                              code=deferred.code, reason=deferred.reason, purpose=deferred.purpose)
 
     @property
