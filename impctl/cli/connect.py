@@ -180,7 +180,11 @@ def _render_disconnect(report: uc.DisconnectReport) -> None:
 
 
 def disconnect_cmd(ctx: typer.Context, json_out: JsonOption = False) -> None:
-    """Take the current uplink down (server.disconnect)."""
+    """Take the current uplink down (server.disconnect).
+
+    Afterwards the gateway is not connected, whatever else still routes: the
+    next connect walks the failover sequence from its first entry.
+    """
     from impctl.usecases import connect as uc
 
     g = get_globals(ctx)

@@ -343,9 +343,11 @@ def _int(doc: dict[str, Any], key: str, where: str, default: int = 0) -> int:
     return int(_expect(value, int, f"{where}.{key}"))
 
 
-def _daemon(value: Any) -> DaemonView | None:
-    """The daemon's view; a malformed one is dropped, not an error: it is a cache the
-    daemon rewrites within seconds, and it must never lock the user out of the file."""
+def daemon_view_from_json(value: Any) -> DaemonView | None:
+    """The daemon's published view (FailoverPolicy.snapshot plus the shell's fields), typed.
+
+    A malformed one is dropped, not an error: it is a cache the daemon rewrites
+    within seconds, and it must never lock the user out of the state file."""
     if not value:
         return None
     try:
@@ -386,11 +388,6 @@ def _daemon(value: Any) -> DaemonView | None:
         return None
 
 
-def daemon_view_from_json(doc: dict[str, Any]) -> DaemonView | None:
-    """The daemon's published view (FailoverPolicy.snapshot plus the shell's fields), typed."""
-    return _daemon(doc)
-
-
 def state_from_dict(doc: Any) -> State:
     """Validate (and migrate) a decoded state document; StateError names what is wrong."""
     if not isinstance(doc, dict):
@@ -421,7 +418,7 @@ def state_from_dict(doc: Any) -> State:
         disconnected_at=_time(doc, "disconnected_at", "state") if version >= 2 else None,
         last_error=last_error,
         last_results=_expect(doc.get("last_results", {}), dict, "last_results"),
-        daemon=_daemon(doc.get("daemon")),
+        daemon=daemon_view_from_json(doc.get("daemon")),
     )
 
 
