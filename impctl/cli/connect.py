@@ -20,7 +20,6 @@ import typer
 from impctl.cli.context import Globals, get_globals
 from impctl.cli.daemon import render_view
 from impctl.cli.layout import block, print_table, stack
-from impctl.cli.nic import read_nic_file
 from impctl.cli.output import JsonOption, console, run
 
 if TYPE_CHECKING:
@@ -140,6 +139,8 @@ def connectwith_cmd(
     g = get_globals(ctx)
 
     def action() -> uc.ConnectReport:
+        from impctl.cli.nic import read_nic_file
+
         parsed = read_nic_file(nic)
         store = _store(g)
         return _with_network(

@@ -13,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from impctl.model.config import Config
 from impctl.model.identifiers import assign_identifiers
+
+if TYPE_CHECKING:
+    from impctl.model.config import Config
 
 
 class TolerantIntEnum(IntEnum):

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
-from impctl.model.attempt import Activation, CheckOutcome
-from impctl.model.inventory import DeviceInfo
-from impctl.model.nic import ProxyConfig, Secret
-from impctl.model.nmsettings import Settings
-from impctl.model.state import State
+if TYPE_CHECKING:  # annotations only: a command loads only the model it runs
+    from impctl.model.attempt import Activation, CheckOutcome
+    from impctl.model.inventory import DeviceInfo
+    from impctl.model.nic import ProxyConfig, Secret
+    from impctl.model.nmsettings import Settings
+    from impctl.model.state import State
 
 
 class Trial(Protocol):
@@ -69,4 +70,4 @@ class Store(Protocol):
 
 
 # (device, proxy, clear proxy password, timeout_s) -> outcome
-CloudCheck = Callable[[DeviceInfo, ProxyConfig | None, str | None, float], Awaitable[CheckOutcome]]
+CloudCheck: TypeAlias = "Callable[[DeviceInfo, ProxyConfig | None, str | None, float], Awaitable[CheckOutcome]]"

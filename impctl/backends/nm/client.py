@@ -9,15 +9,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from impctl.backends.nm import activation, devices
+from impctl.backends.nm import devices
 from impctl.backends.nm.bus import CONNECT_TIMEOUT_S, SystemBus, system_bus
-from impctl.backends.nm.signals import nm_signals
-from impctl.backends.nm.trial import NMTrial, trial
-from impctl.model.config import Config
 from impctl.model.errors import OperationTimeout
-from impctl.model.events import NMSignal
-from impctl.model.inventory import DeviceInfo
+
+if TYPE_CHECKING:
+    from impctl.backends.nm.trial import NMTrial
+    from impctl.model.config import Config
+    from impctl.model.events import NMSignal
+    from impctl.model.inventory import DeviceInfo
+
+# activation, trial and signals are imported where they are used: `status`
+# and `interfaces get` only read, and each module loaded costs start-up time
+# (bench/startup_bench.py).
 
 
 class NMClient:
@@ -55,21 +61,31 @@ class NMClient:
 
         What the daemon puts back on an uplink it no longer makes primary.
         """
+        from impctl.backends.nm import activation
+
         return await activation.profile_route_metric(self._bus, device.extra.get("profile_path"))
 
     # ---- acting
 
     def trial(self, device: DeviceInfo, timeout_s: float) -> contextlib.AbstractAsyncContextManager[NMTrial]:
         """A checkpointed attempt on `device` (impctl.backends.nm.trial)."""
+        from impctl.backends.nm.trial import trial
+
         return trial(self._bus, device, timeout_s)
 
     async def disconnect(self, device: DeviceInfo) -> bool:
+        from impctl.backends.nm import activation
+
         return await activation.disconnect_device(self._bus, device.nm_path)
 
     async def set_route_metric(self, device: DeviceInfo, metric: int) -> None:
+        from impctl.backends.nm import activation
+
         await activation.set_route_metric(self._bus, device.nm_path, metric)
 
     def signals(self, emit: Callable[[NMSignal], None]) -> contextlib.AbstractAsyncContextManager[None]:
+        from impctl.backends.nm.signals import nm_signals
+
         return nm_signals(self._bus, emit)
 
 

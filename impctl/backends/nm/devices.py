@@ -11,7 +11,7 @@ import dataclasses
 import socket
 import struct
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from impctl.backends.nm.bus import SystemBus, unwrap
 from impctl.backends.nm.defs import (
@@ -43,7 +43,6 @@ from impctl.backends.nm.defs import (
     WirelessProps,
     is_path,
 )
-from impctl.model.config import Config
 from impctl.model.errors import ServiceUnavailable
 from impctl.model.inventory import (
     DeviceInfo,
@@ -54,6 +53,9 @@ from impctl.model.inventory import (
     NMDeviceType,
     build_inventory,
 )
+
+if TYPE_CHECKING:
+    from impctl.model.config import Config
 
 # ---------------------------------------------------------------------------
 # NetworkManager
