@@ -139,6 +139,7 @@ def connectwith_cmd(
     g = get_globals(ctx)
 
     def action() -> uc.ConnectReport:
+        from impctl.backends.sessions import end_sessions
         from impctl.cli.nic import read_nic_file
 
         parsed = read_nic_file(nic)
@@ -147,7 +148,7 @@ def connectwith_cmd(
             g,
             lambda network, check, config: uc.connectwith(
                 parsed, network=network, check=check, store=store, gateway=gateway_lock(g), config=config,
-                timeout_s=timeout,
+                timeout_s=timeout, end_sessions=end_sessions,
             ),
         )
 
@@ -161,12 +162,14 @@ def connect_cmd(ctx: typer.Context, timeout: TimeoutOption = None, json_out: Jso
     g = get_globals(ctx)
 
     def action() -> uc.ConnectReport:
+        from impctl.backends.sessions import end_sessions
+
         store = _store(g)
         return _with_network(
             g,
             lambda network, check, config: uc.connect(
                 network=network, check=check, store=store, gateway=gateway_lock(g), config=config,
-                timeout_s=timeout,
+                timeout_s=timeout, end_sessions=end_sessions,
             ),
         )
 

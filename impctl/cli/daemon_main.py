@@ -34,6 +34,7 @@ from impctl.backends.netlink import Netlink
 from impctl.backends.nm import NMClient
 from impctl.backends.probe_net import BoundSockets
 from impctl.backends.sdnotify import Notifier
+from impctl.backends.sessions import end_sessions
 from impctl.backends.statefile import load_state, update_state
 from impctl.model.codes import ExitCode
 from impctl.model.config import Config
@@ -210,6 +211,7 @@ def _deps(state_path: Path, config_path: Path, config_explicit: bool) -> Deps:
         run_hooks=run_hook_dir,
         log=_log_line(),
         gateway=GatewayLock(lock_path_for(state_path)),
+        end_sessions=end_sessions,
     )
 
 

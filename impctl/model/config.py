@@ -80,6 +80,15 @@ class DaemonSettings:
     primary_route_metric: int = 20
     # Periodic and standby probes stop after TCP (no TLS handshake): ~5x fewer bytes.
     liveness_tls: bool = False
+    # The DNS priority of the primary uplink, set in the same Reapply as its metric: NM
+    # orders resolv.conf by it (lower first), not by route metric. Below the 100 NM gives
+    # every other connection, above the 50 of VPNs, whose servers still come first.
+    primary_dns_priority: int = 90
+    # At a switch away from an uplink, end the gateway's sockets on its addresses and the
+    # LAN flows NAT'd to it (impctl.model.sessions), so applications reconnect at once.
+    end_sessions: bool = True
+    # ... and at a failback too, for the classes listed: see impctl.model.sessions.end_on_switch.
+    end_sessions_on_failback: tuple[str, ...] = CLASSES
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,10 @@ SETTING_RANGES: dict[str, Range] = {
     "daemon.cell_probe_interval_s": _INTERVAL,
     "daemon.failback_hold_s": Range(0.1, 86400.0, "how long the preferred uplink must stay healthy"),
     "daemon.min_switch_interval_s": Range(0.1, 3600.0, "damps flapping; over 1 h would strand a dead uplink"),
+    "daemon.primary_dns_priority": Range(
+        1, 99, "below NetworkManager's 100 for every other connection so the primary's servers come first;"
+        " 0 means NM's default and a negative value drops the other uplinks' servers", unit="",
+    ),
     "daemon.primary_route_metric": Range(
         1, 99, "must stay below NetworkManager's default metrics (ethernet 100, wifi 600, wwan 700) so"
         " the primary holds the default route; the daemon uses metric-1 while switching", unit="",
@@ -164,6 +177,8 @@ def ranges_markdown() -> str:
         rows.append(f"| `{key}` | | 1-{MAX_HOST_CHARS} characters | a DNS name or address; no spaces or controls |")
     for key in _PATH_KEYS:
         rows.append(f"| `{key}` | | a path, 1-{MAX_PATH_BYTES} bytes | no NUL or control characters |")
+    rows.append(f"| `daemon.end_sessions_on_failback` | {list(CLASSES)} | a list of {', '.join(CLASSES)} |"
+                " the classes whose sessions a failback ends (a switch away from a failed uplink always does) |")
     return "\n".join(rows)
 
 
@@ -212,6 +227,8 @@ def _typed(cls: type[Any], raw: dict[str, Any], name: str) -> Any:
         if isinstance(default, bool) or key == "tls" or key == "failback":
             if not isinstance(value, bool):
                 raise ConfigError(f"{full}: must be true or false")
+        elif isinstance(default, tuple):
+            value = _classes_list(full, value)
         elif isinstance(default, float):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"{full}: must be a number of seconds ({SETTING_RANGES[full].text()})")
@@ -227,6 +244,16 @@ def _typed(cls: type[Any], raw: dict[str, Any], name: str) -> Any:
             _check_string(full, value)
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def _classes_list(full: str, value: Any) -> tuple[str, ...]:
+    choices = ", ".join(f'"{c}"' for c in CLASSES)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{full}: must be a list of interface classes ({choices}), got {_show_value(value)}")
+    for v in value:
+        if v not in CLASSES:
+            raise ConfigError(f"{full}: {_show_value(v)} is not an interface class ({choices})")
+    return tuple(dict.fromkeys(value))
 
 
 def _key(key: object) -> str:

@@ -105,6 +105,8 @@ class Switch:
     to_ifname: str
     reason: str
     cause_at: float  # when what caused the switch was observed
+    # Away from an uplink that still works (the preferred one is back), not from a failed one.
+    failback: bool = False
 
 
 @dataclass(frozen=True)
@@ -485,7 +487,7 @@ class FailoverPolicy:
 
         return sorted(usable, key=tier)  # sort is stable: the order within a tier stays
 
-    def _switch(self, to: str, reason: str, now: float, cause_at: float) -> Switch:
+    def _switch(self, to: str, reason: str, now: float, cause_at: float, *, failback: bool = False) -> Switch:
         record = SwitchRecord(at=now, from_ifname=self.active, to_ifname=to, reason=reason)
         chained = self._pending is not None and self._pending.verified is None
         if self._pending is not None and chained:
@@ -497,7 +499,7 @@ class FailoverPolicy:
         self.switches.append(record)
         self._drop_deferred()
         self._routes_pending = to
-        action = Switch(self.active, to, reason, cause_at)
+        action = Switch(self.active, to, reason, cause_at, failback)
         self._pending = record
         self.active = to
         self.phase = Phase.VERIFYING
@@ -538,7 +540,7 @@ class FailoverPolicy:
             target = self._failback_target(now)
             if target is not None:
                 return [self._switch(target, f"failback: {target} healthy for "
-                                     f"{self.settings.failback_hold_s:g} s", now, now)]
+                                     f"{self.settings.failback_hold_s:g} s", now, now, failback=True)]
         return []
 
     def _loss_time(self, active: UplinkHealth | None, now: float) -> float:

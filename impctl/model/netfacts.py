@@ -37,6 +37,19 @@ class Counters:
 
 
 @dataclass(frozen=True)
+class Priority:
+    """Where an uplink stands among the others: its IPv4 default-route metric and DNS priority.
+
+    Values as NetworkManager's profile properties: a route metric of -1 and a DNS
+    priority of 0 mean NM's defaults (per device type; 100, or 50 for a VPN).
+    Lower wins for both; NM orders resolv.conf by the DNS priority only.
+    """
+
+    route_metric: int = -1
+    dns_priority: int = 0
+
+
+@dataclass(frozen=True)
 class DefaultRoute:
     ifname: str
     metric: int

@@ -44,6 +44,7 @@ from impctl.model.config import Config
 from impctl.model.errors import NoSuchInterface, ValidationError
 from impctl.model.identifiers import class_of
 from impctl.model.inventory import DeviceInfo, NMDeviceState, name_of
+from impctl.model.netfacts import Priority
 from impctl.model.nic import (
     CellConfig,
     Nic,
@@ -56,7 +57,7 @@ from impctl.model.nmsettings import MODEM_TYPES, WIFI_TYPES, DeviceFacts, Settin
 from impctl.model.sequence import effective_order
 from impctl.model.state import CurrentUplink, Mode, Pin, State
 from impctl.model.uplinks import complete_nic, current_device, find_devices, primary_metric
-from impctl.usecases.ports import CloudCheck, GatewayLock, Network, Store
+from impctl.usecases.ports import CloudCheck, EndSessions, GatewayLock, Network, Store
 from impctl.usecases.probe import LinkFacts, ProbeProxy, SocketProbes, probe_interface
 
 # Timeouts and metrics, in one place.
@@ -163,6 +164,7 @@ class _Ctx:
     check: CloudCheck
     store: Store
     config: Config
+    end_sessions: EndSessions | None = None
 
 
 def _plain_nic(nic: Nic, store: Store) -> tuple[Nic, str | None]:
@@ -272,14 +274,20 @@ async def _attempt(
             return result(code, "cloud", outcome.reason, addresses=list(fresh.addresses)), None
         leaving = previous if previous is not None and previous.ifname != device.ifname else None
         metric = primary_metric(devices, fresh, leaving)
-        await ctx.network.set_route_metric(fresh, metric)
+        await ctx.network.set_priority(fresh, Priority(metric, ctx.config.daemon.primary_dns_priority))
         trial.commit()
     took_down = None
+    details: dict[str, Any] = {"addresses": list(fresh.addresses), "route_metric": metric}
     # Outside the trial: the new uplink stands whatever happens to the old one.
     if leaving is not None and leaving.active_path:
         await ctx.network.disconnect(leaving)
         took_down = leaving.identifier
-    details: dict[str, Any] = {"addresses": list(fresh.addresses), "route_metric": metric}
+        # Its addresses are gone, not its sockets: they would retransmit for ~15 min.
+        if ctx.end_sessions is not None and ctx.config.daemon.end_sessions:
+            ended = await ctx.end_sessions(leaving.ifname, leaving.addresses)
+            details["sessions_ended"] = {"ifname": ended.ifname, "sockets": ended.sockets,
+                                         "conntrack": ended.conntrack, "ms": round(ended.took_s * 1000, 1),
+                                         "errors": list(ended.errors)}
     if took_down:
         details["previous_taken_down"] = took_down
     attempt = result(ResultCode.SERVER_CONNECTED, "done", outcome.reason, **details)
@@ -332,9 +340,10 @@ async def connectwith(
     gateway: GatewayLock,
     config: Config,
     timeout_s: float | None = None,
+    end_sessions: EndSessions | None = None,
 ) -> ConnectReport:
     """server.connectwith: connect through the NIC's interface; pin it on success (manual mode)."""
-    ctx = _Ctx(network, check, store, config)
+    ctx = _Ctx(network, check, store, config, end_sessions)
     report = ConnectReport(command="connectwith", mode="manual")
     with gateway.hold("connectwith"), store.transaction() as state:
         devices = await network.devices()
@@ -373,12 +382,13 @@ async def connect(
     gateway: GatewayLock,
     config: Config,
     timeout_s: float | None = None,
+    end_sessions: EndSessions | None = None,
 ) -> ConnectReport:
     """server.connect: keep a working connection; else the pinned interface, else the sequence.
 
     `timeout_s` applies to each attempt (default 60 s, 120 s for cellular).
     """
-    ctx = _Ctx(network, check, store, config)
+    ctx = _Ctx(network, check, store, config, end_sessions)
     with gateway.hold("connect"), store.transaction() as state:
         devices = await network.devices()
         mode = state.mode

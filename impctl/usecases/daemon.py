@@ -16,9 +16,15 @@ The decisions are `impctl.model.failover.FailoverPolicy`'s; this module
 carries them out:
 
 * a switch is a change of route metrics through NM, without reconnecting:
-  the new primary gets `primary_route_metric` (Device.Reapply), the uplink
-  it replaces gets its profile's metric back. The new primary is verified by
-  a probe bound to it before it is declared connected;
+  the new primary gets `primary_route_metric` and `primary_dns_priority` in
+  one Device.Reapply (resolv.conf follows the DNS priority, not the metric),
+  the uplink it replaces gets its profile's values back. The new primary is
+  verified by a probe bound to it before it is declared connected;
+* once the kernel routes through the new primary, the sessions of the uplink
+  left are ended (`impctl.model.sessions`): the gateway's own sockets on its
+  addresses (SOCK_DESTROY) and the LAN flows NAT'd to it (conntrack), so
+  applications reconnect through the new primary at once instead of
+  retransmitting with a source address the new ISP drops;
 * every event is one log line (logfmt: `event=switch from=eth0 to=wlan0
   reason=... took_ms=...`), the daemon's view goes to the state file
   (`state.daemon`) for `impctl status`, and hook scripts run on a switch.
@@ -77,10 +83,11 @@ from impctl.model.failover import (
     plan_uplinks,
 )
 from impctl.model.inventory import DeviceInfo, NMDeviceState
-from impctl.model.netfacts import DefaultRoute, IPv4Facts, LinkState, kernel_primary
+from impctl.model.netfacts import DefaultRoute, IPv4Facts, LinkState, Priority, kernel_primary
 from impctl.model.probe import InterfaceProbe
+from impctl.model.sessions import end_on_switch
 from impctl.model.state import CurrentUplink, State, daemon_view_from_json
-from impctl.usecases.ports import GatewayLock
+from impctl.usecases.ports import EndSessions, GatewayLock
 from impctl.usecases.probe import ProbeProxy
 
 # Reconnecting to the bus / NM: first retry after this, doubling up to the max.
@@ -99,6 +106,8 @@ NM_CALL_TIMEOUT_S = 5.0
 KERNEL_ROUTE_TIMEOUT_S = 2.0
 # While an impctl command holds the gateway, a pending switch is tried again this often.
 GATEWAY_RETRY_S = 0.25
+# Addresses remembered per uplink for ending its sessions (an uplink has one or two).
+MAX_SEEN_ADDRESSES = 16
 
 
 # ---------------------------------------------------------------- what the daemon is given
@@ -111,9 +120,9 @@ class Network(Protocol):
 
     async def devices(self) -> list[DeviceInfo]: ...
 
-    async def set_route_metric(self, device: DeviceInfo, metric: int) -> None: ...
+    async def set_priority(self, device: DeviceInfo, priority: Priority) -> None: ...
 
-    async def profile_route_metric(self, device: DeviceInfo) -> int: ...
+    async def profile_priority(self, device: DeviceInfo) -> Priority: ...
 
     def signals(self, emit: Callable[[NMSignal], None]) -> contextlib.AbstractAsyncContextManager[None]: ...
 
@@ -170,6 +179,8 @@ class Deps:
     # connectwith/connect/disconnect hold it while they change the gateway; the daemon's
     # switches wait for them. None: nothing else changes this gateway (tests of the loop).
     gateway: GatewayLock | None = None
+    # None: the daemon ends no sessions (tests of the loop without root).
+    end_sessions: EndSessions | None = None
 
 
 # ---------------------------------------------------------------- inbox items
@@ -273,7 +284,12 @@ class Daemon:
         self.policy = FailoverPolicy(self.config.daemon, [])
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ip_readers: dict[str, Coalescer] = {}
-        self._profile_metrics: dict[str, int] = {}
+        self._profile_priorities: dict[str, Priority] = {}
+        # Every address seen on an uplink since its sessions were last ended: a lost link's
+        # addresses are gone from NM and the kernel, but its sockets still use them.
+        self._seen_addresses: dict[str, set[str]] = {}
+        # Uplinks switched away from, whose sessions end once the kernel routes elsewhere.
+        self._leaving: dict[str, str] = {}  # ifname -> the switch's reason
         self._lifted: set[str] = set()  # uplinks the daemon gave the primary metric
         self._routes = Coalescer(self._route_pass, functools.partial(self._spawn, name="routes"))
         self._gateway_busy = False
@@ -397,6 +413,7 @@ class Daemon:
                 since = self.d.clock() - action.cause_at
                 self.log("switch", **{"from": action.from_ifname, "to": action.to_ifname},
                          reason=action.reason, since_cause_ms=round(since * 1000, 1))
+                self._leave(action)
                 # Once they are in place, the policy hears of it (routes-applied):
                 # the verification waits for that.
                 self._routes.request()
@@ -519,6 +536,7 @@ class Daemon:
         await asyncio.sleep(0)
         try:
             link, facts = await asyncio.gather(self.d.links.link_state(ifname), self.d.links.ipv4(ifname))
+            self._remember_addresses(ifname, facts.addresses)
             item = IPFacts(ifname, ip_ready(facts), link.admin_up and link.carrier, self.d.clock())
         except ImpctlError:
             item = IPFacts(ifname, False, False, self.d.clock())
@@ -635,6 +653,8 @@ class Daemon:
     async def _set_devices(self, devices: list[DeviceInfo]) -> None:
         """New facts from NM: the plan may change, and the routes may need re-applying."""
         self.devices = {d.ifname: d for d in devices}
+        for device in devices:
+            self._remember_addresses(device.ifname, device.addresses)
         try:
             self.proxies = self.d.proxies(self.state, devices)
         except ImpctlError as err:
@@ -726,44 +746,49 @@ class Daemon:
             first = metric - 1 if demote and metric > 1 else metric
             if await self._set_metric(network, active, first, started):
                 self._lifted.add(active.ifname)
-                await self._wait_kernel_primary(active.ifname, started)
+                if await self._wait_kernel_primary(active.ifname, started):
+                    await self._end_left_sessions(active.ifname, started)
                 moved()
                 await asyncio.gather(*(self._demote(network, name) for name in demote))
                 if first != metric:
                     await self._set_metric(network, active, metric, started)
                 return
         await asyncio.gather(*(self._demote(network, name) for name in demote))
-        if holds:
-            await self._wait_kernel_primary(active.ifname, started)
+        if holds and await self._wait_kernel_primary(active.ifname, started):
+            await self._end_left_sessions(active.ifname, started)
 
     async def _set_metric(self, network: Network, device: DeviceInfo, metric: int, started: float) -> bool:
+        priority = Priority(metric, self.config.daemon.primary_dns_priority)
         try:
-            await asyncio.wait_for(network.set_route_metric(device, metric), NM_CALL_TIMEOUT_S)
+            await asyncio.wait_for(network.set_priority(device, priority), NM_CALL_TIMEOUT_S)
         except (ImpctlError, TimeoutError) as err:
             self.log("route-error", ifname=device.ifname, metric=metric,
                      reason=getattr(err, "message", "NetworkManager did not answer"))
             return False
         self.devices[device.ifname] = dataclasses.replace(device, route_metric=metric)
-        self.log("route", ifname=device.ifname, metric=metric, role="primary",
+        self.log("route", ifname=device.ifname, metric=metric, dns_priority=priority.dns_priority, role="primary",
                  ms=round((self.d.clock() - started) * 1000, 1))
         return True
 
-    async def _wait_kernel_primary(self, ifname: str, started: float) -> None:
-        """Until the kernel's lowest default route is through `ifname` (netlink route events)."""
+    async def _wait_kernel_primary(self, ifname: str, started: float) -> bool:
+        """Until the kernel's lowest default route is through `ifname` (netlink route events).
+
+        False if it still is not after KERNEL_ROUTE_TIMEOUT_S (logged).
+        """
         deadline = started + KERNEL_ROUTE_TIMEOUT_S
         while True:
             self._kernel_routes_changed.clear()
             now_primary = kernel_primary(await self.d.routes())
             if now_primary == ifname:
                 self.log("kernel-route", ifname=ifname, ms=round((self.d.clock() - started) * 1000, 1))
-                return
+                return True
             left = deadline - self.d.clock()
             if left <= 0:
                 where = (f"the kernel still routes through {now_primary}" if now_primary
                          else "the kernel has no usable default route")
                 self.log("route-error", ifname=ifname,
                          reason=f"{where} {KERNEL_ROUTE_TIMEOUT_S:g} s after the change")
-                return
+                return False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kernel_routes_changed.wait(), left)
 
@@ -773,14 +798,54 @@ class Daemon:
         if dev is None or not dev.connected:
             return  # deactivated: NM applies the profile's metric when it comes back
         try:
-            if name not in self._profile_metrics:
-                self._profile_metrics[name] = await network.profile_route_metric(dev)
-            metric = self._profile_metrics[name]
-            await asyncio.wait_for(network.set_route_metric(dev, metric), NM_CALL_TIMEOUT_S)
-            self.devices[name] = dataclasses.replace(dev, route_metric=None if metric < 0 else metric)
-            self.log("route", ifname=name, metric=metric, role="standby")
+            if name not in self._profile_priorities:
+                self._profile_priorities[name] = await network.profile_priority(dev)
+            back = self._profile_priorities[name]
+            await asyncio.wait_for(network.set_priority(dev, back), NM_CALL_TIMEOUT_S)
+            self.devices[name] = dataclasses.replace(
+                dev, route_metric=None if back.route_metric < 0 else back.route_metric)
+            self.log("route", ifname=name, metric=back.route_metric, dns_priority=back.dns_priority, role="standby")
         except (ImpctlError, TimeoutError) as err:
             self.log("route-error", ifname=name, reason=getattr(err, "message", "NetworkManager did not answer"))
+
+    # ---- sessions -----------------------------------------------------------------------------------
+
+    def _remember_addresses(self, ifname: str, addresses: Sequence[str]) -> None:
+        seen = self._seen_addresses.setdefault(ifname, set())
+        # Bounded: a DHCP server handing out a new address every minute must not grow this for ever.
+        if len(seen) + len(addresses) > MAX_SEEN_ADDRESSES:
+            seen.clear()
+        seen.update(addresses)
+
+    def _leave(self, switch: Switch) -> None:
+        """Note the uplink a switch leaves, if its sessions are to end (`impctl.model.sessions`)."""
+        left = switch.from_ifname
+        settings = self.config.daemon
+        if left is None or left == switch.to_ifname or not settings.end_sessions:
+            return
+        spec = self.policy.uplinks.get(left)
+        left_class = spec.spec.iface_class if spec else (self.devices[left].iface_class if left in self.devices else "")
+        if end_on_switch(failback=switch.failback, left_class=left_class,
+                         failback_classes=settings.end_sessions_on_failback):
+            self._leaving[left] = switch.reason
+        else:
+            self._leaving.pop(left, None)
+
+    async def _end_left_sessions(self, primary: str, started: float) -> None:
+        """End the sessions of the uplinks left, now that the kernel routes through `primary`."""
+        self._leaving.pop(primary, None)  # switched back before its sessions were ended
+        end = self.d.end_sessions
+        while self._leaving and end is not None:
+            name, reason = self._leaving.popitem()
+            addresses = sorted(self._seen_addresses.get(name, set()))
+            ended = await end(name, addresses)
+            dev = self.devices.get(name)
+            self._seen_addresses[name] = set(dev.addresses if dev else ())
+            self.log("sessions-ended", ifname=name, to=primary, sockets=ended.sockets, conntrack=ended.conntrack,
+                     ms=round(ended.took_s * 1000, 1), since_switch_ms=round((self.d.clock() - started) * 1000, 1),
+                     reason=reason)
+            for error in ended.errors:
+                self.log("sessions-error", ifname=name, reason=error)
 
     # ---- control ------------------------------------------------------------------------------------
 

@@ -7,14 +7,16 @@ them in; tests pass hand-written fakes. Nothing here does I/O.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 if TYPE_CHECKING:  # annotations only: a command loads only the model it runs
     from impctl.model.attempt import Activation, CheckOutcome
     from impctl.model.inventory import DeviceInfo
+    from impctl.model.netfacts import Priority
     from impctl.model.nic import ProxyConfig, Secret
     from impctl.model.nmsettings import Settings
+    from impctl.model.sessions import SessionsEnded
     from impctl.model.state import State
 
 
@@ -42,7 +44,7 @@ class Network(Protocol):
 
     async def disconnect(self, device: DeviceInfo) -> bool: ...
 
-    async def set_route_metric(self, device: DeviceInfo, metric: int) -> None: ...
+    async def set_priority(self, device: DeviceInfo, priority: Priority) -> None: ...
 
 
 class GatewayLock(Protocol):
@@ -70,4 +72,6 @@ class Store(Protocol):
 
 
 # (device, proxy, clear proxy password, timeout_s) -> outcome
+EndSessions: TypeAlias = "Callable[[str, Sequence[str]], Awaitable[SessionsEnded]]"
+"""(ifname, its addresses) -> ends the gateway's sockets on them and the flows NAT'd to them."""
 CloudCheck: TypeAlias = "Callable[[DeviceInfo, ProxyConfig | None, str | None, float], Awaitable[CheckOutcome]]"

@@ -10,21 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import pytest
 
 from impctl.model.attempt import Activation, CheckOutcome
 from impctl.model.codes import ResultCode
-from impctl.model.config import Config
+from impctl.model.config import Config, DaemonSettings
 from impctl.model.errors import ServiceUnavailable
 from impctl.model.inventory import DeviceInfo, NMDeviceState, NMDeviceType
+from impctl.model.netfacts import Priority
 from impctl.model.nic import ProxyConfig, Secret, parse_nic
 from impctl.model.nmsettings import Settings
+from impctl.model.sessions import SessionsEnded
 from impctl.model.state import State
 from impctl.usecases import config as config_uc
 from impctl.usecases import connect as uc
+from impctl.usecases.ports import EndSessions
 
 ETH = DeviceInfo("eth0", NMDeviceType.ETHERNET, NMDeviceState.ACTIVATED, "ethernet", "eth0", "/d/1",
                  carrier=True, addresses=("198.18.1.50/24",), active_path="/a/1", route_metric=100,
@@ -60,6 +63,7 @@ class FakeNetwork:
     log: list[tuple[str, str]] = field(default_factory=list)
     activation_fails: bool = False
     metric_error: Exception | None = None
+    dns_priorities: dict[str, int] = field(default_factory=dict)
 
     def set(self, ifname: str, **changes: object) -> None:
         self.devices_now = [replace(d, **changes) if d.ifname == ifname else d  # type: ignore[arg-type]
@@ -92,11 +96,12 @@ class FakeNetwork:
         self.set(device.ifname, nm_state=NMDeviceState.DISCONNECTED, active_path=None, route_metric=None)
         return True
 
-    async def set_route_metric(self, device: DeviceInfo, metric: int) -> None:
+    async def set_priority(self, device: DeviceInfo, priority: Priority) -> None:
         if self.metric_error is not None:
             raise self.metric_error
-        self.log.append(("metric", f"{device.ifname}={metric}"))
-        self.set(device.ifname, route_metric=metric)
+        self.log.append(("metric", f"{device.ifname}={priority.route_metric}"))
+        self.dns_priorities[device.ifname] = priority.dns_priority
+        self.set(device.ifname, route_metric=priority.route_metric)
 
 
 @dataclass
@@ -154,9 +159,10 @@ class Cloud:
         return CheckOutcome(outcome, "fake cloud")
 
 
-def connectwith(net: FakeNetwork, store: MemoryStore, cloud: Cloud, nic: dict[str, object]) -> uc.ConnectReport:
+def connectwith(net: FakeNetwork, store: MemoryStore, cloud: Cloud, nic: dict[str, object],
+                end_sessions: EndSessions | None = None, config: Config | None = None) -> uc.ConnectReport:
     return asyncio.run(uc.connectwith(parse_nic(nic), network=net, check=cloud, store=store, gateway=FreeGateway(),
-                                      config=Config()))
+                                      config=config or Config(), end_sessions=end_sessions))
 
 
 def connect(net: FakeNetwork, store: MemoryStore, cloud: Cloud) -> uc.ConnectReport:
@@ -269,3 +275,39 @@ def test_bare_nic_connect_uses_stored_settings_through_the_trial() -> None:
     assert store.state.current is not None and store.state.current.nic is not None
     assert store.state.current.nic.staticconfig is not None
     assert store.state.current.nic.staticconfig.ip == "198.18.2.61"
+
+
+class Ender:
+    """end_sessions as the backend's, recording what it was asked to end and when."""
+
+    def __init__(self, net: FakeNetwork) -> None:
+        self.net = net
+        self.calls: list[tuple[str, list[str], list[tuple[str, str]]]] = []
+
+    async def __call__(self, ifname: str, addresses: Sequence[str]) -> SessionsEnded:
+        self.calls.append((ifname, list(addresses), list(self.net.log)))
+        return SessionsEnded(ifname, sockets=3, conntrack=0, took_s=0.002)
+
+
+def test_the_new_uplink_goes_first_in_resolv_conf_and_the_old_ones_sessions_end_after_it_is_down() -> None:
+    net, store = FakeNetwork(), MemoryStore()
+    ender = Ender(net)
+    report = connectwith(net, store, Cloud(), STATIC_NIC, end_sessions=ender)
+    assert report.code == ResultCode.SERVER_CONNECTED
+    assert net.dns_priorities == {"wlan0": 90}
+    ((ifname, addresses, log_then),) = ender.calls
+    assert (ifname, addresses) == ("eth0", ["198.18.1.50/24"])  # the addresses it had before going down
+    assert log_then[-1] == ("disconnect", "eth0")
+    assert report.attempts[-1].details["sessions_ended"] == {"ifname": "eth0", "sockets": 3, "conntrack": 0,
+                                                             "ms": 2.0, "errors": []}
+
+
+def test_a_failed_attempt_or_end_sessions_off_ends_nothing() -> None:
+    net = FakeNetwork()
+    ender = Ender(net)
+    assert connectwith(net, MemoryStore(), Cloud(wlan0=ResultCode.NO_SERVER), STATIC_NIC,
+                       end_sessions=ender).code == ResultCode.NO_SERVER
+    off = Config(daemon=DaemonSettings(end_sessions=False))
+    assert connectwith(net, MemoryStore(), Cloud(), STATIC_NIC, end_sessions=ender,
+                       config=off).code == ResultCode.SERVER_CONNECTED
+    assert ender.calls == []

@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import os
 import stat
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,9 @@ from impctl.model.config import Config, DaemonSettings
 from impctl.model.errors import ConfigError, ServiceUnavailable
 from impctl.model.events import LinkChanged, NetEvent, NMSignal
 from impctl.model.inventory import DeviceInfo, NMDeviceState
-from impctl.model.netfacts import DefaultRoute, IPv4Facts, LinkState
+from impctl.model.netfacts import DefaultRoute, IPv4Facts, LinkState, Priority, kernel_primary
 from impctl.model.probe import InterfaceProbe
+from impctl.model.sessions import SessionsEnded
 from impctl.model.state import Pin, State
 from impctl.usecases.daemon import Daemon, Deps, logfmt
 from impctl.usecases.probe import ProbeProxy
@@ -44,12 +45,14 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., Non
 PROFILE_METRICS = {"eth0": 100, "wlan0": 600, "wwan0": 700}
 CLASSES = {"eth0": "ethernet", "wlan0": "wifi", "wwan0": "cell"}
 IDENTS = {"eth0": "eth0", "wlan0": "wl0", "wwan0": "cell0"}
+ADDRESSES = {"eth0": "198.18.1.50/24", "wlan0": "198.18.2.50/24", "wwan0": "198.18.3.50/24"}
 
 
 class FakeNM:
     def __init__(self) -> None:
         self.metrics = dict(PROFILE_METRICS)
         self.calls: list[tuple[str, int]] = []
+        self.dns_priorities: dict[str, int] = {}
         self.emit: Callable[[NMSignal], None] | None = None
         self.available = True
         self.lost = asyncio.Event()
@@ -65,13 +68,15 @@ class FakeNM:
                            extra={"profile_path": f"/p/{name}"})
                 for name in ("eth0", "wlan0", "wwan0")]
 
-    async def set_route_metric(self, device: DeviceInfo, metric: int) -> None:
+    async def set_priority(self, device: DeviceInfo, priority: Priority) -> None:
         await asyncio.sleep(0)
+        metric = priority.route_metric
         self.calls.append((device.ifname, metric))
+        self.dns_priorities[device.ifname] = priority.dns_priority
         self.metrics[device.ifname] = PROFILE_METRICS[device.ifname] if metric < 0 else metric
 
-    async def profile_route_metric(self, device: DeviceInfo) -> int:
-        return PROFILE_METRICS[device.ifname]
+    async def profile_priority(self, device: DeviceInfo) -> Priority:
+        return Priority(PROFILE_METRICS[device.ifname], 0)
 
     def signals(self, emit: Callable[[NMSignal], None]) -> contextlib.AbstractAsyncContextManager[None]:
         self.emit = emit
@@ -101,7 +106,7 @@ class World:
 
     async def ipv4(self, ifname: str) -> IPv4Facts:
         up = self.link[ifname]
-        return IPv4Facts(("198.18.1.50/24",) if up else (), "198.18.1.1" if up else None, False)
+        return IPv4Facts((ADDRESSES[ifname],) if up else (), "198.18.1.1" if up else None, False)
 
     async def probe(self, device: DeviceInfo, config: Config, proxy: ProbeProxy | None,
                     deadline: float) -> InterfaceProbe:
@@ -150,6 +155,8 @@ class Rig:
     lines: list[str]
     emit: list[Callable[[NetEvent], None]]
     config: list[Config]
+    # (ifname, addresses, the kernel's primary at the time) of every end_sessions call
+    ended: list[tuple[str, list[str], str | None]] = dataclasses.field(default_factory=list)
 
     async def wait_line(self, text: str, timeout_s: float = 3.0) -> str:
         async with asyncio.timeout(timeout_s):
@@ -215,13 +222,19 @@ def make_rig(state: State | None = None, settings: DaemonSettings = SETTINGS,
     def change(fn: Callable[[State], None]) -> None:
         fn(the_state)
 
+    ended: list[tuple[str, list[str], str | None]] = []
+
+    async def end_sessions(ifname: str, addresses: Sequence[str]) -> SessionsEnded:
+        ended.append((ifname, list(addresses), kernel_primary(await routes())))
+        return SessionsEnded(ifname, sockets=2, conntrack=1, took_s=0.001)
+
     deps = Deps(
         connect_network=connect_network, links=world, routes=routes, watch=watch, probe=world.probe,
         notifier=notes, load_config=load_config or (lambda: config[0]), load_state=lambda: the_state,
         update_state=change, proxies=lambda _s, _d: {}, run_hooks=no_hooks, log=lines.append,
-        clock=lambda: asyncio.get_running_loop().time(), gateway=gateway,
+        clock=lambda: asyncio.get_running_loop().time(), gateway=gateway, end_sessions=end_sessions,
     )
-    return Rig(Daemon(deps), nm, world, notes, the_state, lines, emit, config)
+    return Rig(Daemon(deps), nm, world, notes, the_state, lines, emit, config, ended)
 
 
 async def started(rig: Rig) -> asyncio.Task[int]:
@@ -531,4 +544,73 @@ async def test_a_switch_waits_while_an_impctl_command_holds_the_gateway() -> Non
     await rig.wait_line("event=gateway-free ifname=wlan0")
     await rig.wait_line("event=route ifname=wlan0 metric=20")
     assert rig.nm.calls[1:] == [("wlan0", 19), ("eth0", 100), ("wlan0", 20)]
+    assert await stop(rig, task) == 0
+
+
+@run_async
+async def test_a_lost_uplinks_sessions_end_on_its_last_addresses_once_the_kernel_routes_elsewhere() -> None:
+    rig = make_rig()
+    task = await started(rig)
+    assert rig.ended == []  # the start moved nobody away from anything
+    rig.link("eth0", False)  # netlink now shows eth0 without an address
+    line = await rig.wait_line("event=sessions-ended ifname=eth0")
+    assert "to=wlan0 sockets=2 conntrack=1" in line and 'reason="eth0: no carrier"' in line
+    assert rig.ended == [("eth0", ["198.18.1.50/24"], "wlan0")]
+    assert await stop(rig, task) == 0
+
+
+@run_async
+async def test_the_primary_gets_the_dns_priority_and_a_demoted_uplink_its_profiles_back() -> None:
+    rig = make_rig()
+    task = await started(rig)
+    assert rig.nm.dns_priorities == {"eth0": 90}
+    rig.link("eth0", False)
+    await rig.wait_line("event=route ifname=wlan0 metric=20")
+    # eth0 is down: NM gives it its profile's values when it comes back; wlan0 is first in resolv.conf.
+    assert rig.nm.dns_priorities["wlan0"] == 90
+    rig.link("eth0", True)
+    await rig.wait_line("event=connected ifname=eth0")
+    await rig.wait_line("event=route ifname=wlan0 metric=600")
+    assert rig.nm.dns_priorities == {"eth0": 90, "wlan0": 0}
+    assert await stop(rig, task) == 0
+
+
+async def _to_wwan0_and_back(rig: Rig) -> None:
+    rig.link("eth0", False)
+    await rig.wait_line("event=connected ifname=wlan0")
+    rig.link("wlan0", False)
+    await rig.wait_line("event=connected ifname=wwan0")
+    rig.link("eth0", True)
+    rig.link("wlan0", True)
+    await rig.wait_line('reason="failback: eth0 healthy', timeout_s=5.0)
+    await rig.wait_line("event=connected ifname=eth0", timeout_s=5.0)
+
+
+@run_async
+async def test_failback_ends_the_sessions_of_the_classes_listed_only() -> None:
+    rig = make_rig(settings=dataclasses.replace(SETTINGS, end_sessions_on_failback=("cell",)))
+    task = await started(rig)
+    await _to_wwan0_and_back(rig)
+    await rig.wait_line("event=sessions-ended ifname=wwan0")
+    assert [e[0] for e in rig.ended] == ["eth0", "wlan0", "wwan0"]
+    assert rig.ended[-1][2] == "eth0"
+    rig.lines.clear()
+    # From WiFi: a failback keeps its sessions with ("cell",).
+    rig.link("eth0", False)
+    await rig.wait_line("event=connected ifname=wlan0")
+    rig.link("eth0", True)
+    await rig.wait_line("event=connected ifname=eth0", timeout_s=5.0)
+    await rig.wait_line("event=route ifname=wlan0 metric=600")
+    assert [e[0] for e in rig.ended] == ["eth0", "wlan0", "wwan0", "eth0"]
+    assert await stop(rig, task) == 0
+
+
+@run_async
+async def test_with_end_sessions_off_nothing_is_ended() -> None:
+    rig = make_rig(settings=dataclasses.replace(SETTINGS, end_sessions=False))
+    task = await started(rig)
+    await _to_wwan0_and_back(rig)
+    await rig.wait_line("event=route ifname=wwan0 metric=700")
+    assert rig.ended == []
+    assert not [line for line in rig.lines if "sessions-ended" in line]
     assert await stop(rig, task) == 0

@@ -30,6 +30,7 @@ from impctl.model import nmsettings
 from impctl.model.attempt import Activation
 from impctl.model.errors import ImpctlError, NoSuchInterface, OperationTimeout
 from impctl.model.inventory import NMActiveConnectionState, NMDeviceState
+from impctl.model.netfacts import Priority
 
 WireSettings = dict[str, dict[str, Any]]
 """A connection as sent on the bus: group -> key -> Variant."""
@@ -252,18 +253,27 @@ async def applied_connection(bus: SystemBus, device_path: str) -> tuple[WireSett
     return applied, int(version)
 
 
-async def set_route_metric(bus: SystemBus, device_path: str, metric: int) -> None:
-    """Change the device's IPv4 route metric in place with Device.Reapply (not written to disk)."""
+async def set_priority(bus: SystemBus, device_path: str, priority: Priority) -> None:
+    """Change the device's IPv4 route metric and DNS priority in place, in one Device.Reapply.
+
+    Not written to disk. One Reapply for both, so resolv.conf and the route
+    move together: NM rewrites resolv.conf in DNS-priority order, and route
+    metrics alone do not reorder it (with equal priorities the device
+    reapplied last goes last).
+    """
     applied, version = await applied_connection(bus, device_path)
-    applied.setdefault("ipv4", {})["route-metric"] = variant("x", metric)
+    ipv4 = applied.setdefault("ipv4", {})
+    ipv4["route-metric"] = variant("x", priority.route_metric)
+    ipv4["dns-priority"] = variant("i", priority.dns_priority)
     # `version` makes NM refuse the change if the connection was re-applied meanwhile.
     await bus.call(NM, device_path, NM_DEVICE, "Reapply", "a{sa{sv}}tu", [applied, version, 0],
-                   what="changing the route metric")
+                   what="changing the route metric and DNS priority")
 
 
-async def profile_route_metric(bus: SystemBus, profile_path: str | None) -> int:
-    """The route metric a profile asks for (-1: NM's per-type default)."""
+async def profile_priority(bus: SystemBus, profile_path: str | None) -> Priority:
+    """The route metric and DNS priority a profile asks for (-1 and 0: NM's defaults)."""
     if not profile_path:
-        return -1
+        return Priority()
     (settings,) = await bus.call(NM, profile_path, NM_SETTINGS_CONN, "GetSettings", what="reading the profile")
-    return int(unwrap(settings).get("ipv4", {}).get("route-metric", -1))
+    ipv4 = unwrap(settings).get("ipv4", {})
+    return Priority(int(ipv4.get("route-metric", -1)), int(ipv4.get("dns-priority", 0)))

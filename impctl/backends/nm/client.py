@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from impctl.model.config import Config
     from impctl.model.events import NMSignal
     from impctl.model.inventory import DeviceInfo
+    from impctl.model.netfacts import Priority
 
 # activation, trial and signals are imported where they are used: `status`
 # and `interfaces get` only read, and each module loaded costs start-up time
@@ -56,14 +57,14 @@ class NMClient:
         path = await devices.primary_device_path(self._bus)
         return await devices.device_ifname(self._bus, path) if path is not None else None
 
-    async def profile_route_metric(self, device: DeviceInfo) -> int:
-        """The route metric the device's profile asks for (-1: NM's per-type default).
+    async def profile_priority(self, device: DeviceInfo) -> Priority:
+        """The route metric and DNS priority the device's profile asks for (NM's defaults: -1, 0).
 
         What the daemon puts back on an uplink it no longer makes primary.
         """
         from impctl.backends.nm import activation
 
-        return await activation.profile_route_metric(self._bus, device.extra.get("profile_path"))
+        return await activation.profile_priority(self._bus, device.extra.get("profile_path"))
 
     # ---- acting
 
@@ -78,10 +79,10 @@ class NMClient:
 
         return await activation.disconnect_device(self._bus, device.nm_path)
 
-    async def set_route_metric(self, device: DeviceInfo, metric: int) -> None:
+    async def set_priority(self, device: DeviceInfo, priority: Priority) -> None:
         from impctl.backends.nm import activation
 
-        await activation.set_route_metric(self._bus, device.nm_path, metric)
+        await activation.set_priority(self._bus, device.nm_path, priority)
 
     def signals(self, emit: Callable[[NMSignal], None]) -> contextlib.AbstractAsyncContextManager[None]:
         from impctl.backends.nm.signals import nm_signals
