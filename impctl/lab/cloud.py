@@ -7,6 +7,11 @@ Port 80 answers like NetworkManager's connectivity check expects (fixed body,
 `X-NetworkManager-Status: online`); port 443 is the impctl cloud endpoint (TLS
 with a certificate from the lab CA), answering any HTTP request with 200 and
 a small JSON body, and holding a silent connection open until the client closes.
+Port 1883 is a session service for the applications of the lab's tests and
+benches (impctl.lab.apps): each line received is answered with
+`<the client's address as the cloud sees it> <the line>`, for as long as the
+client keeps the connection (like an MQTT broker, which drops a client
+silent for 1.5 keepalives: 90 s here).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import ssl
 NM_ONLINE_BODY = "NetworkManager is online\n"
 CLOUD_BODY = '{"service": "impctl lab cloud", "status": "ok"}\n'
 READ_TIMEOUT_S = 30.0
+SESSION_IDLE_S = 90.0
+MAX_LINE_BYTES = 4096
 
 
 def response(body: str, extra_headers: str = "") -> bytes:
@@ -51,7 +58,26 @@ def handler(reply: bytes) -> object:
     return handle
 
 
-async def serve(ip: str, http_port: int, tls_port: int, cert: str, key: str, body: str) -> None:
+async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    peer = writer.get_extra_info("peername")
+    who = (peer[0] if peer else "?").encode()
+    try:
+        while True:
+            line = await asyncio.wait_for(reader.readline(), SESSION_IDLE_S)
+            if not line or len(line) > MAX_LINE_BYTES:
+                return
+            writer.write(who + b" " + line)
+            await writer.drain()
+    except (TimeoutError, ConnectionError, ValueError, asyncio.LimitOverrunError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            writer.close()
+            await writer.wait_closed()
+
+
+async def serve(ip: str, http_port: int, tls_port: int, cert: str, key: str, body: str,
+                session_port: int) -> None:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
     http = await asyncio.start_server(
@@ -60,11 +86,12 @@ async def serve(ip: str, http_port: int, tls_port: int, cert: str, key: str, bod
     https = await asyncio.start_server(
         handler(response(CLOUD_BODY)), ip, tls_port, ssl=ctx,  # type: ignore[arg-type]
         reuse_address=True, ssl_handshake_timeout=10.0)
+    sessions = await asyncio.start_server(session, ip, session_port, reuse_address=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with http, https:
+    async with http, https, sessions:
         await stop.wait()
 
 
@@ -76,8 +103,9 @@ def main() -> None:
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--body", default=NM_ONLINE_BODY)
+    parser.add_argument("--session-port", type=int, default=1883)
     args = parser.parse_args()
-    asyncio.run(serve(args.ip, args.http_port, args.tls_port, args.cert, args.key, args.body))
+    asyncio.run(serve(args.ip, args.http_port, args.tls_port, args.cert, args.key, args.body, args.session_port))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from impctl.lab.topology import (
     CLOUD_HTTP_PORT,
     CLOUD_IP,
     CLOUD_PORT,
+    CLOUD_SESSION_PORT,
     DNS_RECORDS,
     PROXY_PORT,
     UP_TIMEOUT_S,
@@ -79,6 +80,7 @@ class Daemons:
         self.spawn("cloud", self.topo.cloud_netns, [
             sys.executable, "-m", "impctl.lab.cloud", "--ip", CLOUD_IP,
             "--http-port", str(CLOUD_HTTP_PORT), "--tls-port", str(CLOUD_PORT),
+            "--session-port", str(CLOUD_SESSION_PORT),
             "--cert", str(cloud_dir / "cloud.pem"), "--key", str(cloud_dir / "cloud.key"),
         ], cloud_binds, env={"PYTHONPATH": package_parent()})
         self.spawn("tinyproxy", self.topo.cloud_netns,
@@ -116,7 +118,7 @@ class Daemons:
 
     def wait_cloud(self) -> None:
         """Until the cloud's HTTP and TLS ports and the proxy accept connections."""
-        for name, port in (("cloud", CLOUD_PORT), ("cloud", CLOUD_HTTP_PORT),
+        for name, port in (("cloud", CLOUD_PORT), ("cloud", CLOUD_HTTP_PORT), ("cloud", CLOUD_SESSION_PORT),
                            ("tinyproxy", PROXY_PORT)):
             def listening(name: str = name, port: int = port) -> bool:
                 self.expect_alive(name)

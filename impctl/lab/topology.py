@@ -21,6 +21,8 @@ PROXY_HOST = "proxy.imp.lab"
 CLOUD_IP = "198.19.0.10"
 CLOUD_PORT = 443
 CLOUD_HTTP_PORT = 80
+# The cloud's session service (impctl.lab.cloud.session), for the applications of tests and benches.
+CLOUD_SESSION_PORT = 1883
 PROXY_PORT = 8888
 PROXY_USER = "lab"
 PROXY_PASSWORD = "lab-proxy-secret"
