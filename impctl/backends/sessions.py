@@ -114,7 +114,7 @@ def _parsed(text: object) -> Address | None:
 
 async def _end_conntrack(addresses: frozenset[Address], errors: list[str]) -> int:
     try:
-        from pyroute2 import AsyncConntrack
+        from pyroute2.conntrack import AsyncConntrack
         from pyroute2.netlink.exceptions import NetlinkError
     except ImportError as err:  # a pyroute2 without conntrack: the sockets are still ended
         errors.append(f"conntrack: {err}")

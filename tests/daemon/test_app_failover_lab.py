@@ -1,0 +1,157 @@
+"""A failover as the gateway's applications feel it, in the lab whose ISPs validate sources and NAT.
+
+The applications are impctl.lab.apps processes in the gateway namespace,
+unbound (their traffic follows the default route and resolv.conf) unless a
+test binds one to a device on purpose. Without impctl ending the left
+uplink's sessions, an unbound session opened through eth0 keeps eth0's
+source address after the switch; the next ISP drops it and TCP retransmits
+for ~15 minutes (shared/LAB-NOTES.md).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from labdaemon import DaemonProcess, is_event, write_config
+
+from impctl.lab import Lab
+from impctl.lab.apps import App, app_argv
+
+pytestmark = pytest.mark.lab
+
+FAST = 1.0  # the test config's probe_interval_s (labdaemon.FAST_DAEMON)
+HOLD = 3.0  # its failback_hold_s
+
+
+def address_of(lab: Lab, ifname: str) -> str:
+    addresses = lab.addresses().get(ifname, [])
+    assert addresses, f"{ifname} has no address: {lab.addresses()}"
+    return addresses[0].split("/")[0]
+
+
+@pytest.fixture
+def files(tmp_path: Path, lab: Lab) -> tuple[Path, Path]:
+    return write_config(lab, tmp_path / "impctl.toml"), tmp_path / "state" / "state.json"
+
+
+@pytest.fixture
+def daemon(lab: Lab, files: tuple[Path, Path]) -> Iterator[DaemonProcess]:
+    config, state = files
+    proc = DaemonProcess(lab, config, state)
+    try:
+        proc.wait_for(is_event("connected", ifname="eth0"), 15.0, "connection through eth0 at start")
+        yield proc
+    finally:
+        proc.stop()
+        print("\n".join(proc.raw))
+
+
+@pytest.fixture
+def apps(lab: Lab) -> Iterator[list[App]]:
+    started: list[App] = []
+    yield started
+    for app in started:
+        app.stop()
+        print("\n".join(json.dumps(line) for line in app.seen[-30:]))
+
+
+def start(lab: Lab, apps: list[App], app: str, *args: str) -> App:
+    proc = App(lab.exec_argv(app_argv(app, *args)))
+    apps.append(proc)
+    return proc
+
+
+def echo_via(local: str) -> Any:
+    return lambda e: e["event"] == "echo" and e["local"] == local
+
+
+def test_an_unbound_session_on_a_blackholed_primary_is_ended_and_reconnects_through_the_new_one(
+        lab: Lab, daemon: DaemonProcess, apps: list[App]) -> None:
+    eth0, wlan0 = address_of(lab, "eth0"), address_of(lab, "wlan0")
+    session = start(lab, apps, "session")
+    assert session.wait(echo_via(eth0), 10.0), "the session never exchanged data through eth0"
+    lab.fault("eth0", "blackhole")
+    ended = daemon.wait_for(is_event("sessions-ended", ifname="eth0"), 8.0, "eth0's sessions ended")
+    assert int(ended["sockets"]) >= 1 and ended["to"] == "wlan0"
+    error = session.wait(lambda e: e["event"] == "error", 2.0)
+    assert error is not None and "aborted" in error["error"].lower(), error
+    assert error["t"] - float(ended["ts"]) < 0.5
+    back = session.wait(echo_via(wlan0), 3.0)
+    assert back is not None, "the session did not come back through wlan0"
+    # The cloud sees wlan0's ISP, not the gateway: the ISP NATs (like CGNAT).
+    assert back["seen_as"] != wlan0
+    assert back["t"] - float(ended["ts"]) < 1.5
+
+
+def test_a_session_bound_to_a_standby_on_purpose_survives_the_switch(
+        lab: Lab, daemon: DaemonProcess, apps: list[App]) -> None:
+    wwan0 = address_of(lab, "wwan0")
+    bound = start(lab, apps, "session", "--bind-device", "wwan0", "--every", "0.2")
+    assert bound.wait(echo_via(wwan0), 10.0)
+    lab.fault("eth0", "link-down")
+    daemon.wait_for(is_event("sessions-ended", ifname="eth0"), 8.0, "eth0's sessions ended")
+    daemon.wait_for(is_event("connected", ifname="wlan0"), 5.0, "wlan0 verified")
+    # Data keeps flowing on the same connection: no error, no reconnect.
+    for _ in range(5):
+        assert bound.wait(echo_via(wwan0), 2.0)
+    assert not [e for e in bound.seen if e["event"] in ("error", "connected")][1:]
+
+
+def test_failback_from_cellular_ends_the_cellular_sessions_within_a_second(
+        lab: Lab, daemon: DaemonProcess, apps: list[App]) -> None:
+    eth0, wwan0 = address_of(lab, "eth0"), address_of(lab, "wwan0")
+    lab.fault("eth0", "link-down")
+    lab.fault("wlan0", "link-down")
+    daemon.wait_for(is_event("connected", ifname="wwan0"), 10.0, "failover to wwan0")
+    session = start(lab, apps, "session")
+    assert session.wait(echo_via(wwan0), 10.0), "the session did not start on the cellular uplink"
+    lab.restore("eth0")
+    switch = daemon.wait_for(lambda e: e.get("event") == "switch" and e.get("from") == "wwan0"
+                             and e.get("reason", "").startswith("failback"), HOLD + 15.0, "failback to eth0")
+    error = session.wait(lambda e: e["event"] == "error", 3.0)
+    assert error is not None, "the cellular session was left on the cellular link"
+    assert error["t"] - float(switch["ts"]) < 1.0
+    assert session.wait(echo_via(eth0), 3.0), "the session did not come back through eth0"
+
+
+def test_the_resolvers_first_server_after_a_switch_is_the_new_primarys(
+        lab: Lab, daemon: DaemonProcess) -> None:
+    def nameservers() -> list[str]:
+        text = lab.run(["cat", "/etc/resolv.conf"]).stdout
+        return [line.split()[1] for line in text.splitlines() if line.startswith("nameserver ")]
+
+    assert nameservers()[0] == "198.18.1.1"  # eth0's ISP
+    lab.fault("eth0", "blackhole")
+    daemon.wait_for(is_event("connected", ifname="wlan0"), 8.0, "failover to wlan0")
+    daemon.wait_for(is_event("route", ifname="wlan0", metric="20"), 3.0, "wlan0 at the primary metric")
+    assert _settles(lambda: nameservers()[:1] == ["198.18.2.1"]), nameservers()
+
+
+def _settles(check: Any, timeout_s: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_connectwith_moving_the_uplink_ends_the_old_uplinks_sessions(lab: Lab, apps: list[App]) -> None:
+    eth0, wlan0 = address_of(lab, "eth0"), address_of(lab, "wlan0")
+    session = start(lab, apps, "session")
+    assert session.wait(echo_via(eth0), 10.0)
+    proc = lab.run([sys.executable, "-m", "impctl", "connectwith", "--nic", "-", "--json"],
+                   input=json.dumps({"interface": "wl0"}), timeout=90)
+    doc = json.loads(proc.stdout)
+    assert doc["exit_code"] == 0, proc.stdout + proc.stderr
+    details = doc["data"]["attempts"][-1]["details"]
+    assert details["previous_taken_down"] == "eth0"
+    assert details["sessions_ended"]["sockets"] >= 1 and details["sessions_ended"]["errors"] == []
+    assert session.wait(lambda e: e["event"] == "error", 3.0)
+    assert session.wait(echo_via(wlan0), 5.0), "the session did not come back through wlan0"
