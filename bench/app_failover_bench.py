@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "daemon")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from failover_bench import Monitor, blackhole, cut, nm_connectivity_config
-from labdaemon import DaemonProcess, is_event, restart_networkmanager, write_config
+from labdaemon import DaemonProcess, is_event, restart_networkmanager
 
 from impctl.lab import Lab
 from impctl.lab.apps import App, app_argv
