@@ -125,7 +125,7 @@ def summary(values: list[float | None], cap_s: float) -> dict[str, Any]:
 def run_faults(lab: Lab, mon: Monitor, apps: Apps, n: int, cap_s: float, who: str,
                failed_back: Callable[[], float]) -> dict[str, Any]:
     eth0_local = lab.addresses()["eth0"][0].split("/")[0]
-    isp_a = lab.uplink("eth0").nat_address
+    isp_a = lab.uplink("eth0").transit_isp_ip
     results: dict[str, Any] = {}
     for kind in KINDS:
         rows: list[dict[str, float | None]] = []

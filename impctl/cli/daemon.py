@@ -61,14 +61,23 @@ def render_view(view: dict[str, Any] | None) -> None:
     switches = []
     for sw in _dicts(view.get("switches"))[-5:]:
         switches.append((_clock(sw.get("at")), str(sw.get("from") or "—"), str(sw.get("to")), str(sw.get("reason")),
-                         _took(sw.get("took_s"))))
+                         _took(sw.get("took_s")), _ended(sw.get("sessions_ended"))))
     if switches:
         moves = Table(*(Column(h, no_wrap=True) for h in ("at", "from", "to")),
-                      Column("reason", overflow="fold", min_width=TEXT_MIN), Column("took", no_wrap=True))
+                      Column("reason", overflow="fold", min_width=TEXT_MIN), Column("took", no_wrap=True),
+                      Column("ended", no_wrap=True))
         for move in switches:
             moves.add_row(*move)
         print_table(moves, lambda: stack("switches", [
-            block(f"{at}  {frm} → {to}  took {took}", lines=[reason]) for at, frm, to, reason, took in switches]))
+            block(f"{at}  {frm} → {to}  took {took}  ended {ended}", lines=[reason])
+            for at, frm, to, reason, took, ended in switches]))
+
+
+def _ended(value: object) -> str:
+    """Sessions a switch ended: "2+1" is 2 of the gateway's sockets and 1 LAN flow; "—" if none were."""
+    if not isinstance(value, dict):
+        return "—"
+    return f"{value.get('sockets', 0)}+{value.get('conntrack', 0)}"
 
 
 def daemon(

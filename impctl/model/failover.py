@@ -164,6 +164,8 @@ class SwitchRecord:
     reason: str
     took_s: float | None = None  # set once verified
     verified: bool | None = None  # None while verifying
+    # What ending the left uplink's sessions did (the daemon sets it; None: nothing was ended).
+    sessions_ended: tuple[int, int, float] | None = None  # sockets, conntrack entries, seconds
 
 
 # ---------------------------------------------------------------- per-uplink record
@@ -678,7 +680,10 @@ class FailoverPolicy:
             "uplinks": uplinks,
             "switches": [
                 {"at": wall(s.at), "from": s.from_ifname, "to": s.to_ifname, "reason": s.reason,
-                 "took_s": None if s.took_s is None else round(s.took_s, 4), "verified": s.verified}
+                 "took_s": None if s.took_s is None else round(s.took_s, 4), "verified": s.verified,
+                 **({} if s.sessions_ended is None else {"sessions_ended": {
+                     "sockets": s.sessions_ended[0], "conntrack": s.sessions_ended[1],
+                     "ms": round(s.sessions_ended[2] * 1000, 1)}})}
                 for s in self.switches
             ],
         }

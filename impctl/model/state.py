@@ -166,6 +166,7 @@ class SwitchView:
     reason: str
     took_s: float | None
     verified: bool | None
+    sessions_ended: tuple[int, int, float] | None = None  # sockets, conntrack entries, ms
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,9 @@ class DaemonView:
             ],
             "switches": [
                 {"at": s.at, "from": s.from_ifname, "to": s.to_ifname, "reason": s.reason, "took_s": s.took_s,
-                 "verified": s.verified}
+                 "verified": s.verified,
+                 **({} if s.sessions_ended is None else {"sessions_ended": dict(zip(
+                     ("sockets", "conntrack", "ms"), s.sessions_ended, strict=True))})}
                 for s in self.switches
             ],
             "running": self.running,
@@ -343,6 +346,14 @@ def _int(doc: dict[str, Any], key: str, where: str, default: int = 0) -> int:
     return int(_expect(value, int, f"{where}.{key}"))
 
 
+def _sessions(value: Any) -> tuple[int, int, float] | None:
+    if not isinstance(value, dict):
+        return None
+    sockets, conntrack = _int(value, "sockets", "s.sessions_ended"), _int(value, "conntrack", "s.sessions_ended")
+    ms = _time(value, "ms", "s.sessions_ended")
+    return sockets, conntrack, ms or 0.0
+
+
 def daemon_view_from_json(value: Any) -> DaemonView | None:
     """The daemon's published view (FailoverPolicy.snapshot plus the shell's fields), typed.
 
@@ -365,7 +376,8 @@ def daemon_view_from_json(value: Any) -> DaemonView | None:
         )
         switches = tuple(
             SwitchView(at=_time(s, "at", "s"), from_ifname=s.get("from"), to_ifname=s.get("to"),
-                       reason=str(s.get("reason", "")), took_s=_time(s, "took_s", "s"), verified=s.get("verified"))
+                       reason=str(s.get("reason", "")), took_s=_time(s, "took_s", "s"), verified=s.get("verified"),
+                       sessions_ended=_sessions(s.get("sessions_ended")))
             for s in _expect(doc.get("switches", []), list, "daemon.switches")
         )
         settings = _expect(doc.get("settings", {}), dict, "daemon.settings")

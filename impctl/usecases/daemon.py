@@ -839,6 +839,9 @@ class Daemon:
             name, reason = self._leaving.popitem()
             addresses = sorted(self._seen_addresses.get(name, set()))
             ended = await end(name, addresses)
+            record = next((r for r in reversed(self.policy.switches) if r.from_ifname == name), None)
+            if record is not None:
+                record.sessions_ended = (ended.sockets, ended.conntrack, ended.took_s)
             dev = self.devices.get(name)
             self._seen_addresses[name] = set(dev.addresses if dev else ())
             self.log("sessions-ended", ifname=name, to=primary, sockets=ended.sockets, conntrack=ended.conntrack,

@@ -557,6 +557,10 @@ async def test_a_lost_uplinks_sessions_end_on_its_last_addresses_once_the_kernel
     assert "to=wlan0 sockets=2 conntrack=1" in line and 'reason="eth0: no carrier"' in line
     assert rig.ended == [("eth0", ["198.18.1.50/24"], "wlan0")]
     assert await stop(rig, task) == 0
+    # Part of the switch's record, for `impctl status`.
+    assert rig.state.daemon is not None
+    last = rig.state.daemon.switches[-1]
+    assert (last.from_ifname, last.to_ifname, last.sessions_ended) == ("eth0", "wlan0", (2, 1, 1.0))
 
 
 @run_async
