@@ -19,6 +19,14 @@ proxy-down    TCP from the gateway to the proxy port gets a reset
 The nft faults of an uplink live in one table of its ISP, `inet impctl_lab`,
 rebuilt whole on every change in one `nft -f` transaction: a fault is removed
 by writing the table without it, and no fault means no table.
+
+Apart from faults, every ISP behaves like a real one (`isp_ruleset`, its own
+table `inet impctl_isp`, written once at `up` and never touched by a fault):
+it forwards only packets from its customer subnet (BCP38 source validation)
+and masquerades what leaves towards the cloud (CGNAT-like), so the cloud
+sees the ISP's address and a reply can only come back through the ISP that
+carried the request. Both tables hook forward at the same priority; a packet
+dropped by either is dropped, so the faults bite exactly as before.
 """
 
 from __future__ import annotations
@@ -27,10 +35,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from impctl.lab.topology import CLOUD_HTTP_PORT, CLOUD_IP, CLOUD_PORT, ISP_IFNAME, PROXY_PORT, Uplink
+from impctl.lab.topology import (
+    CLOUD_HTTP_PORT,
+    CLOUD_IP,
+    CLOUD_PORT,
+    ISP_IFNAME,
+    ISP_UPLINK_IFNAME,
+    PROXY_PORT,
+    Uplink,
+)
 from impctl.model.errors import LabError
 
 NFT_TABLE = "impctl_lab"
+ISP_TABLE = "impctl_isp"
 FAULTS = ("link-down", "blackhole", "dhcp-off", "dns-off", "cloud-closed", "proxy-down")
 # Base chains of the table, in this order; `fwd` would be an nft keyword, not a name.
 CHAINS = ("input", "forward")
@@ -120,3 +137,32 @@ def commands(u: Uplink, active: Iterable[str]) -> list[Command]:
                 ruleset(kinds, u.isp_ifname)),
         Command(("ip", "-n", u.isp_netns, "link", "set", u.isp_ifname, "down" if down else "up")),
     ]
+
+
+def isp_ruleset(subnet: str, isp_ifname: str = ISP_IFNAME,
+                upstream_ifname: str = ISP_UPLINK_IFNAME) -> str:
+    """An `nft -f` script giving an ISP its permanent table: source validation and NAT.
+
+    `subnet` is the ISP's customer subnet (what its DHCP hands out). Only IPv4:
+    the lab's uplinks carry no IPv6.
+    """
+    return "\n".join([
+        f"table inet {ISP_TABLE} {{}}",
+        f"delete table inet {ISP_TABLE}",
+        f"table inet {ISP_TABLE} {{",
+        "  chain forward {",
+        "    type filter hook forward priority 0; policy accept;",
+        f'    iifname "{isp_ifname}" ip saddr != {subnet} drop comment "source validation"',
+        "  }",
+        "  chain postrouting {",
+        "    type nat hook postrouting priority srcnat; policy accept;",
+        f'    oifname "{upstream_ifname}" masquerade comment "nat"',
+        "  }",
+        "}",
+    ]) + "\n"
+
+
+def isp_command(u: Uplink) -> Command:
+    """The command that gives `u`'s ISP its source validation and NAT."""
+    return Command(("ip", "netns", "exec", u.isp_netns, "nft", "-f", "-"),
+                   isp_ruleset(u.subnet, u.isp_ifname))

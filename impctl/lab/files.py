@@ -44,10 +44,15 @@ def dbus_config(socket_path: str) -> str:
 
 def nm_config(ifnames: Sequence[str], carrier_wait_ms: int,
               connectivity_uri: str | None, connectivity_response: str) -> str:
-    """NetworkManager.conf for the gateway: keyfiles only, hands off DNS, hostname and polkit.
+    """NetworkManager.conf for the gateway: keyfiles only, hands off hostname and polkit.
 
     Paths are those NM sees inside its mount namespace, where lab directories
     are bound over /etc/NetworkManager, /var/lib/NetworkManager and /run.
+    NM owns the gateway's DNS as on a real one: `dns=default` writes
+    /run/NetworkManager/resolv.conf from the uplinks' DHCP servers in NM's
+    order; the gateway's /etc/resolv.conf is a symlink to that file.
+    `rc-manager=unmanaged`: NM never writes /etc/resolv.conf (`symlink`, which
+    also leaves a symlink alone, still tries to clean up in /etc, read-only here).
     """
     match = ",".join(f"interface-name:{name}" for name in ifnames)
     if connectivity_uri:
@@ -58,7 +63,7 @@ def nm_config(ifnames: Sequence[str], carrier_wait_ms: int,
     return f"""# Written by `impctl lab up`; the lab rewrites it at every up.
 [main]
 plugins=keyfile
-dns=none
+dns=default
 rc-manager=unmanaged
 systemd-resolved=false
 auth-polkit=false

@@ -9,9 +9,14 @@ Topology (prefix `imp`, the default)::
                                                                           :8888 tinyproxy
 
 Every lab process runs inside a lab network namespace, in its own mount
-namespace where lab files are bound over /etc/hosts, /etc/resolv.conf (and, for
+namespace where lab files cover /etc/hosts and /etc/resolv.conf (and, for
 NetworkManager, /etc/NetworkManager, /var/lib/NetworkManager, /run): the
-machine's interfaces, routes and files are never touched. Tearing down is
+machine's interfaces, routes and files are never touched. In the gateway /etc
+is a read-only overlay whose resolv.conf is a symlink to the file NM writes.
+
+The ISPs behave like real ones: each forwards only its customers' source
+addresses (BCP38) and masquerades towards the cloud, so the cloud sees
+198.19.N.1 and a reply comes back only through the ISP that carried the request. Tearing down is
 "kill every process in the lab's namespaces, delete the namespaces", which
 also cleans up after a crash.
 

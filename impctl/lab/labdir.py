@@ -113,8 +113,15 @@ def empty_state_dir(topo: Topology) -> None:
 def write_files(topo: Topology) -> None:
     """Every config the daemons read, the cloud's certificates and impctl's config."""
     gw = topo.gw_dir
-    (gw / "hosts").write_text(files.hosts([]))
-    (gw / "resolv.conf").write_text(files.resolv_conf([u.router_ip for u in topo.uplinks]))
+    for own_run in (False, True):
+        layer = topo.gw_etc_layer(own_run)
+        # Mount points for what NM gets bound over its /etc.
+        (layer / "NetworkManager").mkdir(parents=True, exist_ok=True)
+        (layer / "hosts").write_text(files.hosts([]))
+        target = "/run/NetworkManager/resolv.conf" if own_run else str(topo.nm_resolv_conf)
+        link = layer / "resolv.conf"
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
     for d in (topo.cloud_dir, topo.isp_dir):
         (d / "hosts").write_text(files.hosts(DNS_RECORDS))
         (d / "resolv.conf").write_text(files.resolv_conf(["127.0.0.1"]))

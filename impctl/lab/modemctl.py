@@ -83,7 +83,7 @@ def _spawn_modemmanager(topo: Topology, daemons: Daemons, pty: str) -> None:
         f"touch /dev/ttyUSB0; mount --bind {q(pty)} /dev/ttyUSB0",
     ]
     binds: list[Bind] = [
-        *topo.binds("gw"), *dev_setup,
+        *topo.binds("gw", own_run=True), *dev_setup,
         (topo.modem_dir / "sys", "/sys"),
         (topo.gw_dir / "run", "/run"),
     ]

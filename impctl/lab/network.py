@@ -12,16 +12,20 @@ import os
 from pathlib import Path
 from typing import Any
 
+from impctl.lab import faults
 from impctl.lab.proc import in_netns, netns_exists, netns_inode, root_netns_inode, sh
 from impctl.lab.topology import CLOUD_IP, ISP_UPLINK_IFNAME, Topology, Uplink
 from impctl.model.errors import LabError
 
 
 def build(topo: Topology) -> None:
-    """Namespaces and veths, then addresses and routes, then the sysctls the lab needs."""
+    """Namespaces and veths, then addresses, routes and the ISPs' source validation and NAT,
+    then the sysctls the lab needs."""
     _create_namespaces_and_links(topo)
     for u in topo.uplinks:
         sh(["ip", "-n", u.isp_netns, "-batch", "-"], input="\n".join(_isp_commands(u)) + "\n")
+        cmd = faults.isp_command(u)
+        sh(cmd.argv, input=cmd.input)
     sh(["ip", "-n", topo.cloud_netns, "-batch", "-"], input="\n".join(_cloud_commands(topo)) + "\n")
     sh(["ip", "-n", topo.gw_netns, "link", "set", "lo", "up"])
     _set_sysctls(topo)
@@ -54,11 +58,12 @@ def _isp_commands(u: Uplink) -> list[str]:
 
 
 def _cloud_commands(topo: Topology) -> list[str]:
+    # No route to the ISPs' customer subnets: the ISPs NAT, so the cloud only ever
+    # answers an ISP's own transit address, on the link it came in by.
     cloud = ["link set lo up", f"addr add {CLOUD_IP}/32 dev lo"]
     for u in topo.uplinks:
         cloud += [f"addr add {u.transit_cloud_ip}/30 dev {u.cloud_ifname}",
-                  f"link set {u.cloud_ifname} up",
-                  f"route add {u.subnet} via {u.transit_isp_ip}"]
+                  f"link set {u.cloud_ifname} up"]
     return cloud
 
 

@@ -93,7 +93,7 @@ def start(topo: Topology, daemons: Daemons, *, name_timeout_s: float = BUS_NAME_
     wait_name_free(topo, NM_BUS_NAME, name_timeout_s)
     gw = topo.gw_dir
     binds: list[Bind] = [
-        *topo.binds("gw"),
+        *topo.binds("gw", own_run=True),
         (gw / "etc-nm", "/etc/NetworkManager"),
         (gw / "var-nm", "/var/lib/NetworkManager"),
         # Last: once /run is covered, a lab directory under /run is out of sight.

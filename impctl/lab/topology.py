@@ -5,6 +5,7 @@ Nothing here touches the machine; every other lab module works from a `Topology`
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,9 @@ class Topology:
         if not prefix or len(prefix) > 12 or not prefix.isalnum():
             raise LabError(f"bad lab prefix {prefix!r}: use 1-12 letters or digits")
         self.root = Path(root).absolute()
+        if any(c in str(self.root) for c in ":,\\"):
+            # The root ends up in an overlay's lowerdir option, where these are separators.
+            raise LabError(f"bad lab root {self.root}: no ':', ',' or '\\' in its path")
         self.prefix = prefix
         self.modem = modem
         self.connectivity_uri = connectivity_uri
@@ -213,8 +217,29 @@ class Topology:
             "IMPCTL_STATE": str(self.state_path),
         }
 
-    def binds(self, where: str) -> list[Bind]:
-        """The lab's hosts and resolv.conf of `where` (gw, cloud, isp) over the system's."""
+    @property
+    def nm_resolv_conf(self) -> Path:
+        """The resolv.conf NM writes (host path); NM itself sees it as /run/NetworkManager/resolv.conf."""
+        return self.gw_dir / "run" / "NetworkManager" / "resolv.conf"
+
+    def gw_etc_layer(self, own_run: bool) -> Path:
+        """What the gateway's /etc shows over the machine's: hosts, and resolv.conf as a
+        symlink to NM's file, by the path it has where /run is the lab's (`own_run`, as
+        NM and ModemManager see it) or the machine's (every other gateway process)."""
+        return self.gw_dir / ("etc-run" if own_run else "etc")
+
+    def binds(self, where: str, *, own_run: bool = False) -> list[Bind]:
+        """The lab's hosts and resolv.conf of `where` (gw, cloud, isp) over the system's.
+
+        The gateway's /etc is a read-only overlay: the lab's layer over the
+        machine's /etc. NM replaces resolv.conf by rename, which a bind-mounted
+        file refuses (EBUSY); a symlink into NM's run directory follows every
+        rename, and read-only means nothing in the gateway can write the
+        machine's /etc, whatever NM's rc-manager would try.
+        """
+        if where == "gw":
+            layer = shlex.quote(f"lowerdir={self.gw_etc_layer(own_run)}:/etc")
+            return [f"mount -t overlay -o ro -o {layer} impctl-lab-etc /etc"]
         d = self.root / where
         return [(d / "hosts", "/etc/hosts"), (d / "resolv.conf", "/etc/resolv.conf")]
 

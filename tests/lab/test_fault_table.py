@@ -115,3 +115,28 @@ def test_unknown_fault_is_refused_with_the_choices() -> None:
         faults.ruleset(["dns-off", "meteor"])
     assert err.value.message == ("unknown fault 'meteor': use one of link-down, blackhole, "
                                  "dhcp-off, dns-off, cloud-closed, proxy-down or restore")
+
+
+def test_every_isp_validates_sources_and_masquerades_in_its_own_table() -> None:
+    assert faults.isp_ruleset("198.18.2.0/24") == (
+        "table inet impctl_isp {}\n"
+        "delete table inet impctl_isp\n"
+        "table inet impctl_isp {\n"
+        "  chain forward {\n"
+        "    type filter hook forward priority 0; policy accept;\n"
+        f'    {IIF} ip saddr != 198.18.2.0/24 drop comment "source validation"\n'
+        "  }\n"
+        "  chain postrouting {\n"
+        "    type nat hook postrouting priority srcnat; policy accept;\n"
+        '    oifname "up0" masquerade comment "nat"\n'
+        "  }\n"
+        "}\n")
+    assert faults.isp_command(WLAN0) == Command(
+        ("ip", "netns", "exec", "impt-ispb", "nft", "-f", "-"), faults.isp_ruleset(WLAN0.subnet))
+
+
+def test_faults_never_touch_the_isps_own_table() -> None:
+    # A fault (or a restore) rewrites only its table: the ISP stays an ISP throughout.
+    for active in ([], ["blackhole"], list(FAULTS)):
+        for cmd in faults.commands(WLAN0, active):
+            assert "impctl_isp" not in " ".join(cmd.argv) + (cmd.input or "")

@@ -165,6 +165,10 @@ def test_not_root_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
 def test_bad_prefix_and_unknown_lab(tmp_path: Path) -> None:
     with pytest.raises(LabError, match="bad lab prefix"):
         Lab(tmp_path, "a/b")
+    # The root becomes part of an overlay's layer list, where ':' and ',' separate.
+    for bad in ("a:b", "a,b"):
+        with pytest.raises(LabError, match="bad lab root"):
+            Lab(tmp_path / bad, "impt")
     with pytest.raises(LabError, match="no lab at"):
         Lab.load(tmp_path / "nothing")
     (tmp_path / "lab.json").write_text("[]")

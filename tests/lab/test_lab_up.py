@@ -56,7 +56,10 @@ def test_networkmanager_runs_in_the_gateway_namespace_with_lab_files(lab: Lab) -
     nm_root = Path(f"/proc/{pid}/root")
     conf = (nm_root / "etc/NetworkManager/NetworkManager.conf").read_text()
     assert conf == (lab.gw_dir / "etc-nm" / "NetworkManager.conf").read_text()
-    assert (nm_root / "etc/resolv.conf").read_text() == (lab.gw_dir / "resolv.conf").read_text()
+    # resolv.conf is a symlink into NM's /run, which is the lab's (tests/lab/test_lab_isp.py).
+    assert os.readlink(nm_root / "etc/resolv.conf") == "/run/NetworkManager/resolv.conf"
+    assert (nm_root / "run/NetworkManager/resolv.conf").stat().st_ino == \
+        lab.nm_resolv_conf.stat().st_ino
     assert sorted(p.name for p in (nm_root / "etc/NetworkManager/system-connections").iterdir()) \
         == sorted(f"{u.profile_id}.nmconnection" for u in lab.uplinks)
 
