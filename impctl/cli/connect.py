@@ -139,6 +139,7 @@ def connectwith_cmd(
     g = get_globals(ctx)
 
     def action() -> uc.ConnectReport:
+        from impctl.backends.resolvconf import system_nameservers
         from impctl.backends.sessions import end_sessions
         from impctl.cli.nic import read_nic_file
 
@@ -148,7 +149,7 @@ def connectwith_cmd(
             g,
             lambda network, check, config: uc.connectwith(
                 parsed, network=network, check=check, store=store, gateway=gateway_lock(g), config=config,
-                timeout_s=timeout, end_sessions=end_sessions,
+                timeout_s=timeout, end_sessions=end_sessions, resolver=system_nameservers,
             ),
         )
 
@@ -162,6 +163,7 @@ def connect_cmd(ctx: typer.Context, timeout: TimeoutOption = None, json_out: Jso
     g = get_globals(ctx)
 
     def action() -> uc.ConnectReport:
+        from impctl.backends.resolvconf import system_nameservers
         from impctl.backends.sessions import end_sessions
 
         store = _store(g)
@@ -169,7 +171,7 @@ def connect_cmd(ctx: typer.Context, timeout: TimeoutOption = None, json_out: Jso
             g,
             lambda network, check, config: uc.connect(
                 network=network, check=check, store=store, gateway=gateway_lock(g), config=config,
-                timeout_s=timeout, end_sessions=end_sessions,
+                timeout_s=timeout, end_sessions=end_sessions, resolver=system_nameservers,
             ),
         )
 

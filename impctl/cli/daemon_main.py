@@ -33,6 +33,7 @@ from impctl.backends.hooks import run_hook_dir
 from impctl.backends.netlink import Netlink
 from impctl.backends.nm import NMClient
 from impctl.backends.probe_net import BoundSockets
+from impctl.backends.resolvconf import system_nameservers
 from impctl.backends.sdnotify import Notifier
 from impctl.backends.sessions import end_sessions
 from impctl.backends.statefile import load_state, update_state
@@ -212,6 +213,7 @@ def _deps(state_path: Path, config_path: Path, config_explicit: bool) -> Deps:
         log=_log_line(),
         gateway=GatewayLock(lock_path_for(state_path)),
         end_sessions=end_sessions,
+        resolver=system_nameservers,
     )
 
 

@@ -8,7 +8,7 @@ the flows it forwards for LAN devices).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -42,6 +42,29 @@ def end_on_switch(*, failback: bool, left_class: str, failback_classes: Collecti
     routing keeps such sessions working).
     """
     return not failback or left_class in failback_classes
+
+
+def nameservers(text: str) -> list[str]:
+    """The `nameserver` lines of a resolv.conf, in order (what glibc asks, first to last)."""
+    servers = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            servers.append(fields[1])
+    return servers
+
+
+def resolver_follows(servers: Sequence[str], primary_dns: Collection[str], uplinks_dns: Collection[str]) -> bool:
+    """Whether the system resolver asks the primary uplink's DNS servers first.
+
+    True as well when its first server is none of the uplinks' (a local
+    resolver, systemd-resolved's stub, a static file): then the order of
+    the uplinks' servers is not in resolv.conf and there is nothing to
+    wait for.
+    """
+    if not servers or servers[0] not in uplinks_dns:
+        return True
+    return servers[0] in primary_dns
 
 
 def conntrack_to_end(orig_src: Address | None, reply_dst: Address | None, addresses: Collection[Address]) -> bool:

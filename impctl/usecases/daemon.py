@@ -85,7 +85,7 @@ from impctl.model.failover import (
 from impctl.model.inventory import DeviceInfo, NMDeviceState
 from impctl.model.netfacts import DefaultRoute, IPv4Facts, LinkState, Priority, kernel_primary
 from impctl.model.probe import InterfaceProbe
-from impctl.model.sessions import end_on_switch
+from impctl.model.sessions import end_on_switch, resolver_follows
 from impctl.model.state import CurrentUplink, State, daemon_view_from_json
 from impctl.usecases.ports import EndSessions, GatewayLock
 from impctl.usecases.probe import ProbeProxy
@@ -108,6 +108,10 @@ KERNEL_ROUTE_TIMEOUT_S = 2.0
 GATEWAY_RETRY_S = 0.25
 # Addresses remembered per uplink for ending its sessions (an uplink has one or two).
 MAX_SEEN_ADDRESSES = 16
+# Before ending the left uplink's sessions, wait this long at most for resolv.conf to list the
+# new primary's servers first (NM rewrites it 60-110 ms after the Reapply), reading it this often.
+RESOLVER_WAIT_S = 1.0
+RESOLVER_POLL_S = 0.01
 
 
 # ---------------------------------------------------------------- what the daemon is given
@@ -181,6 +185,8 @@ class Deps:
     gateway: GatewayLock | None = None
     # None: the daemon ends no sessions (tests of the loop without root).
     end_sessions: EndSessions | None = None
+    # The system resolver's servers in order (impctl.backends.resolvconf); None: not waited for.
+    resolver: Callable[[], Sequence[str]] | None = None
 
 
 # ---------------------------------------------------------------- inbox items
@@ -747,7 +753,7 @@ class Daemon:
             if await self._set_metric(network, active, first, started):
                 self._lifted.add(active.ifname)
                 if await self._wait_kernel_primary(active.ifname, started):
-                    await self._end_left_sessions(active.ifname, started)
+                    self._sessions_after(active.ifname, started)
                 moved()
                 await asyncio.gather(*(self._demote(network, name) for name in demote))
                 if first != metric:
@@ -755,7 +761,7 @@ class Daemon:
                 return
         await asyncio.gather(*(self._demote(network, name) for name in demote))
         if holds and await self._wait_kernel_primary(active.ifname, started):
-            await self._end_left_sessions(active.ifname, started)
+            self._sessions_after(active.ifname, started)
 
     async def _set_metric(self, network: Network, device: DeviceInfo, metric: int, started: float) -> bool:
         priority = Priority(metric, self.config.daemon.primary_dns_priority)
@@ -831,12 +837,21 @@ class Daemon:
         else:
             self._leaving.pop(left, None)
 
-    async def _end_left_sessions(self, primary: str, started: float) -> None:
-        """End the sessions of the uplinks left, now that the kernel routes through `primary`."""
+    def _sessions_after(self, primary: str, started: float) -> None:
+        # Beside the route pass, not in it: waiting for resolv.conf must not delay the switch.
         self._leaving.pop(primary, None)  # switched back before its sessions were ended
+        if self._leaving and self.d.end_sessions is not None:
+            leaving, self._leaving = self._leaving, {}
+            self._spawn(self._end_left_sessions(primary, started, leaving), "sessions")
+
+    async def _end_left_sessions(self, primary: str, started: float, leaving: dict[str, str]) -> None:
+        """End the sessions of the uplinks left, now that the kernel routes through `primary`."""
         end = self.d.end_sessions
-        while self._leaving and end is not None:
-            name, reason = self._leaving.popitem()
+        if end is None:
+            return
+        # Applications reconnect at once: their lookups must not go to the dead uplink's resolver first.
+        dns_ms = await self._wait_resolver(primary)
+        for name, reason in leaving.items():
             addresses = sorted(self._seen_addresses.get(name, set()))
             ended = await end(name, addresses)
             record = next((r for r in reversed(self.policy.switches) if r.from_ifname == name), None)
@@ -845,10 +860,29 @@ class Daemon:
             dev = self.devices.get(name)
             self._seen_addresses[name] = set(dev.addresses if dev else ())
             self.log("sessions-ended", ifname=name, to=primary, sockets=ended.sockets, conntrack=ended.conntrack,
-                     ms=round(ended.took_s * 1000, 1), since_switch_ms=round((self.d.clock() - started) * 1000, 1),
-                     reason=reason)
+                     ms=round(ended.took_s * 1000, 1), dns_wait_ms=dns_ms,
+                     since_switch_ms=round((self.d.clock() - started) * 1000, 1), reason=reason)
             for error in ended.errors:
                 self.log("sessions-error", ifname=name, reason=error)
+
+    async def _wait_resolver(self, primary: str) -> float | None:
+        """Until the system resolver asks `primary`'s servers first; ms waited, None if it never did."""
+        read = self.d.resolver
+        device = self.devices.get(primary)
+        if read is None or device is None or not device.dns:
+            return 0.0
+        uplinks_dns = {s for name in self.policy.uplinks if name in self.devices for s in self.devices[name].dns}
+        started = self.d.clock()
+        while not resolver_follows(read(), device.dns, uplinks_dns):
+            if self.policy.active != primary:
+                return None  # switched on meanwhile: these sessions are stranded whatever resolv.conf says
+            if self.d.clock() - started >= RESOLVER_WAIT_S:
+                self.log("dns-order", ifname=primary,
+                         reason=f"resolv.conf does not list {primary}'s servers first {RESOLVER_WAIT_S:g} s"
+                                " after the switch")
+                return None
+            await asyncio.sleep(RESOLVER_POLL_S)
+        return round((self.d.clock() - started) * 1000, 1)
 
     # ---- control ------------------------------------------------------------------------------------
 

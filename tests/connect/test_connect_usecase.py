@@ -311,3 +311,21 @@ def test_a_failed_attempt_or_end_sessions_off_ends_nothing() -> None:
     assert connectwith(net, MemoryStore(), Cloud(), STATIC_NIC, end_sessions=ender,
                        config=off).code == ResultCode.SERVER_CONNECTED
     assert ender.calls == []
+
+
+def test_the_old_uplinks_sessions_end_only_once_resolv_conf_asks_the_new_one_first() -> None:
+    net, store = FakeNetwork(), MemoryStore()
+    net.set("eth0", dns=("198.18.1.1",))
+    net.set("wlan0", dns=("198.18.2.1",))
+    reads: list[int] = []
+
+    def resolver() -> list[str]:
+        reads.append(len(reads))
+        return ["198.18.1.1", "198.18.2.1"] if len(reads) < 4 else ["198.18.2.1"]
+
+    ender = Ender(net)
+    report = asyncio.run(uc.connectwith(parse_nic(STATIC_NIC), network=net, check=Cloud(), store=store,
+                                        gateway=FreeGateway(), config=Config(), end_sessions=ender,
+                                        resolver=resolver))
+    assert report.code == ResultCode.SERVER_CONNECTED
+    assert len(reads) == 4 and [c[0] for c in ender.calls] == ["eth0"]

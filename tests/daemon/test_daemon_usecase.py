@@ -45,6 +45,7 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., Non
 PROFILE_METRICS = {"eth0": 100, "wlan0": 600, "wwan0": 700}
 CLASSES = {"eth0": "ethernet", "wlan0": "wifi", "wwan0": "cell"}
 IDENTS = {"eth0": "eth0", "wlan0": "wl0", "wwan0": "cell0"}
+DNS = {"eth0": "198.18.1.1", "wlan0": "198.18.2.1", "wwan0": "198.18.3.1"}
 ADDRESSES = {"eth0": "198.18.1.50/24", "wlan0": "198.18.2.50/24", "wwan0": "198.18.3.50/24"}
 
 
@@ -53,6 +54,9 @@ class FakeNM:
         self.metrics = dict(PROFILE_METRICS)
         self.calls: list[tuple[str, int]] = []
         self.dns_priorities: dict[str, int] = {}
+        # resolv.conf as NM writes it: servers by DNS priority (0 is NM's 100), a moment after each change.
+        self.resolv: list[str] = [DNS[n] for n in ("eth0", "wlan0", "wwan0")]
+        self.resolv_delay_s = 0.05
         self.emit: Callable[[NMSignal], None] | None = None
         self.available = True
         self.lost = asyncio.Event()
@@ -64,7 +68,7 @@ class FakeNM:
         if not self.available:
             raise ServiceUnavailable("NetworkManager is not running on the system bus")
         return [DeviceInfo(name, 20, int(NMDeviceState.ACTIVATED), CLASSES[name], identifier=IDENTS[name],
-                           nm_path=f"/dev/{name}", route_metric=self.metrics[name],
+                           nm_path=f"/dev/{name}", route_metric=self.metrics[name], dns=(DNS[name],),
                            extra={"profile_path": f"/p/{name}"})
                 for name in ("eth0", "wlan0", "wwan0")]
 
@@ -73,6 +77,10 @@ class FakeNM:
         metric = priority.route_metric
         self.calls.append((device.ifname, metric))
         self.dns_priorities[device.ifname] = priority.dns_priority
+
+        # What NM writes is what the priorities were when it was told, however late it writes.
+        order = [DNS[n] for n in sorted(DNS, key=lambda n: self.dns_priorities.get(n, 0) or 100)]
+        asyncio.get_running_loop().call_later(self.resolv_delay_s, lambda: setattr(self, "resolv", order))
         self.metrics[device.ifname] = PROFILE_METRICS[device.ifname] if metric < 0 else metric
 
     async def profile_priority(self, device: DeviceInfo) -> Priority:
@@ -155,8 +163,8 @@ class Rig:
     lines: list[str]
     emit: list[Callable[[NetEvent], None]]
     config: list[Config]
-    # (ifname, addresses, the kernel's primary at the time) of every end_sessions call
-    ended: list[tuple[str, list[str], str | None]] = dataclasses.field(default_factory=list)
+    # (ifname, addresses, the kernel's primary, resolv.conf's first server) of every end_sessions call
+    ended: list[tuple[str, list[str], str | None, str]] = dataclasses.field(default_factory=list)
 
     async def wait_line(self, text: str, timeout_s: float = 3.0) -> str:
         async with asyncio.timeout(timeout_s):
@@ -222,10 +230,10 @@ def make_rig(state: State | None = None, settings: DaemonSettings = SETTINGS,
     def change(fn: Callable[[State], None]) -> None:
         fn(the_state)
 
-    ended: list[tuple[str, list[str], str | None]] = []
+    ended: list[tuple[str, list[str], str | None, str]] = []
 
     async def end_sessions(ifname: str, addresses: Sequence[str]) -> SessionsEnded:
-        ended.append((ifname, list(addresses), kernel_primary(await routes())))
+        ended.append((ifname, list(addresses), kernel_primary(await routes()), nm.resolv[0]))
         return SessionsEnded(ifname, sockets=2, conntrack=1, took_s=0.001)
 
     deps = Deps(
@@ -233,6 +241,7 @@ def make_rig(state: State | None = None, settings: DaemonSettings = SETTINGS,
         notifier=notes, load_config=load_config or (lambda: config[0]), load_state=lambda: the_state,
         update_state=change, proxies=lambda _s, _d: {}, run_hooks=no_hooks, log=lines.append,
         clock=lambda: asyncio.get_running_loop().time(), gateway=gateway, end_sessions=end_sessions,
+        resolver=lambda: nm.resolv,
     )
     return Rig(Daemon(deps), nm, world, notes, the_state, lines, emit, config, ended)
 
@@ -555,7 +564,9 @@ async def test_a_lost_uplinks_sessions_end_on_its_last_addresses_once_the_kernel
     rig.link("eth0", False)  # netlink now shows eth0 without an address
     line = await rig.wait_line("event=sessions-ended ifname=eth0")
     assert "to=wlan0 sockets=2 conntrack=1" in line and 'reason="eth0: no carrier"' in line
-    assert rig.ended == [("eth0", ["198.18.1.50/24"], "wlan0")]
+    # After the kernel routes through wlan0 and resolv.conf asks wlan0's server first (50 ms later).
+    assert rig.ended == [("eth0", ["198.18.1.50/24"], "wlan0", "198.18.2.1")]
+    assert 40 <= float(line.split("dns_wait_ms=")[1].split()[0]) < 500
     assert await stop(rig, task) == 0
     # Part of the switch's record, for `impctl status`.
     assert rig.state.daemon is not None
@@ -596,8 +607,9 @@ async def test_failback_ends_the_sessions_of_the_classes_listed_only() -> None:
     task = await started(rig)
     await _to_wwan0_and_back(rig)
     await rig.wait_line("event=sessions-ended ifname=wwan0")
-    assert [e[0] for e in rig.ended] == ["eth0", "wlan0", "wwan0"]
-    assert rig.ended[-1][2] == "eth0"
+    # eth0's and wlan0's come 50 ms apart, each after its own wait for resolv.conf: in either order.
+    assert sorted(e[0] for e in rig.ended) == ["eth0", "wlan0", "wwan0"]
+    assert rig.ended[-1][:1] + rig.ended[-1][2:3] == ("wwan0", "eth0")
     rig.lines.clear()
     # From WiFi: a failback keeps its sessions with ("cell",).
     rig.link("eth0", False)
@@ -605,7 +617,7 @@ async def test_failback_ends_the_sessions_of_the_classes_listed_only() -> None:
     rig.link("eth0", True)
     await rig.wait_line("event=connected ifname=eth0", timeout_s=5.0)
     await rig.wait_line("event=route ifname=wlan0 metric=600")
-    assert [e[0] for e in rig.ended] == ["eth0", "wlan0", "wwan0", "eth0"]
+    assert sorted(e[0] for e in rig.ended) == ["eth0", "eth0", "wlan0", "wwan0"]
     assert await stop(rig, task) == 0
 
 
@@ -617,4 +629,18 @@ async def test_with_end_sessions_off_nothing_is_ended() -> None:
     await rig.wait_line("event=route ifname=wwan0 metric=700")
     assert rig.ended == []
     assert not [line for line in rig.lines if "sessions-ended" in line]
+    assert await stop(rig, task) == 0
+
+
+@run_async
+async def test_sessions_end_even_if_resolv_conf_never_follows_and_that_is_logged() -> None:
+    rig = make_rig()
+    task = await started(rig)
+    rig.nm.resolv_delay_s = 60.0  # NM never rewrites it in time
+    rig.link("eth0", False)
+    line = await rig.wait_line("event=dns-order ifname=wlan0", timeout_s=3.0)
+    assert "does not list wlan0's servers first 1 s after the switch" in line
+    ended = await rig.wait_line("event=sessions-ended ifname=eth0")
+    assert "dns_wait_ms=" not in ended  # it did not follow; it ended them anyway: they are stranded regardless
+    assert [e[0] for e in rig.ended] == ["eth0"]
     assert await stop(rig, task) == 0
