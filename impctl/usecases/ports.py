@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from impctl.model.attempt import Activation, CheckOutcome
-from impctl.model.inventory import DeviceInfo
+from impctl.model.inventory import DeviceInfo, Interfaces
 from impctl.model.nic import ProxyConfig, Secret
 from impctl.model.nmsettings import Settings
 from impctl.model.state import State
@@ -42,6 +42,14 @@ class Network(Protocol):
     async def disconnect(self, device: DeviceInfo) -> bool: ...
 
     async def set_route_metric(self, device: DeviceInfo, metric: int) -> None: ...
+
+
+class InterfaceReader(Protocol):
+    """What status reads: every interface (uplinks and LAN ports) and the primary."""
+
+    async def interfaces(self) -> Interfaces: ...
+
+    async def primary_ifname(self) -> str | None: ...
 
 
 class GatewayLock(Protocol):

@@ -17,7 +17,7 @@ from impctl.backends.nm.trial import NMTrial, trial
 from impctl.model.config import Config
 from impctl.model.errors import OperationTimeout
 from impctl.model.events import NMSignal
-from impctl.model.inventory import DeviceInfo
+from impctl.model.inventory import DeviceInfo, Interfaces
 
 
 class NMClient:
@@ -45,6 +45,10 @@ class NMClient:
 
     async def devices(self) -> list[DeviceInfo]:
         return await devices.read_devices(self._bus, self._config)
+
+    async def interfaces(self) -> Interfaces:
+        """The uplinks (as `devices`) and the LAN ports, in one read."""
+        return await devices.read_interfaces(self._bus, self._config)
 
     async def primary_ifname(self) -> str | None:
         path = await devices.primary_device_path(self._bus)
