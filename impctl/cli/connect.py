@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from impctl.backends.gatewaylock import GatewayLock
+    from impctl.backends.nm import NMClient
     from impctl.backends.store import FileStore
     from impctl.model.attempt import Attempt
     from impctl.model.config import Config
@@ -57,7 +58,7 @@ def _store(g: Globals) -> FileStore:
     return FileStore(g.state_path)
 
 
-def _with_nm(g: Globals, body: Callable[[Network, Config], Awaitable[T]]) -> T:
+def _with_nm(g: Globals, body: Callable[[NMClient, Config], Awaitable[T]]) -> T:
     """Run `body` with NM/MM over D-Bus, in the one asyncio.run of the command."""
     import asyncio
 
@@ -265,6 +266,10 @@ def _render_status(report: status_uc.StatusReport) -> None:
         ]
         table.add_row(*cells, *([radio] if any(radios) else []))
     print_table(table, lambda: _status_stacked(rows, radios))
+    for d in doc["lan"]:
+        # A LAN port is where the gateway's clients are: not an uplink, so not in the table.
+        console.print(f"lan: {d['ifname']}  {d['nm_state'].lower()}  {', '.join(d['addresses']) or '-'}"
+                      f"  ({d['profile'] or '-'})", highlight=False)
     mode = doc["mode"] + (f" (pinned {doc['pinned']})" if doc["pinned"] else "")
     console.print(f"mode: {mode}; sequence: {', '.join(doc['sequence']) or 'default'}")
     err = doc["last_error"]

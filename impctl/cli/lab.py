@@ -140,8 +140,12 @@ def fault(
 def exec_(
     cmd: Annotated[list[str], typer.Argument(help="Command and arguments (after --).")],
     root: DirOption = DEFAULT_ROOT,
+    lan: Annotated[bool, typer.Option("--lan", help="Run it on the LAN device behind the "
+                                      "gateway instead.")] = False,
 ) -> None:
     """Run a command in the gateway namespace with the lab's bus, config and state set.
+
+    With --lan, on the LAN device behind the gateway (its own namespace and resolv.conf).
 
     A lab whose daemons died still runs the command (e.g. to see what impctl does
     with NetworkManager down), with a warning naming them.
@@ -160,7 +164,8 @@ def exec_(
     # So that `impctl` names this installation even when its bin directory is not on PATH.
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
     try:
-        rc = subprocess.run(lab.exec_argv(cmd), env=env, check=False).returncode
+        argv = lab.lan_exec_argv(cmd) if lan else lab.exec_argv(cmd)
+        rc = subprocess.run(argv, env=env, check=False).returncode
     except KeyboardInterrupt:
         rc = 130
     raise typer.Exit(rc)
@@ -201,5 +206,11 @@ def _render_status(s: LabStatus) -> None:
             f"default route {'yes' if u.default_route else 'no'}  NM {u.nm_state} ({u.nm_connection or '-'})",
             [("addresses", ", ".join(u.addresses) or "-"), ("faults", ", ".join(u.faults) or "-")])
             for u in s.uplinks]))
+    if s.lan is not None:
+        lan = s.lan
+        console.print(f"lan: {lan.ifname} {', '.join(lan.addresses) or '-'} NM {lan.nm_state} "
+                      f"({lan.nm_connection or '-'}); device in {lan.device_netns}: "
+                      f"{lan.device_address or 'no lease'} via {lan.device_router or '-'}",
+                      highlight=False)
     if s.modem_state is not None:
         console.print(f"modem: {s.modem_state}")

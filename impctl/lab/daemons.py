@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from impctl.lab.topology import (
     CLOUD_PORT,
     CLOUD_SESSION_PORT,
     DNS_RECORDS,
+    LAN_RESOLV_CONF_ENV,
     PROXY_PORT,
     UP_TIMEOUT_S,
     Topology,
@@ -96,6 +98,21 @@ class Daemons:
         wait_for("the lab's D-Bus system bus", bus_ready, UP_TIMEOUT_S)
         for u in self.topo.uplinks:
             self._wait_dnsmasq(u)
+
+    def start_lan_client(self) -> None:
+        """The LAN device's DHCP client (pyroute2's), asking the gateway for a lease.
+
+        It keeps its lease file in the LAN directory (its working directory) and
+        writes resolv.conf from the lease (impctl.lab.lanhooks).
+        """
+        topo = self.topo
+        hooks = ["configure_ip", "add_default_gw", "remove_default_gw", "remove_ip"]
+        argv = [sys.executable, "-c", "import sys; from pyroute2.dhcp.cli import run; sys.exit(run())",
+                *(f"--hook=pyroute2.dhcp.hooks.{h}" for h in hooks),
+                "--hook=impctl.lab.lanhooks.write_resolv_conf", topo.lan_device_ifname]
+        self.spawn("lan-dhcp", topo.lan_netns, argv,
+                   [*topo.binds("lan"), f"cd {shlex.quote(str(topo.lan_dir))}"],
+                   env={"PYTHONPATH": package_parent(), LAN_RESOLV_CONF_ENV: str(topo.lan_resolv_conf)})
 
     def _spawn_dnsmasq(self, u: Uplink) -> None:
         isp = self.topo.isp_dir

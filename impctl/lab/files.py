@@ -43,7 +43,8 @@ def dbus_config(socket_path: str) -> str:
 
 
 def nm_config(ifnames: Sequence[str], carrier_wait_ms: int,
-              connectivity_uri: str | None, connectivity_response: str) -> str:
+              connectivity_uri: str | None, connectivity_response: str,
+              lan_ifname: str = "lan0") -> str:
     """NetworkManager.conf for the gateway: keyfiles only, hands off hostname and polkit.
 
     Paths are those NM sees inside its mount namespace, where lab directories
@@ -53,6 +54,7 @@ def nm_config(ifnames: Sequence[str], carrier_wait_ms: int,
     order; the gateway's /etc/resolv.conf is a symlink to that file.
     `rc-manager=unmanaged`: NM never writes /etc/resolv.conf (`symlink`, which
     also leaves a symlink alone, still tries to clean up in /etc, read-only here).
+    The LAN port's shared mode NATs with nftables (no iptables in the lab).
     """
     match = ",".join(f"interface-name:{name}" for name in ifnames)
     if connectivity_uri:
@@ -70,6 +72,7 @@ auth-polkit=false
 hostname-mode=none
 no-auto-default=*
 dhcp=internal
+firewall-backend=nftables
 
 [keyfile]
 path=/etc/NetworkManager/system-connections
@@ -84,6 +87,34 @@ level=INFO
 match-device={match}
 managed=1
 carrier-wait-timeout={carrier_wait_ms}
+
+[device-lab-lan]
+match-device=interface-name:{lan_ifname}
+managed=1
+"""
+
+
+# In NM's dnsmasq-shared.d: NM's dnsmasq pings an address before leasing it (~3 s).
+DNSMASQ_SHARED_NO_PING = "# Written by `impctl lab up`: lease at once, as the ISPs do.\nno-ping\n"
+
+
+def lan_keyfile(prefix: str, profile_id: str, ifname: str) -> str:
+    """The gateway's LAN port: NM shares its uplinks (DHCP and DNS by its dnsmasq, NAT)."""
+    return f"""[connection]
+id={profile_id}
+uuid={profile_uuid(prefix, ifname)}
+type=ethernet
+interface-name={ifname}
+autoconnect=true
+autoconnect-retries=0
+
+[ethernet]
+
+[ipv4]
+method=shared
+
+[ipv6]
+method=disabled
 """
 
 

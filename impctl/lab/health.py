@@ -96,6 +96,36 @@ def _settles(topo: Topology, daemons: Daemons, u: Uplink, timeout_s: float) -> b
     return True
 
 
+def lan_ready(topo: Topology) -> bool:
+    """NM shares on the LAN port and the LAN device holds a lease with the gateway as router."""
+    if nm.nm_devices(topo).get(topo.lan_ifname) != ("connected", topo.lan_profile_id):
+        return False
+    addr = network.lan_address(topo)
+    net = topo.lan_subnet.rsplit(".", 1)[0] + "."
+    return (addr is not None and addr.startswith(net)
+            and network.lan_default_gateway(topo) == topo.lan_gateway_ip)
+
+
+def wait_lan(topo: Topology, daemons: Daemons, timeout_s: float = LEASE_TIMEOUT_S) -> None:
+    def ready() -> bool:
+        daemons.expect_alive("NetworkManager")
+        daemons.expect_alive("lan-dhcp")
+        return lan_ready(topo)
+
+    wait_for(f"the LAN device's lease from {topo.lan_ifname}", ready, timeout_s, interval_s=0.02)
+
+
+def heal_lan(topo: Topology, daemons: Daemons) -> None:
+    """The LAN port shared again if a test took it down; the device keeps (or renews) its lease."""
+    devices = nm.nm_devices(topo)
+    if devices.get(topo.lan_ifname, ("", ""))[0] == "unmanaged":
+        nm.nmcli(topo, "device", "set", topo.lan_ifname, "managed", "yes")
+    if nm.active_profiles(topo).get(topo.lan_ifname) != topo.lan_profile_uuid:
+        nm.nmcli(topo, "--wait", "20", "connection", "up", "uuid", topo.lan_profile_uuid,
+                 "ifname", topo.lan_ifname)
+    wait_lan(topo, daemons)
+
+
 def reset_profiles(topo: Topology) -> None:
     """The lab's keyfiles as written by `up`, and no NM profile that is not the lab's."""
     changed = False
@@ -103,9 +133,12 @@ def reset_profiles(topo: Topology) -> None:
         if not labdir.keyfile_intact(topo, u):
             labdir.write_keyfile(topo, u)
             changed = True
+    if not labdir.lan_keyfile_intact(topo):
+        labdir.write_lan_keyfile(topo)
+        changed = True
     if changed:
         nm.nmcli(topo, "connection", "reload")
-    lab_uuids = {u.profile_uuid for u in topo.uplinks}
+    lab_uuids = {u.profile_uuid for u in topo.uplinks} | {topo.lan_profile_uuid}
     out = nm.nmcli(topo, "-t", "-f", "UUID,TYPE", "connection", "show").stdout
     strangers = [line.split(":")[0] for line in out.splitlines()
                  if line and line.split(":")[0] not in lab_uuids

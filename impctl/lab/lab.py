@@ -2,6 +2,8 @@
 
 Topology (prefix `imp`, the default)::
 
+    imp-lan (a LAN device: DHCP client)
+      eth0 ── lan0 (NM ipv4.method=shared: 10.42.0.1/24, NM's dnsmasq, NAT)
     imp-gw (NetworkManager, private D-Bus system bus)
       eth0  ── down0  imp-ispa  198.18.1.0/24, dnsmasq at .1 ── up0 ─┐
       wlan0 ── down0  imp-ispb  198.18.2.0/24, dnsmasq at .1 ── up0 ─┼─ imp-cloud 198.19.0.10
@@ -27,17 +29,20 @@ Python API, for tests and benchmarks::
     lab.run([sys.executable, "-m", "impctl", "probe", "--json"])  # in the gw netns
     lab.fault("wlan0", "dns-off")  # see FAULTS
     lab.restore("wlan0")
+    lab.run_lan(["curl", "-s", "http://cloud.imp.lab/"])  # on the LAN device behind the gateway
     lab.reset()                    # between tests: no faults, all three uplinks leased
     lab.down()
 
-Attributes: `root`, `prefix`, `gw_netns`, `cloud_netns`, `bus_address`,
+Attributes: `root`, `prefix`, `gw_netns`, `cloud_netns`, `lan_netns`, `lan_ifname`,
+`lan_device_ifname`, `lan_subnet`, `lan_gateway_ip`, `bus_address`,
 `config_path`, `state_path`, `keyfile_dir`, `ca_file`, `uplinks` (tuple of
 `Uplink`: ifname, cls, isp_netns, subnet, router_ip, metric, profile_id,
 profile_uuid), `cloud_host`, `cloud_ip`, `cloud_port`, `cloud_http_port`,
 `proxy_host`, `proxy_port`, `proxy_user`, `proxy_password`.
 
 Also: `env()`; `exec_argv(argv)` (the argv `run` uses, for Popen of
-long-running processes such as `impctl daemon`); `open_socket()`,
+long-running processes such as `impctl daemon`); `run_lan(argv)`,
+`lan_exec_argv(argv)` (the same on the LAN device), `lan_address()`, `wait_lan()`; `open_socket()`,
 `bound_socket(ifname)`, `connect(ifname, ip, port)` (sockets created in the
 gateway netns from a short-lived thread, usable from the caller's thread);
 `nmcli(...)`, `mmcli(...)` (against the lab's bus); `addresses()`,
@@ -148,6 +153,11 @@ class Lab(Topology):
         """mmcli against the lab's ModemManager."""
         return modemctl.mmcli(self, *args, check=check, timeout=timeout)
 
+    def run_lan(self, argv: Sequence[str], *, input: str | None = None, timeout: float = 60.0,
+                check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run a command on the LAN device behind the gateway (its netns, its resolv.conf)."""
+        return self.run(argv, input=input, timeout=timeout, check=check, netns=self.lan_netns)
+
     def open_socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM,
                     proto: int = 0, *, netns: str | None = None) -> socket.socket:
         """A socket created in the gateway netns (or `netns`) that this thread can use."""
@@ -207,8 +217,10 @@ class Lab(Topology):
         network.build(self)
         self._daemons.start_services()
         nm.start(self, self._daemons)
+        self._daemons.start_lan_client()
         self._daemons.wait_cloud()
         self.wait_uplinks([u.ifname for u in self.uplinks], LEASE_TIMEOUT_S)
+        health.wait_lan(self, self._daemons)
         if self.modem:
             modemctl.start(self, self._daemons)
         self._labfile.set("complete", True)
@@ -279,6 +291,14 @@ class Lab(Topology):
         return health.uplink_healthy(u, self.addresses() if addrs is None else addrs,
                                      self.default_routes() if routes is None else routes)
 
+    def lan_address(self) -> str | None:
+        """The LAN device's IPv4 address (CIDR), from the gateway's DHCP; None without one."""
+        return network.lan_address(self)
+
+    def wait_lan(self, timeout_s: float = LEASE_TIMEOUT_S) -> None:
+        """Until NM shares on the LAN port and the LAN device has its lease and route."""
+        health.wait_lan(self, self._daemons, timeout_s)
+
     def wait_uplinks(self, ifnames: Sequence[str], timeout_s: float = LEASE_TIMEOUT_S) -> None:
         """Wait until each uplink has its DHCP lease and default route."""
         health.wait_uplinks(self, self._daemons, ifnames, timeout_s)
@@ -327,6 +347,7 @@ class Lab(Topology):
         faulting.clear(self, self._daemons)
         health.reset_profiles(self)
         health.heal(self, self._daemons, self.uplinks)
+        health.heal_lan(self, self._daemons)
         if self.modem and self.modem_observed() != "registered":
             self.modem_state("registered")
         labdir.empty_state_dir(self)

@@ -82,7 +82,8 @@ def make_dirs(topo: Topology) -> None:
     gw = topo.gw_dir
     for d in (topo.root, gw, topo.cloud_dir, topo.log_dir, topo.state_path.parent, topo.isp_dir,
               gw / "run" / "dbus", gw / "run" / "NetworkManager", topo.keyfile_dir,
-              gw / "etc-nm" / "conf.d", gw / "var-nm"):
+              gw / "etc-nm" / "conf.d", gw / "etc-nm" / "dnsmasq-shared.d", gw / "var-nm",
+              topo.lan_dir / "etc"):
         d.mkdir(parents=True, exist_ok=True)
     topo.root.chmod(0o755)
 
@@ -122,15 +123,22 @@ def write_files(topo: Topology) -> None:
         link = layer / "resolv.conf"
         link.unlink(missing_ok=True)
         link.symlink_to(target)
+    lan_etc = topo.lan_dir / "etc"
+    (lan_etc / "hosts").write_text(files.hosts([]))
+    # The LAN device's DHCP client writes the file from its lease (impctl.lab.lanhooks).
+    (lan_etc / "resolv.conf").unlink(missing_ok=True)
+    (lan_etc / "resolv.conf").symlink_to(topo.lan_resolv_conf)
+    (gw / "etc-nm" / "dnsmasq-shared.d" / "no-ping.conf").write_text(files.DNSMASQ_SHARED_NO_PING)
     for d in (topo.cloud_dir, topo.isp_dir):
         (d / "hosts").write_text(files.hosts(DNS_RECORDS))
         (d / "resolv.conf").write_text(files.resolv_conf(["127.0.0.1"]))
     (gw / "dbus.conf").write_text(files.dbus_config(str(topo.bus_socket)))
     (gw / "etc-nm" / "NetworkManager.conf").write_text(
         files.nm_config([u.ifname for u in topo.uplinks], CARRIER_WAIT_MS,
-                        topo.connectivity_uri, NM_ONLINE_BODY.strip()))
+                        topo.connectivity_uri, NM_ONLINE_BODY.strip(), topo.lan_ifname))
     for u in topo.uplinks:
         write_keyfile(topo, u)
+    write_lan_keyfile(topo)
     from impctl.lab import pki  # cryptography's x509: only `up` needs it, not every impctl start
 
     pki.make_ca_and_cert(topo.cloud_dir, [CLOUD_HOST, PROXY_HOST], CLOUD_IP)
@@ -152,18 +160,36 @@ def keyfile_text(topo: Topology, u: Uplink) -> str:
 
 def write_keyfile(topo: Topology, u: Uplink) -> Path:
     """(Re)write an uplink's lab profile; keyfiles must be root-owned 0600 or NM skips them."""
-    path = topo.keyfile_path(u)
+    return _write_0600(topo.keyfile_path(u), keyfile_text(topo, u))
+
+
+def lan_keyfile_text(topo: Topology) -> str:
+    return files.lan_keyfile(topo.prefix, topo.lan_profile_id, topo.lan_ifname)
+
+
+def write_lan_keyfile(topo: Topology) -> Path:
+    return _write_0600(topo.lan_keyfile_path, lan_keyfile_text(topo))
+
+
+def lan_keyfile_intact(topo: Topology) -> bool:
+    return _intact(topo.lan_keyfile_path, lan_keyfile_text(topo))
+
+
+def _write_0600(path: Path, text: str) -> Path:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(keyfile_text(topo, u))
+        f.write(text)
     os.chmod(path, 0o600)
     return path
 
 
-def keyfile_intact(topo: Topology, u: Uplink) -> bool:
-    """The uplink's keyfile is what the lab wrote, with the mode NM demands."""
-    path = topo.keyfile_path(u)
+def _intact(path: Path, text: str) -> bool:
     try:
-        return path.read_text() == keyfile_text(topo, u) and path.stat().st_mode & 0o777 == 0o600
+        return path.read_text() == text and path.stat().st_mode & 0o777 == 0o600
     except OSError:
         return False
+
+
+def keyfile_intact(topo: Topology, u: Uplink) -> bool:
+    """The uplink's keyfile is what the lab wrote, with the mode NM demands."""
+    return _intact(topo.keyfile_path(u), keyfile_text(topo, u))

@@ -28,6 +28,9 @@ def build(topo: Topology) -> None:
         sh(cmd.argv, input=cmd.input)
     sh(["ip", "-n", topo.cloud_netns, "-batch", "-"], input="\n".join(_cloud_commands(topo)) + "\n")
     sh(["ip", "-n", topo.gw_netns, "link", "set", "lo", "up"])
+    # The LAN device: link up, no address until its DHCP client gets one from the gateway.
+    sh(["ip", "-n", topo.lan_netns, "-batch", "-"],
+       input=f"link set lo up\nlink set {topo.lan_device_ifname} up\n")
     _set_sysctls(topo)
 
 
@@ -39,6 +42,8 @@ def _create_namespaces_and_links(topo: Topology) -> None:
                      f"peer name {u.isp_ifname} netns {u.isp_netns}")
         batch.append(f"link add {ISP_UPLINK_IFNAME} netns {u.isp_netns} type veth "
                      f"peer name {u.cloud_ifname} netns {topo.cloud_netns}")
+    batch.append(f"link add {topo.lan_ifname} netns {topo.gw_netns} type veth "
+                 f"peer name {topo.lan_device_ifname} netns {topo.lan_netns}")
     sh(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
     root_ino = root_netns_inode()
     for ns in topo.namespaces:
@@ -141,3 +146,22 @@ def carriers(topo: Topology) -> dict[str, bool]:
             "UP" in link.get("flags", []) and "LOWER_UP" in link.get("flags", [])
             for link in ip_json(topo, "link", "show")}
 
+
+
+# ---- the LAN device's view ----------------------------------------------------------------
+
+def lan_address(topo: Topology) -> str | None:
+    """The LAN device's IPv4 address (CIDR), None before its lease."""
+    out = sh(["ip", "-n", topo.lan_netns, "-j", "-4", "addr", "show", "dev",
+              topo.lan_device_ifname], check=False).stdout
+    for link in json.loads(out) if out.strip() else []:
+        for a in link.get("addr_info", []):
+            return f"{a['local']}/{a['prefixlen']}"
+    return None
+
+
+def lan_default_gateway(topo: Topology) -> str | None:
+    out = sh(["ip", "-n", topo.lan_netns, "-j", "-4", "route", "show", "default"],
+             check=False).stdout
+    routes = json.loads(out) if out.strip() else []
+    return str(routes[0].get("gateway")) if routes else None

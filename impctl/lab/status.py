@@ -30,6 +30,19 @@ class UplinkStatus:
 
 
 @dataclass
+class LanStatus:
+    """The gateway's LAN port and the device behind it."""
+
+    ifname: str  # the gateway's port
+    addresses: list[str]  # the gateway's, given by NM's shared mode
+    nm_state: str
+    nm_connection: str
+    device_netns: str
+    device_address: str | None  # leased by the gateway
+    device_router: str | None  # the device's default gateway
+
+
+@dataclass
 class DaemonStatus:
     name: str
     pid: int | None
@@ -49,6 +62,7 @@ class LabStatus:
     extra: dict[str, Any] = field(default_factory=dict)
     # The last `up` finished; False for a build cut short (see the module docstring).
     built: bool = False
+    lan: LanStatus | None = None
 
 
 def is_built(topo: Topology, labfile: LabFile) -> bool:
@@ -78,13 +92,14 @@ def collect(topo: Topology, labfile: LabFile) -> LabStatus:
     built = data.get("complete") is True and all(namespaces.values())
     daemon_list = daemons(topo, labfile) if data else []
     uplinks = _uplinks(topo, data.get("faults", {})) if namespaces[topo.gw_netns] else []
+    lan = _lan(topo) if namespaces[topo.gw_netns] and namespaces[topo.lan_netns] else None
     up = built and all(d.alive for d in daemon_list)
     modem_state = None
     if topo.modem and up:
         modem_state = observed_state(modem_info(topo)) or "other"
     return LabStatus(root=str(topo.root), prefix=topo.prefix, up=up, modem=topo.modem,
                      namespaces=namespaces, daemons=daemon_list, uplinks=uplinks,
-                     modem_state=modem_state, built=built,
+                     modem_state=modem_state, built=built, lan=lan,
                      extra={"modem_switched_to": data.get("modem_state")} if topo.modem else {})
 
 
@@ -99,3 +114,13 @@ def _uplinks(topo: Topology, faults: dict[str, list[str]]) -> list[UplinkStatus]
         nm_state=devices.get(u.ifname, ("?", ""))[0],
         nm_connection=devices.get(u.ifname, ("?", ""))[1],
         faults=faults.get(u.ifname, [])) for u in topo.uplinks]
+
+
+def _lan(topo: Topology) -> LanStatus:
+    devices = nm.nm_devices(topo) if unix_connectable(str(topo.bus_socket)) else {}
+    state, connection = devices.get(topo.lan_ifname, ("?", ""))
+    return LanStatus(ifname=topo.lan_ifname,
+                     addresses=network.addresses(topo).get(topo.lan_ifname, []),
+                     nm_state=state, nm_connection=connection, device_netns=topo.lan_netns,
+                     device_address=network.lan_address(topo),
+                     device_router=network.lan_default_gateway(topo))

@@ -44,8 +44,19 @@ ISP_UPLINK_IFNAME = "up0"
 UPLINK_PLAN = (("eth0", "ethernet", "a", 100), ("wlan0", "wifi", "b", 600),
                ("wwan0", "cell", "c", 700))
 
+# The LAN behind the gateway: the gateway's port, served by NM's shared mode (its
+# dnsmasq, its NAT), and the one device on it, in its own namespace.
+LAN_IFNAME = "lan0"
+LAN_DEVICE_IFNAME = "eth0"  # in the LAN device's namespace
+LAN_PROFILE_ID = "lab-lan0"
+# NM's default for ipv4.method=shared when the profile sets no address.
+LAN_SUBNET = "10.42.0.0/24"
+LAN_GATEWAY_IP = "10.42.0.1"
+# Where impctl.lab.lanhooks writes the LAN device's resolv.conf.
+LAN_RESOLV_CONF_ENV = "IMPCTL_LAB_RESOLV_CONF"
+
 # Daemons of every lab, then those only a modem lab has (names in lab.json and logs/).
-BASE_DAEMONS = ("cloud", "tinyproxy", "dbus", "NetworkManager")
+BASE_DAEMONS = ("cloud", "tinyproxy", "dbus", "NetworkManager", "lan-dhcp")
 MODEM_DAEMONS = ("polkit", "modem", "ModemManager")
 
 
@@ -113,6 +124,13 @@ class Topology:
         self.connectivity_uri = connectivity_uri
         self.gw_netns = f"{prefix}-gw"
         self.cloud_netns = f"{prefix}-cloud"
+        self.lan_netns = f"{prefix}-lan"
+        self.lan_ifname = LAN_IFNAME
+        self.lan_device_ifname = LAN_DEVICE_IFNAME
+        self.lan_subnet = LAN_SUBNET
+        self.lan_gateway_ip = LAN_GATEWAY_IP
+        self.lan_profile_id = LAN_PROFILE_ID
+        self.lan_profile_uuid = files.profile_uuid(prefix, LAN_IFNAME)
         self.uplinks = make_uplinks(prefix)
         self.cloud_host = CLOUD_HOST
         self.cloud_ip = CLOUD_IP
@@ -125,7 +143,8 @@ class Topology:
 
     @property
     def namespaces(self) -> list[str]:
-        return [self.gw_netns, *(u.isp_netns for u in self.uplinks), self.cloud_netns]
+        return [self.gw_netns, *(u.isp_netns for u in self.uplinks), self.cloud_netns,
+                self.lan_netns]
 
     @property
     def daemon_names(self) -> list[str]:
@@ -144,6 +163,19 @@ class Topology:
     @property
     def isp_dir(self) -> Path:
         return self.root / "isp"
+
+    @property
+    def lan_dir(self) -> Path:
+        """The LAN device's files: its DHCP lease and the resolv.conf written from it."""
+        return self.root / "lan"
+
+    @property
+    def lan_resolv_conf(self) -> Path:
+        return self.lan_dir / "resolv.conf"
+
+    @property
+    def lan_keyfile_path(self) -> Path:
+        return self.keyfile_dir / f"{self.lan_profile_id}.nmconnection"
 
     @property
     def log_dir(self) -> Path:
@@ -237,14 +269,20 @@ class Topology:
         rename, and read-only means nothing in the gateway can write the
         machine's /etc, whatever NM's rc-manager would try.
         """
-        if where == "gw":
-            layer = shlex.quote(f"lowerdir={self.gw_etc_layer(own_run)}:/etc")
+        if where in ("gw", "lan"):
+            top = self.gw_etc_layer(own_run) if where == "gw" else self.lan_dir / "etc"
+            layer = shlex.quote(f"lowerdir={top}:/etc")
             return [f"mount -t overlay -o ro -o {layer} impctl-lab-etc /etc"]
         d = self.root / where
         return [(d / "hosts", "/etc/hosts"), (d / "resolv.conf", "/etc/resolv.conf")]
 
     def exec_argv(self, argv: Sequence[str], netns: str | None = None) -> list[str]:
-        """argv running `argv` in the gateway netns (or `netns`) with the lab's hosts/resolv.conf."""
+        """argv running `argv` in the gateway netns (or `netns`: the LAN device's, an ISP's,
+        the cloud's) with that namespace's hosts/resolv.conf."""
         ns = netns or self.gw_netns
-        where = "gw" if ns == self.gw_netns else ("cloud" if ns == self.cloud_netns else "isp")
+        where = {self.gw_netns: "gw", self.cloud_netns: "cloud", self.lan_netns: "lan"}.get(ns, "isp")
         return netns_argv(ns, argv, self.binds(where))
+
+    def lan_exec_argv(self, argv: Sequence[str]) -> list[str]:
+        """argv running `argv` on the LAN device behind the gateway."""
+        return self.exec_argv(argv, self.lan_netns)

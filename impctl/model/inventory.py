@@ -182,6 +182,8 @@ class DeviceInfo:
     signal: int | None = None  # WiFi strength, percent
     modem: ModemInfo | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    # Serves a LAN (see `is_lan_port`): never an uplink, so no identifier, no probe, no failover.
+    lan: bool = False
 
     @property
     def nm_state_name(self) -> str:
@@ -208,22 +210,52 @@ def class_of_device(dev: DeviceInfo, overrides: dict[str, str]) -> str | None:
     return DEFAULT_CLASS_OF_TYPE.get(NMDeviceType(dev.nm_type))
 
 
-def build_inventory(devices: Iterable[DeviceInfo], config: Config) -> list[DeviceInfo]:
-    """Managed ethernet/wifi/cell devices with their class and identifier, in listing order.
+# The IP method of a profile by which NM serves a LAN: its own DHCP/DNS (dnsmasq) and NAT.
+LAN_METHOD = "shared"
+
+
+def is_lan_port(ipv4_method: str | None, ipv6_method: str | None) -> bool:
+    """Whether a device whose applied connection has these IP methods serves a LAN.
+
+    A port NM shares the gateway's connectivity on (`ipv4.method` or
+    `ipv6.method` `shared`) hands out addresses and NATs; it is where the
+    gateway's clients are, never a way out, whatever its device type.
+    """
+    return LAN_METHOD in (ipv4_method, ipv6_method)
+
+
+@dataclass(frozen=True)
+class Interfaces:
+    """The gateway's interfaces: uplinks (with identifiers, in listing order) and LAN ports."""
+
+    uplinks: list[DeviceInfo]
+    lan: list[DeviceInfo]
+
+
+def build_interfaces(devices: Iterable[DeviceInfo], config: Config) -> Interfaces:
+    """Managed ethernet/wifi/cell devices with their class, split into uplinks and LAN ports.
 
     `devices` come from the backend with any `iface_class`/`identifier`;
     the class comes from the config's [classes] (else the NM device type),
-    the identifier from `assign_identifiers` with the config's pins.
+    the identifier from `assign_identifiers` with the config's pins, for
+    uplinks only: a LAN port must not take `eth1` from the next real uplink.
     """
     classed: list[DeviceInfo] = []
+    lan: list[DeviceInfo] = []
     for dev in devices:
         cls = class_of_device(dev, config.classes)
         if cls is None or not dev.managed or not dev.ifname:
             continue
-        classed.append(replace(dev, iface_class=cls))
+        (lan if dev.lan else classed).append(replace(dev, iface_class=cls, identifier=""))
     idents = assign_identifiers(((d.ifname, d.iface_class) for d in classed), config.identifiers)
     out = [replace(d, identifier=idents.get(d.ifname, "")) for d in classed]
-    return sorted(out, key=lambda d: (_CLASS_ORDER.index(d.iface_class), _ident_index(d.identifier), d.ifname))
+    uplinks = sorted(out, key=lambda d: (_CLASS_ORDER.index(d.iface_class), _ident_index(d.identifier), d.ifname))
+    return Interfaces(uplinks, sorted(lan, key=lambda d: d.ifname))
+
+
+def build_inventory(devices: Iterable[DeviceInfo], config: Config) -> list[DeviceInfo]:
+    """The uplinks of `build_interfaces`: what probe, connect and the daemon work with."""
+    return build_interfaces(devices, config).uplinks
 
 
 def _ident_index(identifier: str) -> int:

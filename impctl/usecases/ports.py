@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 if TYPE_CHECKING:  # annotations only: a command loads only the model it runs
     from impctl.model.attempt import Activation, CheckOutcome
-    from impctl.model.inventory import DeviceInfo
+    from impctl.model.inventory import DeviceInfo, Interfaces
     from impctl.model.netfacts import Priority
     from impctl.model.nic import ProxyConfig, Secret
     from impctl.model.nmsettings import Settings
@@ -45,6 +45,14 @@ class Network(Protocol):
     async def disconnect(self, device: DeviceInfo) -> bool: ...
 
     async def set_priority(self, device: DeviceInfo, priority: Priority) -> None: ...
+
+
+class InterfaceReader(Protocol):
+    """What status reads: every interface (uplinks and LAN ports) and the primary."""
+
+    async def interfaces(self) -> Interfaces: ...
+
+    async def primary_ifname(self) -> str | None: ...
 
 
 class GatewayLock(Protocol):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from impctl.model.inventory import DeviceInfo, MMModemState, MMRegistrationState, name_of
 from impctl.model.state import DaemonView, State
 from impctl.model.uplinks import current_device
-from impctl.usecases.ports import Network, Store
+from impctl.usecases.ports import InterfaceReader, Store
 
 
 @dataclass
@@ -20,10 +20,12 @@ class StatusReport:
     primary_ifname: str | None
     state: State
     daemon: dict[str, Any] | None = None
+    lan: list[DeviceInfo] = field(default_factory=list)  # LAN ports: not in `devices`
 
     def to_json(self) -> dict[str, Any]:
         return {
             "interfaces": [device_json(d, d.ifname == self.current_ifname) for d in self.devices],
+            "lan": [device_json(d, False) for d in self.lan],
             "current": self.current_ifname,
             "primary": self.primary_ifname,
             "mode": self.state.mode.value,
@@ -51,6 +53,7 @@ def device_json(d: DeviceInfo, active: bool) -> dict[str, Any]:
     out: dict[str, Any] = {
         "identifier": d.identifier,
         "ifname": d.ifname,
+        "role": "lan" if d.lan else "uplink",
         "class": d.iface_class,
         "active": active,
         "nm_type": d.nm_type_name,
@@ -78,13 +81,15 @@ def device_json(d: DeviceInfo, active: bool) -> dict[str, Any]:
     return out
 
 
-async def status(*, network: Network, store: Store, pid_alive: Callable[[int], bool]) -> StatusReport:
+async def status(*, network: InterfaceReader, store: Store,
+                 pid_alive: Callable[[int], bool]) -> StatusReport:
     """imp.net.info: every interface, the active one, the last error. Changes nothing."""
     state = store.load()
     # Two independent reads of NM: at once, as status is what people run most.
-    devices, primary = await asyncio.gather(network.devices(), network.primary_ifname())
+    found, primary = await asyncio.gather(network.interfaces(), network.primary_ifname())
+    devices = found.uplinks
     current = current_device(state.current_ifname, devices, primary)
     return StatusReport(devices, current.ifname if current else None, primary, state,
-                        daemon_view(state.daemon, pid_alive))
+                        daemon_view(state.daemon, pid_alive), found.lan)
 
 

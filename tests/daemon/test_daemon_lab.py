@@ -276,3 +276,21 @@ def test_start_with_a_broken_config_exits_with_the_config_code_in_one_line(lab: 
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "daemon.failback" in lines[0], done.stderr
+
+
+def test_the_lan_port_is_no_uplink_of_the_daemon(lab: Lab, daemon: DaemonProcess) -> None:
+    assert settles(lambda: daemon.state_path.exists() and load_state(daemon.state_path).daemon is not None)
+    view = daemon_view(daemon.state_path)
+    assert [u["ifname"] for u in view["uplinks"]] == ["eth0", "wlan0", "wwan0"]  # type: ignore[attr-defined]
+    # The LAN losing its carrier is nothing the daemon switches for, or even logs as a link.
+    subprocess.run(["ip", "-n", lab.lan_netns, "link", "set", lab.lan_device_ifname, "down"], check=True)
+    try:
+        assert settles(lambda: not lab.carriers().get(lab.lan_ifname, True))
+        time.sleep(FAST * (FAILURES + 1))
+    finally:
+        subprocess.run(["ip", "-n", lab.lan_netns, "link", "set", lab.lan_device_ifname, "up"],
+                       check=True)
+    assert not [e for e in daemon.lines if e.get("ifname") == lab.lan_ifname]
+    # The only switch is the one at start, onto eth0.
+    assert [e.get("from") for e in daemon.events("switch")] == [None]
+    assert primary_uplink(lab) == "eth0"

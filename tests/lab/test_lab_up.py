@@ -61,7 +61,8 @@ def test_networkmanager_runs_in_the_gateway_namespace_with_lab_files(lab: Lab) -
     assert (nm_root / "run/NetworkManager/resolv.conf").stat().st_ino == \
         lab.nm_resolv_conf.stat().st_ino
     assert sorted(p.name for p in (nm_root / "etc/NetworkManager/system-connections").iterdir()) \
-        == sorted(f"{u.profile_id}.nmconnection" for u in lab.uplinks)
+        == sorted(f"{p}.nmconnection" for p in [*(u.profile_id for u in lab.uplinks),
+                                                  lab.lan_profile_id])
 
 
 def test_cloud_proxy_and_dns_through_every_uplink(lab: Lab) -> None:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from impctl.backends.nm.trial import NMTrial
     from impctl.model.config import Config
     from impctl.model.events import NMSignal
-    from impctl.model.inventory import DeviceInfo
+    from impctl.model.inventory import DeviceInfo, Interfaces
     from impctl.model.netfacts import Priority
 
 # activation, trial and signals are imported where they are used: `status`
@@ -52,6 +52,10 @@ class NMClient:
 
     async def devices(self) -> list[DeviceInfo]:
         return await devices.read_devices(self._bus, self._config)
+
+    async def interfaces(self) -> Interfaces:
+        """The uplinks (as `devices`) and the LAN ports, in one read."""
+        return await devices.read_interfaces(self._bus, self._config)
 
     async def primary_ifname(self) -> str | None:
         path = await devices.primary_device_path(self._bus)

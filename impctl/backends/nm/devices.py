@@ -13,7 +13,7 @@ import struct
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from impctl.backends.nm.bus import SystemBus, unwrap
+from impctl.backends.nm.bus import DBusCallError, SystemBus, unwrap
 from impctl.backends.nm.defs import (
     MM,
     MM_3GPP,
@@ -43,15 +43,17 @@ from impctl.backends.nm.defs import (
     WirelessProps,
     is_path,
 )
-from impctl.model.errors import ServiceUnavailable
+from impctl.model.errors import NoSuchInterface, PermissionDenied, ServiceUnavailable
 from impctl.model.inventory import (
     DeviceInfo,
+    Interfaces,
     MMModemState,
     MMRegistrationState,
     ModemInfo,
     NMDeviceState,
     NMDeviceType,
-    build_inventory,
+    build_interfaces,
+    is_lan_port,
 )
 
 if TYPE_CHECKING:
@@ -120,6 +122,9 @@ async def read_device(bus: SystemBus, path: str) -> DeviceInfo | None:
     )
     active_props = cast(ActiveConnectionProps, active)
     addresses, gateway, dns, metric = _ipv4_facts(cast(IP4ConfigProps, ip4))
+    # A device with a default route is a way out whatever its profile says; only the
+    # others (a LAN port has none) cost the extra read of their IP methods.
+    lan = is_path(active_path) and gateway is None and is_lan_port(*await _applied_methods(bus, path))
     ssid, signal = await _wifi_facts(bus, cast(WirelessProps, wireless))
     carrier = cast(WiredProps, wired).get("Carrier")
     return DeviceInfo(
@@ -139,7 +144,20 @@ async def read_device(bus: SystemBus, path: str) -> DeviceInfo | None:
         ssid=ssid,
         signal=signal,
         extra=_extra(props, active_props),
+        lan=lan,
     )
+
+
+async def _applied_methods(bus: SystemBus, path: str) -> tuple[str | None, str | None]:
+    """ipv4.method and ipv6.method of what NM has applied on the device (None: unknown)."""
+    try:
+        (applied, _version) = await bus.call(NM, path, NM_DEVICE, "GetAppliedConnection", "u", [0],
+                                             what="reading the applied connection")
+    except (NoSuchInterface, DBusCallError, PermissionDenied):
+        # Deactivated (or gone) since its properties were read, or not ours to see.
+        return None, None
+    settings = unwrap(applied)
+    return settings.get("ipv4", {}).get("method"), settings.get("ipv6", {}).get("method")
 
 
 async def _read_nm_devices(bus: SystemBus) -> list[DeviceInfo]:
@@ -220,6 +238,11 @@ def _attach_modems(devices: list[DeviceInfo], modems: Mapping[str, ModemInfo]) -
 
 
 async def read_devices(bus: SystemBus, config: Config) -> list[DeviceInfo]:
-    """Every managed ethernet/wifi/cell device with its facts, classes and identifiers."""
+    """Every managed ethernet/wifi/cell uplink with its facts, classes and identifiers."""
+    return (await read_interfaces(bus, config)).uplinks
+
+
+async def read_interfaces(bus: SystemBus, config: Config) -> Interfaces:
+    """Uplinks as `read_devices` has them, and the LAN ports NM shares on."""
     nm_devices, modems = await asyncio.gather(_read_nm_devices(bus), _read_modems(bus))
-    return build_inventory(_attach_modems(nm_devices, modems), config)
+    return build_interfaces(_attach_modems(nm_devices, modems), config)
