@@ -155,3 +155,49 @@ def test_connectwith_moving_the_uplink_ends_the_old_uplinks_sessions(lab: Lab, a
     assert details["sessions_ended"]["sockets"] >= 1 and details["sessions_ended"]["errors"] == []
     assert session.wait(lambda e: e["event"] == "error", 3.0)
     assert session.wait(echo_via(wlan0), 5.0), "the session did not come back through wlan0"
+
+
+def lan_session(lab: Lab, apps: list[App]) -> App:
+    proc = App(lab.lan_exec_argv(app_argv("session")))
+    apps.append(proc)
+    return proc
+
+
+def echo_seen_as(address: str) -> Any:
+    return lambda e: e["event"] == "echo" and e["seen_as"] == address
+
+
+@pytest.mark.parametrize("fault", ["link-down", "blackhole"])
+def test_a_lan_devices_session_follows_the_primary_through_the_gateways_nat(
+        lab: Lab, daemon: DaemonProcess, apps: list[App], fault: str) -> None:
+    isp_a, isp_b = lab.uplink("eth0").transit_isp_ip, lab.uplink("wlan0").transit_isp_ip
+    session = lan_session(lab, apps)
+    assert session.wait(echo_seen_as(isp_a), 10.0), "the LAN device never reached the cloud through eth0"
+    started = time.time()
+    lab.fault("eth0", fault)
+    back = session.wait(echo_seen_as(isp_b), 8.0)
+    assert back is not None, "the LAN device's session did not come back through wlan0"
+    # Masquerade: the kernel drops the NAT entry when the output interface changes, the
+    # device's TCP gets a reset and reconnects; well inside the blackhole's detection time.
+    assert back["t"] - started < (1.0 if fault == "link-down" else 4.0)
+
+
+def test_a_lan_flow_snatd_to_a_fixed_address_is_moved_by_deleting_its_conntrack_entry(
+        lab: Lab, daemon: DaemonProcess, apps: list[App]) -> None:
+    eth0 = address_of(lab, "eth0")
+    isp_b = lab.uplink("wlan0").transit_isp_ip
+    # SNAT to eth0's address, before NM's masquerade: the kernel keeps such an entry when the route moves.
+    rules = ("table ip impt_snat {\n  chain post {\n    type nat hook postrouting priority srcnat - 10;\n"
+             f'    ip saddr 10.42.0.0/24 oifname "eth0" snat to {eth0}\n  }}\n}}\n')
+    lab.run(["nft", "-f", "-"], input=rules, check=True)
+    try:
+        session = lan_session(lab, apps)
+        assert session.wait(lambda e: e["event"] == "echo", 10.0)
+        lab.fault("eth0", "blackhole")
+        ended = daemon.wait_for(is_event("sessions-ended", ifname="eth0"), 8.0, "eth0's sessions ended")
+        assert int(ended["conntrack"]) >= 1, ended
+        back = session.wait(echo_seen_as(isp_b), 5.0)
+        assert back is not None, "the SNAT'd LAN session did not come back through wlan0"
+        assert back["t"] - float(ended["ts"]) < 2.0
+    finally:
+        lab.run(["nft", "delete", "table", "ip", "impt_snat"])
