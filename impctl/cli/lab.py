@@ -19,7 +19,7 @@ from impctl.lab.lab import DEFAULT_PREFIX, DEFAULT_ROOT, FAULTS, Lab, LabStatus
 from impctl.model.errors import ImpctlError, LabError
 
 app = typer.Typer(
-    help="A gateway lab: real NetworkManager with three uplinks, ISPs and a cloud, in network "
+    help="A gateway lab: real NetworkManager with three uplinks, ISPs, a cloud and a LAN, in network "
     "namespaces (needs root).",
     no_args_is_help=True,
 )
