@@ -201,3 +201,15 @@ def test_a_lan_flow_snatd_to_a_fixed_address_is_moved_by_deleting_its_conntrack_
         assert back["t"] - float(ended["ts"]) < 2.0
     finally:
         lab.run(["nft", "delete", "table", "ip", "impt_snat"])
+
+
+def test_probe_and_status_end_nothing(lab: Lab, apps: list[App]) -> None:
+    eth0 = address_of(lab, "eth0")
+    session = start(lab, apps, "session", "--every", "0.2")
+    assert session.wait(echo_via(eth0), 10.0)
+    for argv in (["probe", "--all", "--json"], ["status", "--json"], ["connect", "--json"]):
+        proc = lab.run([sys.executable, "-m", "impctl", *argv], timeout=60)
+        assert json.loads(proc.stdout)["exit_code"] == 0, proc.stdout + proc.stderr
+    for _ in range(3):
+        assert session.wait(echo_via(eth0), 2.0)
+    assert [e["event"] for e in session.seen if e["event"] in ("connected", "error")] == ["connected"]
