@@ -12,6 +12,7 @@ validates and gives typed settings with defaults.
 
     [classes]          # ifname -> class, overriding NM's device type
     uplink1 = "wifi"
+    lan0 = "lan"       # a LAN port, never an uplink
 
     [identifiers]      # identifier -> ifname, overriding the stable order
     eth0 = "enp3s0"
@@ -33,6 +34,10 @@ from impctl.model.errors import ConfigError
 from impctl.model.identifiers import is_ifname, parse_specific
 
 CLASSES = ("ethernet", "wifi", "cell")
+# What [classes] may say of an interface: an uplink class, or "lan", a port that is never an
+# uplink whatever state it is in (NM's shared profile is only recognised while it is applied).
+LAN_CLASS = "lan"
+CLASS_OVERRIDES = (*CLASSES, LAN_CLASS)
 
 # Out of the box, on an ordinary connected machine, this answers TCP and TLS.
 DEFAULT_CLOUD_HOST = "cloudflare.com"
@@ -273,8 +278,8 @@ def parse_config(raw: dict[str, Any]) -> Config:
     for ifname, cls in _section(raw, "classes").items():
         if not is_ifname(ifname):
             raise ConfigError(f"classes.{_key(ifname)}: not an interface name")
-        if not isinstance(cls, str) or cls not in CLASSES:
-            raise ConfigError(f"classes.{ifname}: must be one of {', '.join(CLASSES)}")
+        if not isinstance(cls, str) or cls not in CLASS_OVERRIDES:
+            raise ConfigError(f"classes.{ifname}: must be one of {', '.join(CLASS_OVERRIDES)}")
         classes[ifname] = cls
     identifiers = {}
     for ident, ifname in _section(raw, "identifiers").items():

@@ -13,12 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from impctl.model.config import LAN_CLASS, Config
 from impctl.model.identifiers import assign_identifiers
-
-if TYPE_CHECKING:
-    from impctl.model.config import Config
 
 
 class TolerantIntEnum(IntEnum):
@@ -245,6 +243,11 @@ def build_interfaces(devices: Iterable[DeviceInfo], config: Config) -> Interface
     for dev in devices:
         cls = class_of_device(dev, config.classes)
         if cls is None or not dev.managed or not dev.ifname:
+            continue
+        if cls == LAN_CLASS:
+            # Named a LAN port in the config: one even while unplugged and its shared profile down.
+            own = DEFAULT_CLASS_OF_TYPE.get(NMDeviceType(dev.nm_type)) or "ethernet"
+            lan.append(replace(dev, iface_class=own, identifier="", lan=True))
             continue
         (lan if dev.lan else classed).append(replace(dev, iface_class=cls, identifier=""))
     idents = assign_identifiers(((d.ifname, d.iface_class) for d in classed), config.identifiers)

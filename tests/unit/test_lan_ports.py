@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from impctl.model.config import parse_config
+from impctl.model.errors import ConfigError
 from impctl.model.inventory import (
     DeviceInfo,
     NMDeviceState,
@@ -59,3 +60,21 @@ def test_status_json_names_each_interfaces_role() -> None:
     assert [(d["ifname"], d["role"], d["identifier"]) for d in doc["interfaces"]] == [
         ("eth0", "uplink", "eth0")]
     assert [(d["ifname"], d["role"], d["active"]) for d in doc["lan"]] == [("lan0", "lan", False)]
+
+
+def test_a_port_the_config_names_lan_stays_lan_while_unplugged_and_its_shared_profile_down() -> None:
+    # NM deactivates the shared profile after the carrier-wait: nothing applied says "shared" any more.
+    unplugged = DeviceInfo(ifname="lan0", nm_type=NMDeviceType.ETHERNET, nm_state=NMDeviceState.UNAVAILABLE,
+                           iface_class="", carrier=False)
+    found = build_interfaces([unplugged, dev("eth0")], parse_config({"classes": {"lan0": "lan"}}))
+    assert [d.ifname for d in found.uplinks] == ["eth0"]
+    assert [(d.ifname, d.iface_class, d.lan, d.identifier) for d in found.lan] == [("lan0", "ethernet", True, "")]
+    # Without the config it would be an uplink again, as NM now sees it.
+    assert [d.ifname for d in build_interfaces([unplugged], parse_config({})).uplinks] == ["lan0"]
+
+
+def test_the_lan_class_is_only_for_classes_not_for_failback_lists() -> None:
+    with pytest.raises(ConfigError):
+        parse_config({"daemon": {"end_sessions_on_failback": ["lan"]}})
+    with pytest.raises(ConfigError):
+        parse_config({"classes": {"lan0": "bridge"}})
