@@ -13,6 +13,7 @@ import random
 import socket
 import ssl
 import struct
+import subprocess
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -142,3 +143,11 @@ def gateway_has_address(lab: Lab, ifname: str) -> bool:
 
 
 __all__ = ["dns_a", "gateway_has_address", "proxy_connect", "tcp", "tls"]
+
+
+def cloud_peers(lab: Lab) -> list[str]:
+    """Peer addresses of the cloud's established TLS connections: who the cloud thinks it talks to."""
+    out = subprocess.run(["ip", "netns", "exec", lab.cloud_netns, "ss", "-Htn", "state",
+                          "established", "sport", "=", f":{lab.cloud_port}"],
+                         capture_output=True, text=True, check=True).stdout
+    return [line.split()[-1].rpartition(":")[0] for line in out.splitlines()]

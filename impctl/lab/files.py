@@ -98,8 +98,7 @@ managed=1
 DNSMASQ_SHARED_NO_PING = "# Written by `impctl lab up`: lease at once, as the ISPs do.\nno-ping\n"
 
 
-def lan_keyfile(prefix: str, profile_id: str, ifname: str) -> str:
-    """The gateway's LAN port: NM shares its uplinks (DHCP and DNS by its dnsmasq, NAT)."""
+def _ethernet_keyfile(prefix: str, profile_id: str, ifname: str, ipv4: str) -> str:
     return f"""[connection]
 id={profile_id}
 uuid={profile_uuid(prefix, ifname)}
@@ -111,33 +110,20 @@ autoconnect-retries=0
 [ethernet]
 
 [ipv4]
-method=shared
-
+{ipv4}
 [ipv6]
 method=disabled
 """
+
+
+def lan_keyfile(prefix: str, profile_id: str, ifname: str) -> str:
+    """The gateway's LAN port: NM shares its uplinks (DHCP and DNS by its dnsmasq, NAT)."""
+    return _ethernet_keyfile(prefix, profile_id, ifname, "method=shared\n")
 
 
 def keyfile(prefix: str, profile_id: str, ifname: str, metric: int) -> str:
     """A DHCP profile per uplink, activated at NM start, with NM's per-type route metric."""
-    return f"""[connection]
-id={profile_id}
-uuid={profile_uuid(prefix, ifname)}
-type=ethernet
-interface-name={ifname}
-autoconnect=true
-autoconnect-retries=0
-
-[ethernet]
-
-[ipv4]
-method=auto
-route-metric={metric}
-may-fail=false
-
-[ipv6]
-method=disabled
-"""
+    return _ethernet_keyfile(prefix, profile_id, ifname, f"method=auto\nroute-metric={metric}\nmay-fail=false\n")
 
 
 def dnsmasq_argv(*, ifname: str, router_ip: str, pool: tuple[str, str], lease_file: str,

@@ -141,3 +141,13 @@ def primary_uplink(lab: Lab) -> str | None:
 def restart_networkmanager(lab: Lab, down_s: float = 0.5) -> None:
     """Stop the lab's NetworkManager and start it again after `down_s`, without waiting for it."""
     lab.restart_networkmanager(down_s, wait=False)
+
+
+def settles(check: Callable[[], bool], timeout_s: float = 2.0) -> bool:
+    """Whether `check()` becomes true within `timeout_s` (NM and the kernel apply changes just after answering)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

@@ -14,11 +14,10 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from labdaemon import DaemonProcess, is_event, write_config
+from labdaemon import DaemonProcess, is_event, settles
 
 from impctl.lab import Lab
 from impctl.lab.apps import App, app_argv
@@ -33,23 +32,6 @@ def address_of(lab: Lab, ifname: str) -> str:
     addresses = lab.addresses().get(ifname, [])
     assert addresses, f"{ifname} has no address: {lab.addresses()}"
     return addresses[0].split("/")[0]
-
-
-@pytest.fixture
-def files(tmp_path: Path, lab: Lab) -> tuple[Path, Path]:
-    return write_config(lab, tmp_path / "impctl.toml"), tmp_path / "state" / "state.json"
-
-
-@pytest.fixture
-def daemon(lab: Lab, files: tuple[Path, Path]) -> Iterator[DaemonProcess]:
-    config, state = files
-    proc = DaemonProcess(lab, config, state)
-    try:
-        proc.wait_for(is_event("connected", ifname="eth0"), 15.0, "connection through eth0 at start")
-        yield proc
-    finally:
-        proc.stop()
-        print("\n".join(proc.raw))
 
 
 @pytest.fixture
@@ -126,20 +108,11 @@ def test_the_resolvers_first_server_after_a_switch_is_the_new_primarys(
         text = lab.run(["cat", "/etc/resolv.conf"]).stdout
         return [line.split()[1] for line in text.splitlines() if line.startswith("nameserver ")]
 
-    assert _settles(lambda: nameservers()[:1] == ["198.18.1.1"]), nameservers()  # eth0 is primary: its ISP first
+    assert settles(lambda: nameservers()[:1] == ["198.18.1.1"]), nameservers()  # eth0 is primary: its ISP first
     lab.fault("eth0", "blackhole")
     daemon.wait_for(is_event("connected", ifname="wlan0"), 8.0, "failover to wlan0")
     daemon.wait_for(is_event("route", ifname="wlan0", metric="20"), 3.0, "wlan0 at the primary metric")
-    assert _settles(lambda: nameservers()[:1] == ["198.18.2.1"]), nameservers()
-
-
-def _settles(check: Any, timeout_s: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+    assert settles(lambda: nameservers()[:1] == ["198.18.2.1"]), nameservers()
 
 
 def test_connectwith_moving_the_uplink_ends_the_old_uplinks_sessions(lab: Lab, apps: list[App]) -> None:

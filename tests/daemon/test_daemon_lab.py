@@ -13,12 +13,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from labdaemon import DaemonProcess, is_event, primary_uplink, restart_networkmanager, write_config
+from labdaemon import DaemonProcess, is_event, primary_uplink, restart_networkmanager, settles, write_config
 
 from impctl.backends.statefile import load_state, update_state
 from impctl.lab import Lab
@@ -30,23 +29,6 @@ pytestmark = pytest.mark.lab
 FAST = 1.0  # probe_interval_s
 FAILURES = 2
 HOLD = 3.0
-
-
-@pytest.fixture
-def files(tmp_path: Path, lab: Lab) -> tuple[Path, Path]:
-    return write_config(lab, tmp_path / "impctl.toml"), tmp_path / "state" / "state.json"
-
-
-@pytest.fixture
-def daemon(lab: Lab, files: tuple[Path, Path]) -> Iterator[DaemonProcess]:
-    config, state = files
-    proc = DaemonProcess(lab, config, state)
-    try:
-        proc.wait_for(is_event("connected", ifname="eth0"), 15.0, "connection through eth0 at start")
-        yield proc
-    finally:
-        proc.stop()
-        print("\n".join(proc.raw))  # shown by pytest when the test failed
 
 
 def daemon_view(state: Path) -> dict[str, Any]:
@@ -83,15 +65,6 @@ def test_link_down_on_the_primary_moves_traffic_to_the_next_uplink(lab: Lab, dae
 
 
 PUBLISH_WAIT_S = 0.3
-
-
-def settles(check: Callable[[], bool], timeout_s: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_blackhole_on_the_primary_moves_within_interval_times_failures(lab: Lab, daemon: DaemonProcess) -> None:

@@ -14,17 +14,11 @@ import time
 import pytest
 
 from impctl.lab import Lab, checks
+from impctl.lab.checks import cloud_peers
 from impctl.lab.faults import ISP_TABLE
 
 pytestmark = pytest.mark.lab
 
-
-def cloud_peers(lab: Lab) -> list[str]:
-    """Peer addresses of the cloud's established TLS connections."""
-    out = subprocess.run(["ip", "netns", "exec", lab.cloud_netns, "ss", "-Htn", "state",
-                          "established", "sport", "=", f":{lab.cloud_port}"],
-                         capture_output=True, text=True, check=True).stdout
-    return [line.split()[-1].rpartition(":")[0] for line in out.splitlines()]
 
 
 def address(lab: Lab, ifname: str) -> str:

@@ -14,15 +14,10 @@ import time
 import pytest
 
 from impctl.lab import Lab
+from impctl.lab.checks import cloud_peers
 
 pytestmark = pytest.mark.lab
 
-
-def cloud_peers(lab: Lab) -> list[str]:
-    out = subprocess.run(["ip", "netns", "exec", lab.cloud_netns, "ss", "-Htn", "state",
-                          "established", "sport", "=", f":{lab.cloud_port}"],
-                         capture_output=True, text=True, check=True).stdout
-    return [line.split()[-1].rpartition(":")[0] for line in out.splitlines()]
 
 
 def seen_by_cloud_from_lan(lab: Lab) -> list[str]:
