@@ -33,6 +33,8 @@ def _netlink_errors() -> tuple[type[BaseException], ...]:
 
     return (NetlinkError, OSError)
 
+# A netlink request is answered in well under a millisecond; this much means it never will be.
+REQUEST_TIMEOUT_S = 2.0
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 RT_TABLE_MAIN = 254
@@ -96,7 +98,12 @@ class Netlink:
                 self._ipr = AsyncIPRoute(strict_check=True)
                 self._requests = 0
             try:
-                yield self._ipr
+                # pyroute2 waits for ever for an answer that never comes; the daemon must not.
+                async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                    yield self._ipr
+            except TimeoutError:
+                await self.aclose()
+                raise ServiceUnavailable(f"netlink: no answer within {REQUEST_TIMEOUT_S:g} s") from None
             except _netlink_errors():
                 # A socket that failed mid-request may hold stale replies: start afresh.
                 await self.aclose()

@@ -3,8 +3,9 @@
 - The gateway's sockets: a SOCK_DIAG_BY_FAMILY dump of TCP and UDP sockets
   (both families) over NETLINK_SOCK_DIAG, then SOCK_DESTROY for those
   `impctl.model.sockdiag.to_end` picks. ~1 ms for a handful of sockets.
-- Forwarded flows: a conntrack dump (pyroute2, nfnetlink) and a delete for
-  each entry `impctl.model.sessions.conntrack_to_end` picks. With masquerade
+- Forwarded flows: a conntrack dump over nfnetlink (`impctl.model.ctwire`,
+  ~5 us an entry) and a delete for each entry
+  `impctl.model.sessions.conntrack_to_end` picks. With masquerade
   the kernel drops such entries itself when the output interface changes;
   with SNAT to a fixed address or the same output interface it does not,
   and the LAN device's flow would hang.
@@ -17,130 +18,155 @@ sessions is best effort and never stops a switch.
 from __future__ import annotations
 
 import errno
-import ipaddress
+import functools
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from impctl.model import sockdiag
+from impctl.model import ctwire, sockdiag
 from impctl.model.sessions import Address, SessionsEnded, conntrack_to_end
 
 _RECV_BYTES = 65536
 _TIMEOUT_S = 1.0
-# A dump of a gateway's sockets is a few hundred at most; this bounds a runaway reply.
-_MAX_SOCKETS = 100_000
+# A gateway has a few hundred sockets and a few thousand conntrack entries; this bounds a runaway reply.
+_MAX_ITEMS = 1_000_000
 
 
-class _DiagSocket:
-    """One NETLINK_SOCK_DIAG socket, blocking with a timeout (every request is answered in ~1 ms)."""
+class _Netlink:
+    """One netlink socket, blocking with a timeout: every request here is answered in milliseconds.
 
-    def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, sockdiag.NETLINK_SOCK_DIAG)
-        self._sock.settimeout(_TIMEOUT_S)
-        self._sock.bind((0, 0))
+    Blocking on purpose: it runs inside the daemon's event loop for a few
+    milliseconds at a switch, and a timeout bounds it if the kernel never answers.
+    """
+
+    def __init__(self, protocol: int) -> None:
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+        try:
+            self._sock.settimeout(_TIMEOUT_S)
+            self._sock.bind((0, 0))
+        except OSError:
+            self._sock.close()
+            raise
         self._seq = int.from_bytes(os.urandom(2), "little")
 
     def close(self) -> None:
         self._sock.close()
 
-    def _next_seq(self) -> int:
+    def request(self, build: Callable[[int], bytes]) -> int:
         self._seq = (self._seq + 1) & 0xFFFFFFFF
+        self._sock.send(build(self._seq))
         return self._seq
 
-    def dump(self, family: int, protocol: int, states: int) -> list[sockdiag.DiagSocket]:
-        seq = self._next_seq()
-        self._sock.send(sockdiag.dump_request(family, protocol, states, seq))
-        found: list[sockdiag.DiagSocket] = []
-        while True:
-            for reply in sockdiag.parse_replies(self._sock.recv(_RECV_BYTES), protocol):
-                if reply.seq != seq:
-                    continue  # a late answer to an earlier request
-                if reply.done:
-                    return found
-                if reply.error is not None:
-                    raise OSError(-reply.error, os.strerror(-reply.error))
-                if reply.sock is not None:
-                    found.append(reply.sock)
-                    if len(found) > _MAX_SOCKETS:
-                        raise sockdiag.DiagWireError(f"more than {_MAX_SOCKETS} sockets in one dump")
+    def recv(self) -> bytes:
+        return self._sock.recv(_RECV_BYTES)
 
-    def destroy(self, sock: sockdiag.DiagSocket) -> int:
-        """0, or the errno the kernel answered (ENOENT: the socket closed meanwhile)."""
-        seq = self._next_seq()
-        self._sock.send(sockdiag.destroy_request(sock, seq))
-        while True:
-            for reply in sockdiag.parse_replies(self._sock.recv(_RECV_BYTES), sock.protocol):
-                if reply.seq == seq and reply.error is not None:
-                    return -reply.error
+
+def _dump_sockets(nl: _Netlink, family: int, protocol: int, states: int) -> list[sockdiag.DiagSocket]:
+    seq = nl.request(lambda n: sockdiag.dump_request(family, protocol, states, n))
+    found: list[sockdiag.DiagSocket] = []
+    while True:
+        for reply in sockdiag.parse_replies(nl.recv(), protocol):
+            if reply.seq != seq:
+                continue  # a late answer to an earlier request
+            if reply.done:
+                return found
+            if reply.error is not None:
+                raise OSError(-reply.error, os.strerror(-reply.error))
+            if reply.sock is not None:
+                found.append(reply.sock)
+                if len(found) > _MAX_ITEMS:
+                    raise sockdiag.DiagWireError(f"more than {_MAX_ITEMS} sockets in one dump")
+
+
+def _acked(nl: _Netlink, seq: int, parse: Callable[[bytes], Iterable[Any]]) -> int:
+    """0, or the errno the kernel answered request `seq` with."""
+    while True:
+        for reply in parse(nl.recv()):
+            if reply.seq == seq and reply.error is not None:
+                return int(-reply.error)
+
+
+def _diag_replies(data: bytes, protocol: int) -> Iterable[sockdiag.Reply]:
+    return sockdiag.parse_replies(data, protocol)
 
 
 def _end_sockets(addresses: frozenset[Address], errors: list[str]) -> int:
     ended = 0
     try:
-        diag = _DiagSocket()
+        nl = _Netlink(sockdiag.NETLINK_SOCK_DIAG)
     except OSError as err:
-        errors.append(f"sockets: cannot open NETLINK_SOCK_DIAG: {err.strerror or err}")
+        errors.append(f"sockets: cannot open NETLINK_SOCK_DIAG: {_text(err)}")
         return 0
     try:
         for family in (socket.AF_INET, socket.AF_INET6):
             for protocol, states in ((socket.IPPROTO_TCP, sockdiag.state_mask(sockdiag.TCP_ENDABLE)),
                                      (socket.IPPROTO_UDP, sockdiag.state_mask([sockdiag.TCP_ESTABLISHED]))):
                 try:
-                    listed = diag.dump(family, protocol, states)
+                    listed = _dump_sockets(nl, family, protocol, states)
                 except (OSError, sockdiag.DiagWireError) as err:
                     errors.append(f"sockets: listing {_proto(protocol)}/{_family(family)}: {_text(err)}")
                     continue
                 for sock in sockdiag.to_end(listed, addresses):
-                    code = diag.destroy(sock)
+                    seq = nl.request(functools.partial(sockdiag.destroy_request, sock))
+                    code = _acked(nl, seq, functools.partial(_diag_replies, protocol=protocol))
                     if code == 0:
                         ended += 1
-                    elif code != errno.ENOENT:
+                    elif code != errno.ENOENT:  # closed meanwhile
                         errors.append(f"sockets: ending {_proto(protocol)} {sock.id.local}:{sock.id.sport}"
                                       f" -> {sock.id.remote}:{sock.id.dport}: {os.strerror(code)}")
     except (OSError, sockdiag.DiagWireError) as err:
         errors.append(f"sockets: {_text(err)}")
     finally:
-        diag.close()
+        nl.close()
     return ended
 
 
-def _parsed(text: object) -> Address | None:
-    try:
-        return ipaddress.ip_address(str(text)) if text else None
-    except ValueError:
-        return None
+def _dump_conntrack(nl: _Netlink, family: int) -> list[ctwire.Entry]:
+    seq = nl.request(lambda n: ctwire.dump_request(family, n))
+    found: list[ctwire.Entry] = []
+    while True:
+        for reply in ctwire.parse_replies(nl.recv()):
+            if reply.seq != seq:
+                continue
+            if reply.done:
+                return found
+            if reply.error is not None:
+                raise OSError(-reply.error, os.strerror(-reply.error))
+            if reply.entry is not None:
+                found.append(reply.entry)
+                if len(found) > _MAX_ITEMS:
+                    raise ctwire.CtWireError(f"more than {_MAX_ITEMS} conntrack entries in one dump")
 
 
-async def _end_conntrack(addresses: frozenset[Address], errors: list[str]) -> int:
-    try:
-        from pyroute2.conntrack import AsyncConntrack
-        from pyroute2.netlink.exceptions import NetlinkError
-    except ImportError as err:  # a pyroute2 without conntrack: the sockets are still ended
-        errors.append(f"conntrack: {err}")
-        return 0
+def _end_conntrack(addresses: frozenset[Address], errors: list[str]) -> int:
     deleted = 0
     try:
-        ct = AsyncConntrack()
+        nl = _Netlink(ctwire.NETLINK_NETFILTER)
     except OSError as err:
         errors.append(f"conntrack: cannot open nfnetlink: {_text(err)}")
         return 0
     try:
-        doomed = []
-        async for entry in await ct.dump_entries():
-            if conntrack_to_end(_parsed(entry.tuple_orig.saddr), _parsed(entry.tuple_reply.daddr), addresses):
-                doomed.append(entry)
-        for entry in doomed:
+        for family in (socket.AF_INET, socket.AF_INET6):
             try:
-                await ct.delete(entry)
-                deleted += 1
-            except NetlinkError as err:
-                if err.code != errno.ENOENT:  # expired meanwhile
-                    errors.append(f"conntrack: deleting {entry.tuple_orig.saddr} -> {entry.tuple_orig.daddr}: {err}")
-    except (NetlinkError, OSError) as err:
+                entries = _dump_conntrack(nl, family)
+            except (OSError, ctwire.CtWireError) as err:
+                if not (isinstance(err, OSError) and err.errno in (errno.ENOENT, errno.EOPNOTSUPP)):
+                    errors.append(f"conntrack: listing {_family(family)}: {_text(err)}")
+                continue  # ENOENT/EOPNOTSUPP: no conntrack in this namespace, nothing NAT'd
+            for entry in entries:
+                if not conntrack_to_end(entry.orig_src, entry.reply_dst, addresses):
+                    continue
+                code = _acked(nl, nl.request(functools.partial(ctwire.delete_request, entry)), ctwire.parse_replies)
+                if code == 0:
+                    deleted += 1
+                elif code != errno.ENOENT:  # expired meanwhile
+                    errors.append(f"conntrack: deleting {entry.orig_src} -> {entry.reply_dst}: {os.strerror(code)}")
+    except (OSError, ctwire.CtWireError) as err:
         errors.append(f"conntrack: {_text(err)}")
     finally:
-        ct.close()
+        nl.close()
     return deleted
 
 
@@ -157,7 +183,7 @@ async def end_sessions(ifname: str, addresses: Iterable[str]) -> SessionsEnded:
     if not wanted:
         return SessionsEnded(ifname, 0, 0, 0.0)
     sockets = _end_sockets(wanted, errors)
-    flows = await _end_conntrack(wanted, errors)
+    flows = _end_conntrack(wanted, errors)
     return SessionsEnded(ifname, sockets, flows, time.monotonic() - started, tuple(errors))
 
 

@@ -66,7 +66,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from impctl.model.config import Config
-from impctl.model.errors import ConfigError, ImpctlError
+from impctl.model.errors import ConfigError, ImpctlError, ServiceUnavailable
 from impctl.model.events import IPChanged, LinkChanged, LinkRemoved, NetEvent, NMSignal, Resync
 from impctl.model.failover import (
     Action,
@@ -106,6 +106,8 @@ NM_CALL_TIMEOUT_S = 5.0
 KERNEL_ROUTE_TIMEOUT_S = 2.0
 # While an impctl command holds the gateway, a pending switch is tried again this often.
 GATEWAY_RETRY_S = 0.25
+# After netlink failed to answer, an uplink's facts are read again this much later.
+NETLINK_RETRY_S = 0.5
 # Addresses remembered per uplink for ending its sessions (an uplink has one or two).
 MAX_SEEN_ADDRESSES = 16
 # Before ending the left uplink's sessions, wait this long at most for resolv.conf to list the
@@ -544,6 +546,12 @@ class Daemon:
             link, facts = await asyncio.gather(self.d.links.link_state(ifname), self.d.links.ipv4(ifname))
             self._remember_addresses(ifname, facts.addresses)
             item = IPFacts(ifname, ip_ready(facts), link.admin_up and link.carrier, self.d.clock())
+        except ServiceUnavailable as err:
+            # Netlink did not answer: the facts are unknown, not bad. Read again shortly
+            # instead of calling a working uplink down.
+            self.log("netlink-error", ifname=ifname, reason=err.message)
+            asyncio.get_running_loop().call_later(NETLINK_RETRY_S, self._refresh_ip, ifname)
+            return
         except ImpctlError:
             item = IPFacts(ifname, False, False, self.d.clock())
         self._put(item)

@@ -22,7 +22,7 @@ from impctl.backends.hooks import run_hook_dir
 from impctl.model.codes import ResultCode
 from impctl.model.config import Config, DaemonSettings
 from impctl.model.errors import ConfigError, ServiceUnavailable
-from impctl.model.events import LinkChanged, NetEvent, NMSignal
+from impctl.model.events import IPChanged, LinkChanged, NetEvent, NMSignal
 from impctl.model.inventory import DeviceInfo, NMDeviceState
 from impctl.model.netfacts import DefaultRoute, IPv4Facts, LinkState, Priority, kernel_primary
 from impctl.model.probe import InterfaceProbe
@@ -107,8 +107,12 @@ class World:
         self.link = {n: True for n in CLASSES}
         self.reachable = {n: True for n in CLASSES}
         self.probes: list[tuple[str, bool]] = []  # (ifname, tls)
+        self.netlink_silent = 0  # this many link reads answer nothing (pyroute2 timed out)
 
     async def link_state(self, ifname: str) -> LinkState:
+        if self.netlink_silent:
+            self.netlink_silent -= 1
+            raise ServiceUnavailable("netlink: no answer within 2 s")
         up = self.link[ifname]
         return LinkState(ifname, 1, True, up, "UP" if up else "DOWN", "veth")
 
@@ -643,4 +647,17 @@ async def test_sessions_end_even_if_resolv_conf_never_follows_and_that_is_logged
     ended = await rig.wait_line("event=sessions-ended ifname=eth0")
     assert "dns_wait_ms=" not in ended  # it did not follow; it ended them anyway: they are stranded regardless
     assert [e[0] for e in rig.ended] == ["eth0"]
+    assert await stop(rig, task) == 0
+
+
+@run_async
+async def test_netlink_that_does_not_answer_is_read_again_not_taken_for_a_dead_uplink() -> None:
+    rig = make_rig()
+    task = await started(rig)
+    rig.world.netlink_silent = 2
+    rig.emit[0](IPChanged("eth0", asyncio.get_running_loop().time()))
+    await rig.wait_line("event=netlink-error ifname=eth0")
+    await asyncio.sleep(1.5)  # read again after 0.5 s, twice
+    assert rig.world.netlink_silent == 0
+    assert not [line for line in rig.lines if "event=switch from=eth0" in line or "new=down" in line]
     assert await stop(rig, task) == 0
