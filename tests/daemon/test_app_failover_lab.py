@@ -186,3 +186,25 @@ def test_probe_and_status_end_nothing(lab: Lab, apps: list[App]) -> None:
     for _ in range(3):
         assert session.wait(echo_via(eth0), 2.0)
     assert [e["event"] for e in session.seen if e["event"] in ("connected", "error")] == ["connected"]
+
+
+@pytest.mark.parametrize("fault", ["link-down", "blackhole"])
+def test_new_connections_by_name_and_a_session_come_back_through_the_next_uplink(
+        lab: Lab, daemon: DaemonProcess, apps: list[App], fault: str) -> None:
+    eth0, wlan0 = address_of(lab, "eth0"), address_of(lab, "wlan0")
+    attempts = start(lab, apps, "attempts", "--every", "0.1", "--timeout", "10")
+    session = start(lab, apps, "session")
+    assert session.wait(echo_via(eth0), 10.0)
+    started = time.time()
+    lab.fault("eth0", fault)
+    switch = daemon.wait_for(is_event("switch", **{"from": "eth0"}), 8.0, "switch away from eth0")
+    moved = float(switch["ts"])
+    # A new connection by name, started after the switch, through wlan0 and its resolver.
+    ok = attempts.wait(lambda e: e["event"] == "ok" and e["started"] >= moved and e["local"] == wlan0, 5.0)
+    assert ok is not None, "no new connection by name through wlan0"
+    back = session.wait(echo_via(wlan0), 5.0)
+    assert back is not None, "the session did not come back through wlan0"
+    # Within a second of the switch (link loss: of the fault, which the daemon sees in milliseconds).
+    assert ok["t"] - moved < 1.0 and back["t"] - moved < 1.0, (ok["t"] - moved, back["t"] - moved)
+    if fault == "link-down":
+        assert back["t"] - started < 1.0
