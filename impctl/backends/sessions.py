@@ -23,7 +23,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from impctl.model import ctwire, sockdiag
 from impctl.model.sessions import Address, SessionsEnded, conntrack_to_end
@@ -63,21 +63,32 @@ class _Netlink:
         return self._sock.recv(_RECV_BYTES)
 
 
-def _dump_sockets(nl: _Netlink, family: int, protocol: int, states: int) -> list[sockdiag.DiagSocket]:
-    seq = nl.request(lambda n: sockdiag.dump_request(family, protocol, states, n))
-    found: list[sockdiag.DiagSocket] = []
+T = TypeVar("T")
+
+
+def _dump(nl: _Netlink, build: Callable[[int], bytes], replies: Callable[[bytes], Iterable[Any]],
+          item: Callable[[Any], T | None], what: str) -> list[T]:
+    """Every item of one dump request; a reply that does not parse raises the codec's error."""
+    seq = nl.request(build)
+    found: list[T] = []
     while True:
-        for reply in sockdiag.parse_replies(nl.recv(), protocol):
+        for reply in replies(nl.recv()):
             if reply.seq != seq:
                 continue  # a late answer to an earlier request
             if reply.done:
                 return found
             if reply.error is not None:
                 raise OSError(-reply.error, os.strerror(-reply.error))
-            if reply.sock is not None:
-                found.append(reply.sock)
+            value = item(reply)
+            if value is not None:
+                found.append(value)
                 if len(found) > _MAX_ITEMS:
-                    raise sockdiag.DiagWireError(f"more than {_MAX_ITEMS} sockets in one dump")
+                    raise OSError(errno.E2BIG, f"more than {_MAX_ITEMS} {what} in one dump")
+
+
+def _dump_sockets(nl: _Netlink, family: int, protocol: int, states: int) -> list[sockdiag.DiagSocket]:
+    return _dump(nl, functools.partial(sockdiag.dump_request, family, protocol, states),
+                 functools.partial(_diag_replies, protocol=protocol), lambda r: r.sock, "sockets")
 
 
 def _acked(nl: _Netlink, seq: int, parse: Callable[[bytes], Iterable[Any]]) -> int:
@@ -124,20 +135,8 @@ def _end_sockets(addresses: frozenset[Address], errors: list[str]) -> int:
 
 
 def _dump_conntrack(nl: _Netlink, family: int) -> list[ctwire.Entry]:
-    seq = nl.request(lambda n: ctwire.dump_request(family, n))
-    found: list[ctwire.Entry] = []
-    while True:
-        for reply in ctwire.parse_replies(nl.recv()):
-            if reply.seq != seq:
-                continue
-            if reply.done:
-                return found
-            if reply.error is not None:
-                raise OSError(-reply.error, os.strerror(-reply.error))
-            if reply.entry is not None:
-                found.append(reply.entry)
-                if len(found) > _MAX_ITEMS:
-                    raise ctwire.CtWireError(f"more than {_MAX_ITEMS} conntrack entries in one dump")
+    return _dump(nl, functools.partial(ctwire.dump_request, family), ctwire.parse_replies,
+                 lambda r: r.entry, "conntrack entries")
 
 
 def _end_conntrack(addresses: frozenset[Address], errors: list[str]) -> int:
