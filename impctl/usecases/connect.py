@@ -24,7 +24,6 @@ How an attempt goes (connectwith, and each step of connect):
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 import uuid
@@ -57,20 +56,17 @@ from impctl.model.nic import (
 )
 from impctl.model.nmsettings import MODEM_TYPES, WIFI_TYPES, DeviceFacts, Settings, nm_settings
 from impctl.model.sequence import effective_order
-from impctl.model.sessions import resolver_follows
 from impctl.model.state import CurrentUplink, Mode, Pin, State
 from impctl.model.uplinks import complete_nic, current_device, find_devices, primary_metric
 from impctl.usecases.ports import CloudCheck, EndSessions, GatewayLock, Network, Store
 from impctl.usecases.probe import LinkFacts, ProbeProxy, SocketProbes, probe_interface
+from impctl.usecases.resolver import wait_resolver
 
 # Timeouts and metrics, in one place.
 DEFAULT_TIMEOUT_S = 60.0  # server.connect / connectwith default
 CELL_TIMEOUT_S = 120.0  # a modem needs time to enable, register and bring a bearer up
 TRIAL_ROUTE_METRIC = 20000  # while on trial the new uplink must not take the default route
 MIN_CHECK_TIMEOUT_S = 1.0
-# Before ending the old uplink's sessions, up to this long for resolv.conf to follow (as the daemon).
-RESOLVER_WAIT_S = 1.0
-RESOLVER_POLL_S = 0.01
 
 
 def probe_check(config: Config, *, links: LinkFacts, net: SocketProbes[Any]) -> CloudCheck:
@@ -292,7 +288,9 @@ async def _attempt(
         # Its addresses are gone, not its sockets: they would retransmit for ~15 min.
         if ctx.end_sessions is not None and ctx.config.daemon.end_sessions:
             # Not before resolv.conf asks the new uplink first: the applications reconnect at once.
-            await _resolver_follows(ctx, fresh, devices)
+            if ctx.resolver is not None:
+                await wait_resolver(ctx.resolver, fresh.dns, {s for d in devices for s in d.dns},
+                                    clock=time.monotonic)
             ended = await ctx.end_sessions(leaving.ifname, leaving.addresses)
             details["sessions_ended"] = {"ifname": ended.ifname, "sockets": ended.sockets,
                                          "conntrack": ended.conntrack, "ms": round(ended.took_s * 1000, 1),
@@ -306,19 +304,6 @@ async def _attempt(
         profile_uuid=str(settings["connection"]["uuid"]),
     )
     return attempt, current
-
-
-async def _resolver_follows(ctx: _Ctx, primary: DeviceInfo, devices: Sequence[DeviceInfo]) -> bool:
-    read = ctx.resolver
-    if read is None or not primary.dns:
-        return True
-    uplinks_dns = {s for d in devices for s in d.dns}
-    deadline = time.monotonic() + RESOLVER_WAIT_S
-    while not resolver_follows(read(), primary.dns, uplinks_dns):
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(RESOLVER_POLL_S)
-    return True
 
 
 def _modem_reason(device: DeviceInfo, code: ResultCode) -> str:

@@ -85,10 +85,12 @@ from impctl.model.failover import (
 from impctl.model.inventory import DeviceInfo, NMDeviceState
 from impctl.model.netfacts import DefaultRoute, IPv4Facts, LinkState, Priority, kernel_primary
 from impctl.model.probe import InterfaceProbe
-from impctl.model.sessions import end_on_switch, resolver_follows
+from impctl.model.sessions import end_on_switch
 from impctl.model.state import CurrentUplink, State, daemon_view_from_json
 from impctl.usecases.ports import EndSessions, GatewayLock
 from impctl.usecases.probe import ProbeProxy
+from impctl.usecases.resolver import WAIT_S as RESOLVER_WAIT_S
+from impctl.usecases.resolver import wait_resolver
 
 # Reconnecting to the bus / NM: first retry after this, doubling up to the max.
 RECONNECT_FIRST_S = 0.25
@@ -110,10 +112,7 @@ GATEWAY_RETRY_S = 0.25
 NETLINK_RETRY_S = 0.5
 # Addresses remembered per uplink for ending its sessions (an uplink has one or two).
 MAX_SEEN_ADDRESSES = 16
-# Before ending the left uplink's sessions, wait this long at most for resolv.conf to list the
-# new primary's servers first (NM rewrites it 60-110 ms after the Reapply), reading it this often.
-RESOLVER_WAIT_S = 1.0
-RESOLVER_POLL_S = 0.01
+
 
 
 # ---------------------------------------------------------------- what the daemon is given
@@ -837,9 +836,8 @@ class Daemon:
         settings = self.config.daemon
         if left is None or left == switch.to_ifname or not settings.end_sessions:
             return
-        spec = self.policy.uplinks.get(left)
-        left_class = spec.spec.iface_class if spec else (self.devices[left].iface_class if left in self.devices else "")
-        if end_on_switch(failback=switch.failback, left_class=left_class,
+        health = self.policy.uplinks.get(left)
+        if end_on_switch(failback=switch.failback, left_class=health.spec.iface_class if health else "",
                          failback_classes=settings.end_sessions_on_failback):
             self._leaving[left] = switch.reason
         else:
@@ -875,22 +873,18 @@ class Daemon:
 
     async def _wait_resolver(self, primary: str) -> float | None:
         """Until the system resolver asks `primary`'s servers first; ms waited, None if it never did."""
-        read = self.d.resolver
         device = self.devices.get(primary)
-        if read is None or device is None or not device.dns:
+        if self.d.resolver is None or device is None:
             return 0.0
         uplinks_dns = {s for name in self.policy.uplinks if name in self.devices for s in self.devices[name].dns}
-        started = self.d.clock()
-        while not resolver_follows(read(), device.dns, uplinks_dns):
-            if self.policy.active != primary:
-                return None  # switched on meanwhile: these sessions are stranded whatever resolv.conf says
-            if self.d.clock() - started >= RESOLVER_WAIT_S:
-                self.log("dns-order", ifname=primary,
-                         reason=f"resolv.conf does not list {primary}'s servers first {RESOLVER_WAIT_S:g} s"
-                                " after the switch")
-                return None
-            await asyncio.sleep(RESOLVER_POLL_S)
-        return round((self.d.clock() - started) * 1000, 1)
+        # Switched on meanwhile: these sessions are stranded whatever resolv.conf says.
+        waited = await wait_resolver(self.d.resolver, device.dns, uplinks_dns, clock=self.d.clock,
+                                     abandon=lambda: self.policy.active != primary)
+        if waited is None and self.policy.active == primary:
+            self.log("dns-order", ifname=primary,
+                     reason=f"resolv.conf does not list {primary}'s servers first {RESOLVER_WAIT_S:g} s"
+                            " after the switch")
+        return waited
 
     # ---- control ------------------------------------------------------------------------------------
 
