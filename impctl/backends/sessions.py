@@ -9,6 +9,10 @@
   the kernel drops such entries itself when the output interface changes;
   with SNAT to a fixed address or the same output interface it does not,
   and the LAN device's flow would hang.
+- LAN devices of the established TCP flows deleted: one SYN each, on the
+  LAN port at layer 2, so they hear of it now instead of at their next
+  retransmission (`impctl.model.lannudge` says why and how). Not before
+  the LAN's resolver answers through the new primary: see `_lan_resolver_follows`.
 
 Errors (no CAP_NET_ADMIN, a kernel without SOCK_DESTROY or conntrack, a
 reply that does not parse) become lines in `SessionsEnded.errors`: ending
@@ -17,21 +21,30 @@ sessions is best effort and never stops a switch.
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import fcntl
 import functools
 import os
 import socket
+import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from impctl.model import ctwire, sockdiag
-from impctl.model.sessions import Address, SessionsEnded, conntrack_to_end
+from impctl.model import ctwire, dnswire, lannudge, sockdiag
+from impctl.model.errors import ImpctlError
+from impctl.model.sessions import Address, Part, SessionsEnded, conntrack_to_end
 
 _RECV_BYTES = 65536
 _TIMEOUT_S = 1.0
 # A gateway has a few hundred sockets and a few thousand conntrack entries; this bounds a runaway reply.
 _MAX_ITEMS = 1_000_000
+_ARP_TABLE = "/proc/net/arp"
+_SIOCGIFADDR = 0x8915
+# NM's dnsmasq re-reads resolv.conf at most every 2 s: this bounds the wait for it to.
+_LAN_DNS_WAIT_S = 2.5
+_LAN_DNS_TRY_S = 0.25
 
 
 class _Netlink:
@@ -139,13 +152,14 @@ def _dump_conntrack(nl: _Netlink, family: int) -> list[ctwire.Entry]:
                  lambda r: r.entry, "conntrack entries")
 
 
-def _end_conntrack(addresses: frozenset[Address], errors: list[str]) -> int:
-    deleted = 0
+def _end_conntrack(addresses: frozenset[Address], errors: list[str]) -> list[ctwire.Entry]:
+    """The entries deleted."""
+    deleted: list[ctwire.Entry] = []
     try:
         nl = _Netlink(ctwire.NETLINK_NETFILTER)
     except OSError as err:
         errors.append(f"conntrack: cannot open nfnetlink: {_text(err)}")
-        return 0
+        return deleted
     try:
         for family in (socket.AF_INET, socket.AF_INET6):
             try:
@@ -159,7 +173,7 @@ def _end_conntrack(addresses: frozenset[Address], errors: list[str]) -> int:
                     continue
                 code = _acked(nl, nl.request(functools.partial(ctwire.delete_request, entry)), ctwire.parse_replies)
                 if code == 0:
-                    deleted += 1
+                    deleted.append(entry)
                 elif code != errno.ENOENT:  # expired meanwhile
                     errors.append(f"conntrack: deleting {entry.orig_src} -> {entry.reply_dst}: {os.strerror(code)}")
     except (OSError, ctwire.CtWireError) as err:
@@ -169,21 +183,122 @@ def _end_conntrack(addresses: frozenset[Address], errors: list[str]) -> int:
     return deleted
 
 
-async def end_sessions(ifname: str, addresses: Iterable[str]) -> SessionsEnded:
-    """End the gateway's sockets on `addresses` and the forwarded flows NAT'd to them.
+def _nudges(deleted: Sequence[ctwire.Entry], errors: list[str]) -> list[lannudge.Nudge]:
+    """Whom to nudge: the devices of the established TCP flows deleted, found in the ARP table."""
+    if not any(entry.tcp_established for entry in deleted):
+        return []
+    try:
+        with open(_ARP_TABLE, encoding="ascii", errors="replace") as table:
+            return lannudge.nudges(deleted, lannudge.arp_table(table.read()))
+    except OSError as err:
+        errors.append(f"nudge: reading {_ARP_TABLE}: {_text(err)}")
+        return []
+
+
+def _send_nudges(todo: list[lannudge.Nudge], errors: list[str]) -> int:
+    """One SYN to each; how many were sent."""
+    sent = 0
+    try:
+        # Protocol 0: send only, so the socket is never handed the LAN's packets.
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+    except OSError as err:
+        errors.append(f"nudge: cannot open a packet socket: {_text(err)}")
+        return 0
+    with sock:
+        sock.setblocking(False)  # a full queue drops a nudge, it never holds the switch
+        for nudge in todo:
+            seq, ident = struct.unpack("=IH", os.urandom(6))
+            try:
+                sock.sendto(lannudge.syn_packet(nudge, seq, ident),
+                            (nudge.ifname, lannudge.ETH_P_IP, 0, 0, nudge.mac))
+                sent += 1
+            except OSError as err:
+                errors.append(f"nudge: {nudge.device}:{nudge.device_port} on {nudge.ifname}: {_text(err)}")
+    return sent
+
+
+def _port_address(ifname: str) -> str | None:
+    """The gateway's IPv4 address on a LAN port, where NM's dnsmasq answers its devices."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            ifreq = fcntl.ioctl(sock.fileno(), _SIOCGIFADDR, struct.pack("256s", ifname.encode()[:15]))
+        except OSError:
+            return None
+    return socket.inet_ntoa(ifreq[20:24])
+
+
+async def _answers(server: str, name: str, timeout_s: float) -> bool:
+    """Whether `server` answers an A query for `name` within `timeout_s` (any answer but SERVFAIL)."""
+    loop = asyncio.get_running_loop()
+    txid = int.from_bytes(os.urandom(2), "big")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        try:
+            await loop.sock_sendto(sock, dnswire.build_query(name, txid), (server, 53))
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    data, _ = await loop.sock_recvfrom(sock, 4096)
+                    try:
+                        answer = dnswire.parse_response(data, txid=txid, name=name)
+                    except ImpctlError:
+                        continue  # not the answer to this query
+                    return answer.rcode != 2
+        except (OSError, TimeoutError):
+            return False
+
+
+async def _lan_resolver_follows(ifnames: Iterable[str], name: str) -> float | None:
+    """Until each LAN port's resolver answers a fresh query; seconds waited, None if one never did.
+
+    NM's dnsmasq on a shared LAN port (`--strict-order`) asks the first server
+    of the gateway's resolv.conf and never retries on its own: until it has
+    re-read the file (at most every 2 s, on the first query after that),
+    each of its devices' lookups goes to the dead uplink's resolver and waits
+    out the device's own retry (glibc: 5 s). A nudged device reconnects at
+    once, by name: so first the queries that make dnsmasq re-read, each for
+    a name it cannot have cached (answered: its first server is alive).
+    """
+    started = time.monotonic()
+    for ifname in sorted(set(ifnames)):
+        server = _port_address(ifname)
+        if server is None:
+            continue  # no IPv4 address, so no dnsmasq of NM's there
+        # A new name each time: dnsmasq takes the same question again for a client's retry and
+        # sends it to its next server, which would answer without the file re-read.
+        while not await _answers(server, f"impctl-{os.urandom(4).hex()}.{name}", _LAN_DNS_TRY_S):
+            if time.monotonic() - started > _LAN_DNS_WAIT_S:
+                return None
+    return time.monotonic() - started
+
+
+async def end_sessions(ifname: str, addresses: Iterable[str], parts: Part = Part.ALL,
+                       cut: Sequence[ctwire.Entry] = (), lan_dns_name: str = "") -> SessionsEnded:
+    """End the gateway's sockets on `addresses` and the forwarded flows NAT'd to them (`parts` of it).
 
     `addresses` are the uplink's ("198.18.1.50/24", as DeviceInfo lists
     them): the last it had, since NM may already have removed them from a
-    lost link while the sockets still use them.
+    lost link while the sockets still use them. A nudge without FLOWS tells
+    the devices of `cut`, the entries an earlier call deleted; with
+    `lan_dns_name` (the cloud's), not before their resolver follows.
     """
     started = time.monotonic()
     wanted = sockdiag.local_addresses(addresses)
     errors: list[str] = []
     if not wanted:
         return SessionsEnded(ifname, 0, 0, 0.0)
-    sockets = _end_sockets(wanted, errors)
-    flows = _end_conntrack(wanted, errors)
-    return SessionsEnded(ifname, sockets, flows, time.monotonic() - started, tuple(errors))
+    flows = _end_conntrack(wanted, errors) if Part.FLOWS in parts else []
+    nudged, lan_dns_s = 0, None
+    todo = _nudges([*cut, *flows], errors) if Part.NUDGE in parts else []
+    if todo:
+        if lan_dns_name:
+            lan_dns_s = await _lan_resolver_follows((n.ifname for n in todo), lan_dns_name)
+            if lan_dns_s is None:
+                errors.append(f"nudge: the LAN's resolver did not answer within {_LAN_DNS_WAIT_S} s;"
+                              " nudged anyway")
+        nudged = _send_nudges(todo, errors)
+    sockets = _end_sockets(wanted, errors) if Part.SOCKETS in parts else 0
+    return SessionsEnded(ifname, sockets, len(flows), time.monotonic() - started, tuple(errors), nudged,
+                         tuple(flows), None if lan_dns_s is None else round(lan_dns_s * 1000, 1))
 
 
 def _proto(protocol: int) -> str:

@@ -85,7 +85,7 @@ from impctl.model.failover import (
 from impctl.model.inventory import DeviceInfo, NMDeviceState
 from impctl.model.netfacts import DefaultRoute, IPv4Facts, LinkState, Priority, kernel_primary
 from impctl.model.probe import InterfaceProbe
-from impctl.model.sessions import end_on_switch
+from impctl.model.sessions import Part, end_on_switch
 from impctl.model.state import CurrentUplink, State, daemon_view_from_json
 from impctl.usecases.ports import EndSessions, GatewayLock
 from impctl.usecases.probe import ProbeProxy
@@ -855,18 +855,26 @@ class Daemon:
         end = self.d.end_sessions
         if end is None:
             return
-        # Applications reconnect at once: their lookups must not go to the dead uplink's resolver first.
+        # The LAN flows' NAT entries at once: a device's retransmission through the new route
+        # would make the kernel drop the entry (and that packet) itself, and impctl would not
+        # know whom to nudge.
+        addresses = {name: sorted(self._seen_addresses.get(name, set())) for name in leaving}
+        flows = {name: await end(name, addresses[name], Part.FLOWS) for name in leaving}
+        # Applications reconnect at once, the gateway's and (nudged) the LAN's: their lookups
+        # must not go to the dead uplink's resolver first (the LAN's go through the gateway's
+        # dnsmasq, which follows resolv.conf).
         dns_ms = await self._wait_resolver(primary)
         for name, reason in leaving.items():
-            addresses = sorted(self._seen_addresses.get(name, set()))
-            ended = await end(name, addresses)
+            ended = flows[name].plus(await end(name, addresses[name], Part.NUDGE | Part.SOCKETS,
+                                               flows[name].cut, self.config.cloud.host))
             record = next((r for r in reversed(self.policy.switches) if r.from_ifname == name), None)
             if record is not None:
                 record.sessions_ended = (ended.sockets, ended.conntrack, ended.took_s)
             dev = self.devices.get(name)
             self._seen_addresses[name] = set(dev.addresses if dev else ())
             self.log("sessions-ended", ifname=name, to=primary, sockets=ended.sockets, conntrack=ended.conntrack,
-                     ms=round(ended.took_s * 1000, 1), dns_wait_ms=dns_ms,
+                     nudged=ended.nudged, ms=round(ended.took_s * 1000, 1), dns_wait_ms=dns_ms,
+                     lan_dns_wait_ms=ended.lan_dns_ms,
                      since_switch_ms=round((self.d.clock() - started) * 1000, 1), reason=reason)
             for error in ended.errors:
                 self.log("sessions-error", ifname=name, reason=error)

@@ -18,12 +18,13 @@ import pytest
 from impctl.model.attempt import Activation, CheckOutcome
 from impctl.model.codes import ResultCode
 from impctl.model.config import Config, DaemonSettings
+from impctl.model.ctwire import Entry
 from impctl.model.errors import ServiceUnavailable
 from impctl.model.inventory import DeviceInfo, NMDeviceState, NMDeviceType
 from impctl.model.netfacts import Priority
 from impctl.model.nic import ProxyConfig, Secret, parse_nic
 from impctl.model.nmsettings import Settings
-from impctl.model.sessions import SessionsEnded
+from impctl.model.sessions import Part, SessionsEnded
 from impctl.model.state import State
 from impctl.usecases import config as config_uc
 from impctl.usecases import connect as uc
@@ -280,13 +281,17 @@ def test_bare_nic_connect_uses_stored_settings_through_the_trial() -> None:
 class Ender:
     """end_sessions as the backend's, recording what it was asked to end and when."""
 
-    def __init__(self, net: FakeNetwork) -> None:
+    def __init__(self, net: FakeNetwork, reads: list[int] | None = None) -> None:
         self.net = net
-        self.calls: list[tuple[str, list[str], list[tuple[str, str]]]] = []
+        self.reads = reads if reads is not None else []  # the resolver's reads so far, at each call
+        self.read_counts: list[int] = []
+        self.calls: list[tuple[str, list[str], list[tuple[str, str]], Part]] = []
 
-    async def __call__(self, ifname: str, addresses: Sequence[str]) -> SessionsEnded:
-        self.calls.append((ifname, list(addresses), list(self.net.log)))
-        return SessionsEnded(ifname, sockets=3, conntrack=0, took_s=0.002)
+    async def __call__(self, ifname: str, addresses: Sequence[str], parts: Part = Part.ALL,
+                       cut: Sequence[Entry] = (), lan_dns_name: str = "") -> SessionsEnded:
+        self.calls.append((ifname, list(addresses), list(self.net.log), parts))
+        self.read_counts.append(len(self.reads))
+        return SessionsEnded(ifname, sockets=3 if Part.SOCKETS in parts else 0, conntrack=0, took_s=0.002)
 
 
 def test_the_new_uplink_goes_first_in_resolv_conf_and_the_old_ones_sessions_end_after_it_is_down() -> None:
@@ -295,11 +300,12 @@ def test_the_new_uplink_goes_first_in_resolv_conf_and_the_old_ones_sessions_end_
     report = connectwith(net, store, Cloud(), STATIC_NIC, end_sessions=ender)
     assert report.code == ResultCode.SERVER_CONNECTED
     assert net.dns_priorities == {"wlan0": 90}
-    ((ifname, addresses, log_then),) = ender.calls
-    assert (ifname, addresses) == ("eth0", ["198.18.1.50/24"])  # the addresses it had before going down
-    assert log_then[-1] == ("disconnect", "eth0")
+    # The LAN flows first, then the gateway's sockets; the addresses it had before going down.
+    assert [(c[0], c[1], c[3]) for c in ender.calls] == [("eth0", ["198.18.1.50/24"], Part.FLOWS),
+                                                         ("eth0", ["198.18.1.50/24"], Part.NUDGE | Part.SOCKETS)]
+    assert ender.calls[0][2][-1] == ("disconnect", "eth0")
     assert report.attempts[-1].details["sessions_ended"] == {"ifname": "eth0", "sockets": 3, "conntrack": 0,
-                                                             "ms": 2.0, "errors": []}
+                                                             "nudged": 0, "ms": 4.0, "errors": []}
 
 
 def test_a_failed_attempt_or_end_sessions_off_ends_nothing() -> None:
@@ -323,9 +329,11 @@ def test_the_old_uplinks_sessions_end_only_once_resolv_conf_asks_the_new_one_fir
         reads.append(len(reads))
         return ["198.18.1.1", "198.18.2.1"] if len(reads) < 4 else ["198.18.2.1"]
 
-    ender = Ender(net)
+    ender = Ender(net, reads)
     report = asyncio.run(uc.connectwith(parse_nic(STATIC_NIC), network=net, check=Cloud(), store=store,
                                         gateway=FreeGateway(), config=Config(), end_sessions=ender,
                                         resolver=resolver))
     assert report.code == ResultCode.SERVER_CONNECTED
-    assert len(reads) == 4 and [c[0] for c in ender.calls] == ["eth0"]
+    assert len(reads) == 4 and [(c[0], c[3]) for c in ender.calls] == [("eth0", Part.FLOWS),
+                                                                          ("eth0", Part.NUDGE | Part.SOCKETS)]
+    assert ender.read_counts == [0, 4]  # the flows at once, the sockets once resolv.conf followed

@@ -49,6 +49,21 @@ def start(lab: Lab, apps: list[App], app: str, *args: str) -> App:
     return proc
 
 
+def carrier_lost(daemon: DaemonProcess, fault_applied: float) -> float:
+    """When the kernel told the gateway that eth0 lost its carrier (the daemon's `link` event).
+
+    Not when the fault was applied: the kernel announces a physical carrier change at most
+    once a second machine-wide (linkwatch), and other labs on the machine, or this one's
+    last reset, can hold it back by up to that second. A gateway sees the same delay after
+    another link change; its NetworkManager learns of the loss no sooner.
+    """
+    lost = [e for e in daemon.events("link") if e.get("ifname") == "eth0" and e.get("state") == "down"]
+    assert lost, "the daemon never saw eth0's carrier loss"
+    announced = float(lost[-1]["ts"])
+    assert announced - fault_applied < 1.2, "the daemon saw the carrier loss late"
+    return announced
+
+
 def echo_via(local: str) -> Any:
     return lambda e: e["event"] == "echo" and e["local"] == local
 
@@ -146,13 +161,21 @@ def test_a_lan_devices_session_follows_the_primary_through_the_gateways_nat(
     isp_a, isp_b = lab.uplink("eth0").transit_isp_ip, lab.uplink("wlan0").transit_isp_ip
     session = lan_session(lab, apps)
     assert session.wait(echo_seen_as(isp_a), 10.0), "the LAN device never reached the cloud through eth0"
-    started = time.time()
     lab.fault("eth0", fault)
+    started = time.time()  # in effect by now: for link-down, lab.fault waits for the carrier loss
+    switch = daemon.wait_for(is_event("switch", **{"from": "eth0"}), 8.0, "switch away from eth0")
     back = session.wait(echo_seen_as(isp_b), 8.0)
     assert back is not None, "the LAN device's session did not come back through wlan0"
-    # Masquerade: the kernel drops the NAT entry when the output interface changes, the
-    # device's TCP gets a reset and reconnects; well inside the blackhole's detection time.
-    assert back["t"] - started < (1.0 if fault == "link-down" else 4.0)
+    # Within a second of the switch. After a blackhole the device's TCP is in retransmission
+    # back-off by then; the nudge (a SYN, answered with an ACK that the cloud resets) makes it
+    # hear of the new path at once instead of at its next retransmission.
+    assert back["t"] - float(switch["ts"]) < 1.0, back["t"] - float(switch["ts"])
+    if fault == "link-down":
+        assert back["t"] - carrier_lost(daemon, started) < 1.0
+    else:
+        ended = daemon.wait_for(is_event("sessions-ended", ifname="eth0"), 5.0, "eth0's sessions ended")
+        assert int(ended["conntrack"]) >= 1 and int(ended["nudged"]) >= 1, ended
+        assert float(ended["lan_dns_wait_ms"]) < 2500, ended  # its resolver followed before the nudge
 
 
 def test_a_lan_flow_snatd_to_a_fixed_address_is_moved_by_deleting_its_conntrack_entry(
@@ -171,7 +194,8 @@ def test_a_lan_flow_snatd_to_a_fixed_address_is_moved_by_deleting_its_conntrack_
         assert int(ended["conntrack"]) >= 1, ended
         back = session.wait(echo_seen_as(isp_b), 5.0)
         assert back is not None, "the SNAT'd LAN session did not come back through wlan0"
-        assert back["t"] - float(ended["ts"]) < 2.0
+        assert int(ended["nudged"]) >= 1, ended
+        assert back["t"] - float(ended["ts"]) < 1.0
     finally:
         lab.run(["nft", "delete", "table", "ip", "impt_snat"])
 
@@ -195,8 +219,8 @@ def test_new_connections_by_name_and_a_session_come_back_through_the_next_uplink
     attempts = start(lab, apps, "attempts", "--every", "0.1", "--timeout", "10")
     session = start(lab, apps, "session")
     assert session.wait(echo_via(eth0), 10.0)
-    started = time.time()
     lab.fault("eth0", fault)
+    started = time.time()  # in effect by now: for link-down, lab.fault waits for the carrier loss
     switch = daemon.wait_for(is_event("switch", **{"from": "eth0"}), 8.0, "switch away from eth0")
     moved = float(switch["ts"])
     # A new connection by name, started after the switch, through wlan0 and its resolver.
@@ -207,4 +231,4 @@ def test_new_connections_by_name_and_a_session_come_back_through_the_next_uplink
     # Within a second of the switch (link loss: of the fault, which the daemon sees in milliseconds).
     assert ok["t"] - moved < 1.0 and back["t"] - moved < 1.0, (ok["t"] - moved, back["t"] - moved)
     if fault == "link-down":
-        assert back["t"] - started < 1.0
+        assert back["t"] - carrier_lost(daemon, started) < 1.0

@@ -18,16 +18,25 @@ def attr(kind: int, value: bytes, nested: bool = False) -> bytes:
     return raw + bytes(-len(raw) % 4)
 
 
-def ip_tuple(kind: int, src: str, dst: str) -> bytes:
+def ip_tuple(kind: int, src: str, dst: str, ports: tuple[int, int] = (40000, 1883)) -> bytes:
     ips = attr(ctwire.CTA_IP_V4_SRC, ipaddress.ip_address(src).packed) + attr(
         ctwire.CTA_IP_V4_DST, ipaddress.ip_address(dst).packed)
-    proto = attr(2, attr(1, bytes([6])), nested=True)  # CTA_TUPLE_PROTO > CTA_PROTO_NUM tcp
+    proto = attr(ctwire.CTA_TUPLE_PROTO, attr(ctwire.CTA_PROTO_NUM, bytes([6]))
+                 + attr(ctwire.CTA_PROTO_SRC_PORT, struct.pack("!H", ports[0]))
+                 + attr(ctwire.CTA_PROTO_DST_PORT, struct.pack("!H", ports[1])), nested=True)
     return attr(kind, attr(ctwire.CTA_TUPLE_IP, ips, nested=True) + proto, nested=True)
 
 
-def entry_msg(orig: tuple[str, str], reply: tuple[str, str], seq: int = 4, zone: bytes = b"") -> bytes:
+def tcp_state(state: int) -> bytes:
+    tcp = attr(ctwire.CTA_PROTOINFO_TCP, attr(ctwire.CTA_PROTOINFO_TCP_STATE, bytes([state])), nested=True)
+    return attr(ctwire.CTA_PROTOINFO, tcp, nested=True)
+
+
+def entry_msg(orig: tuple[str, str], reply: tuple[str, str], seq: int = 4, zone: bytes = b"",
+              state: int = ctwire.TCP_CONNTRACK_ESTABLISHED) -> bytes:
     body = struct.pack("=BBH", socket.AF_INET, 0, 0) + ip_tuple(ctwire.CTA_TUPLE_ORIG, *orig)
-    body += ip_tuple(ctwire.CTA_TUPLE_REPLY, *reply) + attr(3, struct.pack("!I", 0x19E)) + zone
+    body += ip_tuple(ctwire.CTA_TUPLE_REPLY, *reply, ports=(1883, 40000)) + attr(3, struct.pack("!I", 0x19E))
+    body += tcp_state(state) + zone
     return struct.pack("=IHHII", 16 + len(body), ctwire.MSG_NEW, 2, seq, 0) + body
 
 
@@ -41,6 +50,16 @@ def test_an_entry_gives_its_original_source_and_reply_destination() -> None:
     entry = replies[0].entry
     assert entry is not None
     assert (str(entry.orig_src), str(entry.reply_dst)) == ("10.42.0.20", "198.18.1.50")
+    # What a nudge to the device needs: the flow as the device sees it, and that it is established.
+    assert (str(entry.orig_dst), entry.proto, entry.sport, entry.dport) == ("198.19.0.10", 6, 40000, 1883)
+    assert entry.tcp_state == ctwire.TCP_CONNTRACK_ESTABLISHED and entry.tcp_established
+
+
+def test_a_closing_flow_is_not_established() -> None:
+    time_wait = 7
+    (reply,) = ctwire.parse_replies(entry_msg(("10.42.0.20", "198.19.0.10"), ("198.19.0.10", "198.18.1.50"),
+                                              state=time_wait))
+    assert reply.entry is not None and reply.entry.tcp_state == time_wait and not reply.entry.tcp_established
 
 
 def test_a_delete_sends_back_the_original_tuple_and_zone_as_dumped() -> None:
