@@ -16,14 +16,18 @@ cloud's session service by name:
 3. `session` on the LAN device, through the gateway's NAT.
 
 n faults of each kind on the primary eth0: `link` (the ISP's end of the
-veth goes down) and `blackhole` (the ISP drops everything). From the fault
-to: (1) the first successful connection among those started after it;
+veth goes down) and `blackhole` (the ISP drops everything), each after a
+random pause of up to one probe interval (2 s), so that faults fall at any
+point of the daemon's probe cycle, as real ones do (--seed makes the pauses
+repeatable). From the fault to: (1) the first successful connection among those started after it;
 (2) and (3) the first answer through another uplink (the gateway's session:
 another local address; the LAN's: the cloud sees another ISP). Then the
 fault is restored and the gateway fails back to eth0: from the failback
 (the daemon's switch event; for NM the kernel's route change) to the last
 session on wlan0 being gone (the gateway's session answered through eth0
-again, and the LAN's).
+again, and the LAN's). The same three figures are also given from the
+switch (`*_after_switch`: from the kernel's primary route moving off eth0,
+seen by an independent netlink monitor).
 
 impctl: `impctl daemon` with the default [daemon] settings except
 failback_hold_s = 2 and min_switch_interval_s = 1, which only shorten the
@@ -41,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -57,9 +62,11 @@ from labdaemon import DaemonProcess, is_event, restart_networkmanager
 
 from impctl.lab import Lab
 from impctl.lab.apps import App, app_argv
+from impctl.model.config import DaemonSettings
 
 BENCH_DAEMON: dict[str, object] = {"failback_hold_s": 2.0, "min_switch_interval_s": 1.0}
 KINDS = ("link", "blackhole")
+PHASE_S = DaemonSettings().probe_interval_s
 
 
 def default_daemon_config(lab: Lab, path: Path) -> Path:
@@ -113,6 +120,16 @@ def measure_failback(apps: Apps, t_switch: float, eth0_local: str, isp_a: str, c
     return {"session_left_wlan0": session, "lan_session_left_wlan0": lan}
 
 
+def _switched(mon: Monitor, t_fault: float, cap_s: float) -> float | None:
+    """When the kernel's primary moved off eth0 after the fault (the switch), None if not within the cap."""
+    if mon.primary not in (None, "eth0"):
+        return mon.primary_since
+    try:
+        return float(mon.wait("primary", "wlan0", max(0.1, t_fault + cap_s - time.time()))["t"])
+    except TimeoutError:
+        return None
+
+
 def summary(values: list[float | None], cap_s: float) -> dict[str, Any]:
     capped = sum(1 for v in values if v is None)
     ms = sorted((cap_s if v is None else v) * 1000 for v in values)
@@ -123,7 +140,7 @@ def summary(values: list[float | None], cap_s: float) -> dict[str, Any]:
 
 
 def run_faults(lab: Lab, mon: Monitor, apps: Apps, n: int, cap_s: float, who: str,
-               failed_back: Callable[[], float]) -> dict[str, Any]:
+               failed_back: Callable[[], float], rng: random.Random) -> dict[str, Any]:
     eth0_local = lab.addresses()["eth0"][0].split("/")[0]
     isp_a = lab.uplink("eth0").transit_isp_ip
     results: dict[str, Any] = {}
@@ -131,6 +148,7 @@ def run_faults(lab: Lab, mon: Monitor, apps: Apps, n: int, cap_s: float, who: st
         rows: list[dict[str, float | None]] = []
         for i in range(n):
             apps.settled(eth0_local, isp_a, 30.0)
+            time.sleep(rng.uniform(0.0, PHASE_S))
             apps.drain()
             mon.drain()
             if kind == "link":
@@ -139,6 +157,9 @@ def run_faults(lab: Lab, mon: Monitor, apps: Apps, n: int, cap_s: float, who: st
             else:
                 t_fault = blackhole(lab, True)
             row = measure_fault(apps, t_fault, eth0_local, isp_a, cap_s)
+            t_switch = _switched(mon, t_fault, cap_s)
+            row |= {f"{k}_after_switch": None if v is None or t_switch is None else v + t_fault - t_switch
+                    for k, v in list(row.items())}
             if kind == "link":
                 cut(lab, up=True)
                 lab.wait_uplinks(["eth0"])
@@ -153,22 +174,24 @@ def run_faults(lab: Lab, mon: Monitor, apps: Apps, n: int, cap_s: float, who: st
     return results
 
 
-def bench_daemon(lab: Lab, mon: Monitor, apps: Apps, work: Path, n: int, cap_s: float) -> dict[str, Any]:
+def bench_daemon(lab: Lab, mon: Monitor, apps: Apps, work: Path, n: int, cap_s: float,
+                 rng: random.Random) -> dict[str, Any]:
     daemon = DaemonProcess(lab, default_daemon_config(lab, work / "bench.toml"), work / "state" / "state.json")
     try:
         daemon.wait_for(is_event("connected", ifname="eth0"), 15.0, "start")
 
         def failed_back() -> float:
-            switch = daemon.wait_for(lambda e: e.get("event") == "switch" and e.get("to") == "eth0", 60.0,
-                                     "failback to eth0")
+            # After a blackhole eth0 is a standby until its next standby probe (every 60 s) passes.
+            switch = daemon.wait_for(lambda e: e.get("event") == "switch" and e.get("to") == "eth0",
+                                     DaemonSettings().standby_probe_interval_s + 30.0, "failback to eth0")
             return float(switch["ts"])
 
-        return run_faults(lab, mon, apps, n, cap_s, "impctl", failed_back)
+        return run_faults(lab, mon, apps, n, cap_s, "impctl", failed_back, rng)
     finally:
         daemon.stop()
 
 
-def bench_nm(lab: Lab, mon: Monitor, apps: Apps, n: int, cap_s: float) -> dict[str, Any]:
+def bench_nm(lab: Lab, mon: Monitor, apps: Apps, n: int, cap_s: float, rng: random.Random) -> dict[str, Any]:
     lab.reset()  # the daemon's metrics gone: NM's own 100/600/700
     nm_connectivity_config(lab, f"http://{lab.cloud_host}/", 1)
     restart_networkmanager(lab)
@@ -178,7 +201,7 @@ def bench_nm(lab: Lab, mon: Monitor, apps: Apps, n: int, cap_s: float) -> dict[s
     def failed_back() -> float:
         return mon.wait_primary("eth0", 60.0)
 
-    return run_faults(lab, mon, apps, n, cap_s, "NM", failed_back)
+    return run_faults(lab, mon, apps, n, cap_s, "NM", failed_back, rng)
 
 
 def main() -> None:
@@ -186,6 +209,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=20, help="faults of each kind for the daemon")
     parser.add_argument("--nm-n", type=int, default=20, help="faults of each kind for NetworkManager")
     parser.add_argument("--cap-s", type=float, default=30.0, help="a measurement open this long counts as this")
+    parser.add_argument("--seed", type=int, default=1, help="for the random pauses before the faults")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -195,13 +219,14 @@ def main() -> None:
     lab.up(replace=True)
     mon = Monitor(lab)
     apps = Apps(lab)
-    results: dict[str, Any] = {"load": list(os.getloadavg()), "n": args.n, "nm_n": args.nm_n, "cap_s": args.cap_s}
+    results: dict[str, Any] = {"load": list(os.getloadavg()), "n": args.n, "nm_n": args.nm_n, "cap_s": args.cap_s,
+                               "seed": args.seed}
     try:
         print("impctl daemon (default settings, failback hold 2 s):", flush=True)
-        results["impctl"] = bench_daemon(lab, mon, apps, work, args.n, args.cap_s)
+        results["impctl"] = bench_daemon(lab, mon, apps, work, args.n, args.cap_s, random.Random(args.seed))
         if args.nm_n:
             print("NetworkManager connectivity check (interval=1):", flush=True)
-            results["networkmanager"] = bench_nm(lab, mon, apps, args.nm_n, args.cap_s)
+            results["networkmanager"] = bench_nm(lab, mon, apps, args.nm_n, args.cap_s, random.Random(args.seed))
     finally:
         apps.stop()
         mon.stop()
