@@ -12,7 +12,7 @@
 - LAN devices of the established TCP flows deleted: one SYN each, on the
   LAN port at layer 2, so they hear of it now instead of at their next
   retransmission (`impctl.model.lannudge` says why and how). Not before
-  the LAN's resolver answers through the new primary: see `_lan_resolver_follows`.
+  the LAN's resolver answers through the new primary: see `lan_resolver_follows`.
 
 Errors (no CAP_NET_ADMIN, a kernel without SOCK_DESTROY or conntrack, a
 reply that does not parse) become lines in `SessionsEnded.errors`: ending
@@ -247,7 +247,7 @@ async def _answers(server: str, name: str, timeout_s: float) -> bool:
             return False
 
 
-async def _lan_resolver_follows(ifnames: Iterable[str], name: str) -> float | None:
+async def lan_resolver_follows(ifnames: Iterable[str], name: str) -> float | None:
     """Until each LAN port's resolver answers a fresh query; seconds waited, None if one never did.
 
     NM's dnsmasq on a shared LAN port (`--strict-order`) asks the first server
@@ -291,7 +291,7 @@ async def end_sessions(ifname: str, addresses: Iterable[str], parts: Part = Part
     todo = _nudges([*cut, *flows], errors) if Part.NUDGE in parts else []
     if todo:
         if lan_dns_name:
-            lan_dns_s = await _lan_resolver_follows((n.ifname for n in todo), lan_dns_name)
+            lan_dns_s = await lan_resolver_follows((n.ifname for n in todo), lan_dns_name)
             if lan_dns_s is None:
                 errors.append(f"nudge: the LAN's resolver did not answer within {_LAN_DNS_WAIT_S} s;"
                               " nudged anyway")

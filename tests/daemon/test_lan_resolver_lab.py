@@ -22,12 +22,12 @@ pytestmark = pytest.mark.lab
 
 SCRIPT = """
 import asyncio, json, sys
-from impctl.backends.sessions import _lan_resolver_follows
-print(json.dumps(asyncio.run(_lan_resolver_follows(["lan0", "nosuch0"], sys.argv[1]))))
+from impctl.backends.sessions import lan_resolver_follows
+print(json.dumps(asyncio.run(lan_resolver_follows(["lan0", "nosuch0"], sys.argv[1]))))
 """
 
 
-def lan_resolver_follows(lab: Lab) -> float | None:
+def follows(lab: Lab) -> float | None:
     proc = lab.run([sys.executable, "-c", SCRIPT, lab.cloud_host], timeout=30)
     assert proc.returncode == 0, proc.stderr
     value = json.loads(proc.stdout)
@@ -36,15 +36,15 @@ def lan_resolver_follows(lab: Lab) -> float | None:
 
 def test_the_wait_ends_at_the_first_answer_and_gives_up_after_its_bound_when_the_upstream_is_dead(
         lab: Lab) -> None:
-    assert (waited := lan_resolver_follows(lab)) is not None and waited < 0.5, waited
+    assert (waited := follows(lab)) is not None and waited < 0.5, waited
     # dnsmasq forwards to the first server of the gateway's resolv.conf: make it dead.
     first = nameservers(lab.run(["cat", "/etc/resolv.conf"], check=True).stdout)[0]
     uplink = next(u for u in lab.uplinks if u.router_ip == first)
     lab.fault(uplink.ifname, "dns-off")
     try:
         started = time.monotonic()
-        assert lan_resolver_follows(lab) is None
+        assert follows(lab) is None
         assert 2.5 <= time.monotonic() - started < 5.0
     finally:
         lab.restore(uplink.ifname)
-    assert lan_resolver_follows(lab) is not None
+    assert follows(lab) is not None
