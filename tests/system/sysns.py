@@ -5,16 +5,17 @@ pid/mount/uts/ipc/net/cgroup namespaces, from a fresh cgroup2 directory of its o
 under /sys/fs/cgroup/unified. Inside, the machine is seen through layers that
 keep every write in a tmpfs of this namespace:
 
-- /etc, /usr, /opt, /var: overlays (a tmpfs upper) over the machine's, so a package
-  installed with apt/dpkg inside lands in the uppers and the machine's dpkg database,
-  /usr and /etc never change; /etc also has the lab gateway's hosts and resolv.conf;
+- /: an overlay (a tmpfs upper) over the machine's root filesystem, pivoted into, so a
+  package installed with apt/dpkg inside lands in the upper and the machine's dpkg
+  database, /usr, /opt and /etc never change; /etc also has the lab gateway's hosts and
+  resolv.conf (another overlay); the old root is unmounted;
 - /run, /tmp, /dev: fresh tmpfs; /run gets back only the lab's gateway netns (at
   /run/netns/NAME, for NetworkNamespacePath=) and `root` (the lab and the packages);
-  the copies of every other netns mount are dropped so this namespace keeps nobody's
-  network namespace alive;
+  with the old root go the copies of every other netns mount, so this namespace keeps
+  nobody's network namespace alive;
 - /proc fresh, /proc/sys read-only (PID 1 would raise the machine's fs.file-max and
   fs.nr_open), sysfs fresh and read-only, a cgroup2 at /sys/fs/cgroup;
-- / read-only; NetworkManager, dbus and ModemManager masked (the lab runs its own).
+- NetworkManager, dbus and ModemManager masked (the lab runs its own).
 
 `run(argv)` runs a command inside (nsenter into all of its namespaces); `shutdown()`
 powers it off, kills what is left and removes the cgroup directories.
@@ -65,7 +66,7 @@ class SystemdNS:
             "set -e",
             f"mount -t tmpfs -o mode=0755 impdeb-stage {s}",
             f"cd {s}",
-            "mkdir -p dev run tmp up/etc up/usr up/opt up/var work/etc work/usr work/opt work/var",
+            "mkdir -p dev run up/etc up/usr up/opt up/var work/etc work/usr work/opt work/var",
             # /dev: a private tmpfs with the few nodes a service needs, bound from the machine's.
             "mount -t tmpfs -o mode=0755,nosuid impdeb-dev dev",
             "for d in null zero full random urandom tty; do touch dev/$d; mount --bind /dev/$d dev/$d; done",
@@ -81,28 +82,32 @@ class SystemdNS:
         ]
         for unit in MASKED:
             lines.append(f"ln -s /dev/null run/systemd/system/{unit}")
-        target = (f"[Unit]\nDescription=impctl's test system (the target PID 1 starts)\n"
+        target = ("[Unit]\nDescription=impctl's test system (the target PID 1 starts)\n"
                   "Wants=systemd-journald.service\nAllowIsolate=yes\n")
         lines.append(f"printf %s {q(target)} > run/systemd/system/{TARGET}")
         lines += [
-            # Every other netns mount copied into this mount namespace would keep its netns alive.
-            "grep ' - nsfs ' /proc/self/mountinfo | cut -d' ' -f5 | while read -r m; do"
-            f" case $m in {s}/*) ;; *) umount -l \"$m\" 2>/dev/null || true ;; esac; done",
-            f"mount -t overlay -o lowerdir={etc_layer}:/etc,upperdir=up/etc,workdir=work/etc impdeb-etc /etc",
-        ]
-        for d in ("usr", "opt", "var"):
-            lines.append(f"mount -t overlay -o lowerdir=/{d},upperdir=up/{d},workdir=work/{d} impdeb-{d} /{d}")
-        lines += [
-            "mount -t tmpfs -o mode=1777,nosuid,nodev impdeb-tmp /tmp",
-            "mount -n --move dev /dev",
-            "mount -t proc proc /proc",
-            "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys",
-            "mount -t sysfs -o ro sysfs /sys",
-            "mount -t cgroup2 cgroup2 /sys/fs/cgroup",
-            "cd /",
-            f"mount -n --move {s}/run /run",
+            # The new root: an overlay over the machine's root filesystem, so that what dpkg
+            # writes (or removes: rmdir of /opt needs a writable /) goes to our tmpfs only.
+            "mkdir -p up/root work/root newroot",
+            "mount -t overlay -o lowerdir=/,upperdir=up/root,workdir=work/root impdeb-root newroot",
+            # The gateway's hosts and resolv.conf (the lab's layer) over the machine's /etc.
+            f"mount -t overlay -o lowerdir={etc_layer}:/etc,upperdir=up/etc,workdir=work/etc impdeb-etc newroot/etc",
+            # Where the machine has these on filesystems of their own, the root overlay shows
+            # only their empty mount points.
+            "for d in usr opt var; do if mountpoint -q /$d; then"
+            " mount -t overlay -o lowerdir=/$d,upperdir=up/$d,workdir=work/$d impdeb-$d newroot/$d; fi; done",
+            "mount -t tmpfs -o mode=1777,nosuid,nodev impdeb-tmp newroot/tmp",
+            "mount -n --move dev newroot/dev",
+            "mount -t proc proc newroot/proc",
+            "mount --bind newroot/proc/sys newroot/proc/sys && mount -o remount,bind,ro newroot/proc/sys",
+            "mount -t sysfs -o ro sysfs newroot/sys",
+            "mount -t cgroup2 cgroup2 newroot/sys/fs/cgroup",
+            "mount -n --move run newroot/run",
+            # pivot_root and drop the old root: with it go the copies of every other mount,
+            # the other netns among them (else this namespace would keep them alive).
+            "cd newroot && mkdir -p .oldroot && pivot_root . .oldroot && cd /",
+            "umount -l /.oldroot && rmdir /.oldroot",
             "hostname impdeb",
-            "mount -o remount,bind,ro /",
             f"exec /lib/systemd/systemd --unit={TARGET}",
         ]
         return "\n".join(lines)
