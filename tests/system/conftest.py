@@ -3,7 +3,7 @@
 - `debs` (session): `scripts/build-deb` run twice at once, in the background, as soon as
   the first test asks: the package at the checkout's version and a rebuild with a bumped
   version (the upgrade). `debs.base()` / `debs.bumped()` wait for theirs.
-- `system` (module): a lab (prefix `impdeb<pid>`, root /run/impctl-deb-<pid>/lab) and the
+- `system` (module): a lab (prefix `ideb<pid>`, root /run/impctl-deb-<pid>/lab) and the
   real systemd as PID 1 of namespaces next to it (sysns.SystemdNS), booted once per module.
 
 Where these cannot run (not root, no systemd, debhelper, lintian, unshare/nsenter, no
@@ -92,13 +92,18 @@ def debs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Debs]:
         d.stop()
 
 
+def lab_prefix(pid: int) -> str:
+    # A lab prefix has at most 12 characters: "ideb" and a pid of up to 7 digits (pid_max 4194304).
+    return f"ideb{pid}"
+
+
 def _remove_stale() -> None:
     """What a crashed session left: its lab, its cgroup directories, its root dir."""
     for d in Path("/run").glob("impctl-deb-*"):
         m = _STALE.match(d.name)
         if not m or alive(int(m.group(1))):
             continue
-        name = f"impdeb{m.group(1)}"
+        name = lab_prefix(int(m.group(1)))
         Lab(d / "lab", name).down()
         with contextlib.suppress(RuntimeError):
             SystemdNS(d, name, Lab(d / "lab", name))._remove_cgroups(timeout_s=2.0)
@@ -115,8 +120,8 @@ def system() -> Iterator[SystemdNS]:
     pid = os.getpid()
     root = Path(f"/run/impctl-deb-{pid}")
     root.mkdir(mode=0o700, exist_ok=True)
-    lab = Lab(root / "lab", f"impdeb{pid}")
-    ns = SystemdNS(root, f"impdeb{pid}", lab)
+    lab = Lab(root / "lab", lab_prefix(pid))
+    ns = SystemdNS(root, lab_prefix(pid), lab)
     try:
         lab.up(replace=True)
         figure("systemd 252 as PID 1: boot to running", f"{ns.boot():.2f} s")
