@@ -24,6 +24,7 @@ powers it off, kills what is left and removes the cgroup directories.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shlex
 import signal
@@ -33,6 +34,7 @@ from pathlib import Path
 
 from impctl.lab import Lab
 
+PR_SET_PDEATHSIG = 1
 CGROUP_UNIFIED = Path("/sys/fs/cgroup/unified")
 MASKED = ("NetworkManager.service", "NetworkManager-wait-online.service", "dbus.service", "dbus.socket",
           "ModemManager.service", "systemd-networkd.service", "systemd-resolved.service",
@@ -122,6 +124,9 @@ class SystemdNS:
             # Before unshare --cgroup: our directory becomes the namespace's cgroup root, and
             # all PID 1 creates stays under it (removed at shutdown).
             cgroup_procs.write_text("0")
+            # If the test session dies, unshare dies with it, and --kill-child takes PID 1
+            # and its whole pid namespace along; the next session removes the cgroups.
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "container": self.name, "LANG": "C.UTF-8"}
         argv = ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--propagation", "private",
