@@ -20,6 +20,7 @@ from pathlib import Path
 
 import typer
 from typer import _click as click
+from typer.core import TyperGroup
 
 from impctl import __version__
 from impctl.cli.main import COMPLETE_ENV, app
@@ -105,8 +106,8 @@ def _command_section(cmd: click.Command, path: list[str], ctx: click.Context) ->
 def _walk(cmd: click.Command, path: list[str], parent: click.Context | None) -> list[str]:
     ctx = click.Context(cmd, info_name=path[-1], parent=parent)
     out: list[str] = []
-    # Typer's groups are its own classes, not click.Group: a group is what lists commands.
-    if hasattr(cmd, "list_commands"):
+    # Typer's vendored Click has no Group: its groups are TyperGroup.
+    if isinstance(cmd, TyperGroup):
         for name in cmd.list_commands(ctx):
             sub = cmd.get_command(ctx, name)
             if sub is not None and not sub.hidden:

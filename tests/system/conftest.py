@@ -69,7 +69,7 @@ def lab_unavailable() -> str | None:
     try:
         Lab(Path("/nonexistent"), "impt").check_prerequisites()
     except ImpctlError as err:
-        return err.message
+        return str(err.message)
     return None
 
 
