@@ -58,8 +58,8 @@ def system_unavailable() -> str | None:
         return f"missing {', '.join(missing)}: run scripts/bootstrap"
     if not Path("/lib/systemd/systemd").exists():
         return "no /lib/systemd/systemd (package systemd)"
-    if not (CGROUP_UNIFIED / "cgroup.procs").exists():
-        return f"no cgroup2 at {CGROUP_UNIFIED}"
+    if not (CGROUP_UNIFIED / "cgroup.controllers").exists():
+        return f"no cgroup2 hierarchy at {CGROUP_UNIFIED}"
     if subprocess.run(["/usr/bin/python3", "-c", "import ensurepip"], capture_output=True).returncode != 0:
         return "no python3-venv for /usr/bin/python3"
     return None

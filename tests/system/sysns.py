@@ -2,7 +2,7 @@
 
 `SystemdNS(root, name, lab).boot()` starts `/lib/systemd/systemd` as PID 1 of new
 pid/mount/uts/ipc/net/cgroup namespaces, from a fresh cgroup2 directory of its own
-under /sys/fs/cgroup/unified. Inside, the machine is seen through layers that
+(under /sys/fs/cgroup/unified here). Inside, the machine is seen through layers that
 keep every write in a tmpfs of this namespace:
 
 - /: an overlay (a tmpfs upper) over the machine's root filesystem, pivoted into, so a
@@ -35,7 +35,16 @@ from pathlib import Path
 from impctl.lab import Lab
 
 PR_SET_PDEATHSIG = 1
-CGROUP_UNIFIED = Path("/sys/fs/cgroup/unified")
+
+
+def cgroup2_root() -> Path:
+    """Where the machine's cgroup2 hierarchy is: /sys/fs/cgroup/unified on a hybrid machine
+    (these), /sys/fs/cgroup itself on a unified one."""
+    hybrid = Path("/sys/fs/cgroup/unified")
+    return hybrid if (hybrid / "cgroup.procs").exists() else Path("/sys/fs/cgroup")
+
+
+CGROUP_UNIFIED = cgroup2_root()
 MASKED = ("NetworkManager.service", "NetworkManager-wait-online.service", "dbus.service", "dbus.socket",
           "ModemManager.service", "systemd-networkd.service", "systemd-resolved.service",
           "systemd-timesyncd.service", "getty.target", "console-getty.service")
