@@ -160,7 +160,7 @@ def test_the_installed_unit_keeps_its_hardening(installed: SystemdNS) -> None:
     m = re.search(r"Overall exposure level for impctl.service: ([\d.]+) (\w+)", out)
     assert m is not None, out
     figure("systemd-analyze security impctl.service (installed, with the test drop-in)", f"{m[1]} {m[2]}")
-    # 2.2 as shipped (README); a change that weakens the sandbox shows here.
+    # 2.2 as installed (README); a change that weakens the sandbox shows here.
     assert float(m[1]) <= 2.5, out
 
 
