@@ -596,7 +596,20 @@ class Daemon:
         self._nm_up = True
         await self._signals.enter_async_context(network.signals(self._put))
         self._spawn(self._watch_bus(network), "bus-watch")
+        self._adopt_strays(devices)
         await self._set_devices(devices)
+
+    def _adopt_strays(self, devices: list[DeviceInfo]) -> None:
+        """Uplinks left at the primary metric by an earlier daemon (a restart, a watchdog kill).
+
+        Counted as lifted by this one, so that the route pass gives them their profile's
+        metric back unless they are its choice: left at the primary metric, one would tie
+        with the new primary, and the kernel keeps the old route.
+        """
+        metric = self.config.daemon.primary_route_metric
+        for device in devices:
+            if device.connected and device.route_metric in (metric, metric - 1):
+                self._lifted.add(device.ifname)
 
     async def _stop_requested_within(self, seconds: float) -> bool:
         """Sleep, but return True at once if a stop arrives (other items are kept)."""

@@ -678,3 +678,14 @@ async def test_netlink_that_does_not_answer_is_read_again_not_taken_for_a_dead_u
     assert rig.world.netlink_silent == 0
     assert not [line for line in rig.lines if "event=switch from=eth0" in line or "new=down" in line]
     assert await stop(rig, task) == 0
+
+
+@run_async
+async def test_an_uplink_an_earlier_daemon_left_at_the_primary_metric_is_demoted_at_start() -> None:
+    rig = make_rig()
+    rig.nm.metrics["wwan0"] = 20  # stopped (or killed by the watchdog) while wwan0 was primary
+    task = await started(rig)
+    assert "event=route ifname=wwan0 metric=700" in "\n".join(rig.lines)
+    assert rig.nm.metrics == {"eth0": 20, "wlan0": 600, "wwan0": 700}
+    assert not [line for line in rig.lines if "route-error" in line]
+    assert await stop(rig, task) == 0
