@@ -47,6 +47,7 @@ from impctl.model.nic import Secret
 from impctl.model.probe import InterfaceProbe
 from impctl.model.state import State
 from impctl.usecases.daemon import Daemon, Deps, Network
+from impctl.usecases.metrics import MetricsExport
 from impctl.usecases.probe import LinkFacts, ProbeProxy, probe_interface, proxy_plan
 
 
@@ -167,8 +168,17 @@ def _log_line() -> Callable[[str], None]:
     return log
 
 
+def _metrics_exporter() -> MetricsExport:
+    # prometheus_client and what it pulls in cost ~3 MiB: only a daemon that exports metrics pays.
+    from impctl import __version__
+    from impctl.backends.metrics import PrometheusExporter
+
+    return PrometheusExporter(__version__)
+
+
 def _deps(state_path: Path, config_path: Path, config_explicit: bool) -> Deps:
-    links = EventCachedLinks(Netlink())
+    netlink = Netlink()
+    links = EventCachedLinks(netlink)
     sockets = BoundSockets()
 
     @contextlib.asynccontextmanager
@@ -217,6 +227,8 @@ def _deps(state_path: Path, config_path: Path, config_explicit: bool) -> Deps:
         gateway=GatewayLock(lock_path_for(state_path)),
         end_sessions=end_sessions,
         resolver=system_nameservers,
+        metrics=_metrics_exporter,
+        counters=netlink.counters,
     )
 
 
