@@ -217,10 +217,12 @@ def ranges_markdown() -> str:
     for key in _HOST_KEYS:
         rows.append(f"| `{key}` | | 1-{MAX_HOST_CHARS} characters | a DNS name or address; no spaces or controls |")
     for key in _PATH_KEYS:
+        if key == "daemon.metrics_textfile":
+            continue  # its own row below
         rows.append(f"| `{key}` | | a path, 1-{MAX_PATH_BYTES} bytes | no NUL or control characters |")
     rows.append(f"| `daemon.metrics_listen` | off | PORT (on {LOCALHOST}) or ADDRESS:PORT, port 1-65535 |"
                 " an IP address ([::1]:PORT for IPv6) to serve the fleet metrics on; 0.0.0.0 for every address |")
-    rows.append("| `daemon.metrics_textfile` | off | a path ending in `.prom` |"
+    rows.append(f"| `daemon.metrics_textfile` | off | a path ending in `.prom`, 1-{MAX_PATH_BYTES} bytes |"
                 " node_exporter's textfile collector reads only `*.prom` files |")
     rows.append(f"| `daemon.end_sessions_on_failback` | {list(CLASSES)} | a list of {', '.join(CLASSES)} |"
                 " the classes whose sessions a failback ends (a switch away from a failed uplink always does) |")
