@@ -71,14 +71,15 @@ def test_prometheus_sees_the_switch_and_the_new_active_uplink(
         prom.wait_query('increase(impctl_switches_total{job="impctl",reason="no_carrier"}[1m]) > 0', 10.0,
                         "the switch counted")
         prom.wait_query('impctl_active_uplink{job="impctl",ifname="wlan0"} == 1', 10.0, "wlan0 active")
+        # Active from the switch on; verified a probe later (a scrape may fall in between).
+        prom.wait_query('impctl_uplink_probes_total{job="impctl",ifname="wlan0",purpose="verify",result="ok"} >= 1',
+                        5.0, "wlan0's verification")
         active = prom.query('impctl_active_uplink{job="impctl"} == 1')
         assert [r["metric"]["ifname"] for r in active] == ["wlan0"]  # type: ignore[index]
         assert value(prom.query('impctl_uplink_up{job="impctl",ifname="eth0"}')) == 0
         assert value(prom.query('impctl_uplink_health{job="impctl",ifname="eth0",state="down"}')) == 1
         took = value(prom.query('impctl_last_switch_duration_seconds{job="impctl"}'))
         assert 0 < took < 1.0  # a carrier loss: about 60 ms in the lab
-        assert value(prom.query(
-            'impctl_uplink_probes_total{job="impctl",ifname="wlan0",purpose="verify",result="ok"}')) >= 1
         assert value(prom.query('impctl_uplink_receive_bytes_total{job="impctl",ifname="wlan0"}')) > 0
         assert value(prom.query('impctl_uplink_probe_bytes_total{job="impctl",ifname="wlan0"}')) >= 3055
         # The textfile tells the same through node_exporter.
