@@ -314,8 +314,8 @@ class Daemon:
         self._nm_up = False
         self._signals = contextlib.AsyncExitStack()  # NM's signal subscription
         self._kernel_routes_changed = asyncio.Event()
-        self.metrics = DaemonMetrics(deps.metrics, deps.counters, lambda: self.policy, self.log, self._spawn,
-                                     deps.clock, deps.wall, self._started_wall)
+        self.metrics = DaemonMetrics(deps.metrics, deps.counters, lambda: self.policy, lambda: self.devices,
+                                     self.log, self._spawn, deps.clock, deps.wall, self._started_wall)
 
     # ---- requests from outside (signal handlers) -----------------------------------------
 

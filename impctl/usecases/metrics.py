@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol
 
 from impctl.model.config import DaemonSettings, parse_listen
 from impctl.model.errors import ImpctlError
 from impctl.model.failover import FailoverPolicy
+from impctl.model.inventory import DeviceInfo
 from impctl.model.metrics import BuildInfo, Family, MetricsTally, daemon_families
 from impctl.model.netfacts import Counters
+from impctl.usecases.probe import data_ifname
 
 CollectFn = Callable[[], Awaitable[Sequence[Family]]]
 
@@ -45,7 +47,8 @@ class MetricsExport(Protocol):
 class DaemonMetrics:
     def __init__(self, make_export: Callable[[], MetricsExport] | None,
                  counters: Callable[[str], Awaitable[Counters]] | None,
-                 policy: Callable[[], FailoverPolicy], log: Callable[..., None],
+                 policy: Callable[[], FailoverPolicy], devices: Callable[[], Mapping[str, DeviceInfo]],
+                 log: Callable[..., None],
                  spawn: Callable[[Coroutine[Any, Any, None], str], object],
                  clock: Callable[[], float], wall: Callable[[], float], started_wall: float) -> None:
         self.tally = MetricsTally()
@@ -53,6 +56,7 @@ class DaemonMetrics:
         self._export: MetricsExport | None = None
         self._counters = counters
         self._policy = policy
+        self._devices = devices
         self._log = log
         self._spawn = spawn
         self._clock = clock
@@ -103,7 +107,10 @@ class DaemonMetrics:
         if self._counters is None:
             return {}
         names = list(self._policy().order)
-        results = await asyncio.gather(*(self._counters(n) for n in names), return_exceptions=True)
+        devices = self._devices()
+        # A modem's NM device is named after its control port: the bytes go through its IP interface.
+        kernel = [data_ifname(devices[n]) if n in devices else n for n in names]
+        results = await asyncio.gather(*(self._counters(k) for k in kernel), return_exceptions=True)
         # An interface that cannot be read has no byte samples this time (never a false 0).
         self._last_counters = {n: r for n, r in zip(names, results, strict=True) if isinstance(r, Counters)}
         return self._last_counters

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from test_daemon_usecase import SETTINGS, Rig, make_rig, run_async, started, sto
 from impctl.backends.metrics import PrometheusExporter
 from impctl.model.config import Config
 from impctl.model.errors import NoSuchInterface
+from impctl.model.inventory import DeviceInfo
 from impctl.model.netfacts import Counters
 from impctl.usecases.daemon import Daemon
 
@@ -174,3 +177,42 @@ async def test_a_textfile_that_cannot_be_written_is_one_line_and_the_daemon_goes
     await until(written, 5.0)
     assert "reason=\"written again\"" in await rig.wait_line("event=metrics textfile=")
     assert await stop(rig, task) == 0
+
+
+@run_async
+async def test_a_modems_bytes_are_read_from_its_ip_interface() -> None:
+    port = free_port()
+    rig = make_rig()
+    devices = rig.nm.devices
+
+    async def with_data_port() -> list[DeviceInfo]:
+        # NM names a modem's device after its control port; IpInterface carries the traffic.
+        return [dataclasses.replace(d, extra={**d.extra, "ip_ifname": "wwan0data"}) if d.ifname == "wwan0" else d
+                for d in await devices()]
+
+    rig.nm.devices = with_data_port  # type: ignore[method-assign]
+    rig.config[0] = Config(daemon=dataclasses.replace(SETTINGS, metrics_listen=f"127.0.0.1:{port}"))
+    read: list[str] = []
+
+    async def counters(ifname: str) -> Counters:
+        read.append(ifname)
+        return Counters(7 if ifname == "wwan0data" else 1, 8, 1, 1)
+
+    rig.daemon = Daemon(dataclasses.replace(rig.daemon.d, metrics=lambda: PrometheusExporter("test"),
+                                            counters=counters))
+    task = await started(rig)
+    samples = await scrape(port)
+    assert sorted(read) == ["eth0", "wlan0", "wwan0data"]
+    assert get(samples, "impctl_uplink_receive_bytes_total", ifname="wwan0") == 7
+    assert await stop(rig, task) == 0
+
+
+def test_a_bad_metrics_setting_stops_the_daemon_at_start_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "impctl.toml"
+    config.write_text('[daemon]\nmetrics_listen = "gateway.local:9563"\n')
+    done = subprocess.run([sys.executable, "-m", "impctl.cli.daemon_main", "--state", str(tmp_path / "s.json"),
+                           "--config", str(config), "--config-explicit"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3
+    assert done.stderr == (f"error: {config}: daemon.metrics_listen: expected PORT or ADDRESS:PORT (e.g. 9563 or"
+                           " 127.0.0.1:9563; [::1]:PORT for IPv6; port 1-65535), got 'gateway.local:9563'\n")
+    assert done.stdout == ""
