@@ -116,7 +116,7 @@ class DaemonMetrics:
         return self._last_counters
 
     def families(self, counters: dict[str, Counters], *, running: bool = True) -> list[Family]:
-        export = self._export
+        export = self._exporter()
         build = BuildInfo(export.version if export else "", export.python if export else "")
         return daemon_families(self._policy(), self.tally, now=self._clock(), wall_now=self._wall(),
                                started_wall=self._started_wall, counters=counters, build=build, running=running)

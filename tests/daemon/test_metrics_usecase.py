@@ -120,6 +120,7 @@ async def test_a_scrape_shows_the_switch_and_the_textfile_follows(tmp_path: Path
     assert await stop(rig, task) == 0
     left = parse(textfile.read_text())
     assert get(left, "impctl_up") == 0 and get(left, "impctl_switches_total", reason="no_carrier") == 1
+    assert get(left, "impctl_build_info", version="test") == 1
     try:
         await scrape(port)
     except OSError:
@@ -175,6 +176,7 @@ async def test_a_textfile_that_cannot_be_written_is_one_line_and_the_daemon_goes
 
     rig.link("eth0", True)  # something to publish
     await until(written, 5.0)
+    assert get(parse((tmp_path / "missing" / "impctl.prom").read_text()), "impctl_build_info", version="test") == 1
     assert "reason=\"written again\"" in await rig.wait_line("event=metrics textfile=")
     assert await stop(rig, task) == 0
 
