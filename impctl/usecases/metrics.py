@@ -45,6 +45,13 @@ class MetricsExport(Protocol):
 
 
 class DaemonMetrics:
+    """The daemon's side: counts in `tally`, renders on a scrape or a publish, keeps the exporter.
+
+    Everything runs on the daemon's loop, so a scrape reads the policy
+    between two events. The exporter is made on first need: a daemon whose
+    metrics are off never imports prometheus_client.
+    """
+
     def __init__(self, make_export: Callable[[], MetricsExport] | None,
                  counters: Callable[[str], Awaitable[Counters]] | None,
                  policy: Callable[[], FailoverPolicy], devices: Callable[[], Mapping[str, DeviceInfo]],
@@ -80,9 +87,9 @@ class DaemonMetrics:
         want = parse_listen(settings.metrics_listen, "daemon.metrics_listen") if settings.metrics_listen else None
         if want == self._listening:
             return
-        export = self._exporter() if want or self._textfile or self._export else None
+        export = self._exporter()
         if export is None:
-            return
+            return  # no exporter to be had (the loop's tests)
         if want is None:
             await export.close()
             self._listening = None
