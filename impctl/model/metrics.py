@@ -163,6 +163,8 @@ def daemon_families(policy: FailoverPolicy, tally: MetricsTally, *, now: float, 
 
     `counters`: the kernel's byte counters of the uplinks that could be read
     (an uplink without an entry has no byte samples rather than a false 0).
+    The tally learns from it: a health change it was not told of starts
+    counting now, and uplinks gone from the policy's order are forgotten.
     """
 
     def wall(t: float) -> float:

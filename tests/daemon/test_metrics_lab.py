@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from labdaemon import DaemonProcess, is_event, write_config
 from prometheus_client.parser import text_string_to_metric_families
-from promlab import NODE_EXPORTER_PORT, NodeExporter, Prometheus, http_get
+from promlab import NODE_EXPORTER_PORT, PROMETHEUS_PORT, NodeExporter, Prometheus, http_get
 
 from impctl.lab import Lab
 
@@ -86,7 +86,7 @@ def test_prometheus_sees_the_switch_and_the_new_active_uplink(
         prom.wait_query('impctl_active_uplink{job="node",ifname="wlan0"} == 1', 10.0, "wlan0 active (textfile)")
         prom.wait_query('impctl_switches_total{job="node",reason="no_carrier"} == 1', 10.0, "the switch (textfile)")
         # The shipped rules load and evaluate in the real server.
-        status, body = http_get(lab, 9090, "/api/v1/rules")
+        status, body = http_get(lab, PROMETHEUS_PORT, "/api/v1/rules")
         assert status == 200 and body.count('"health":"ok"') == 5, body
     finally:
         prom.stop()
