@@ -2,6 +2,10 @@
 
     sudo .venv/bin/python bench/daemon_footprint.py [--warmup-s 30] [--idle-s 120] [--json FILE]
     sudo .venv/bin/python bench/daemon_footprint.py --soak 30 [--fault-every-s 20] [--json FILE]
+    sudo .venv/bin/python bench/daemon_footprint.py --metrics [--scrape-every-s 15]
+
+--metrics: idle with the fleet metrics on (`[daemon] metrics_listen`), scraped from
+inside the gateway namespace every --scrape-every-s seconds, as a Prometheus would.
 
 One lab (its own namespaces, prefix `dfp<pid>`), the daemon run in its gateway
 namespace as the lab tests run it (tests/daemon/labdaemon.py).
@@ -81,10 +85,41 @@ def start_daemon(lab: Lab, config: Path, state: Path) -> DaemonProcess:
     return daemon
 
 
-def idle(lab: Lab, work: Path, warmup_s: float, seconds: float) -> dict[str, Any]:
+METRICS_PORT = 9563
+
+
+def scrape(lab: Lab) -> int:
+    """One GET /metrics from inside the gateway namespace; the bytes of the answer."""
+    sock = lab.open_socket()
+    sock.settimeout(5.0)
+    try:
+        sock.connect(("127.0.0.1", METRICS_PORT))
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n")
+        size = 0
+        while chunk := sock.recv(65536):
+            size += len(chunk)
+        return size
+    finally:
+        sock.close()
+
+
+def idle(lab: Lab, work: Path, warmup_s: float, seconds: float,
+         scrape_every_s: float | None = None) -> dict[str, Any]:
     config = work / "idle.toml"
-    config.write_text(lab.config_path.read_text())  # no [daemon] section: the defaults
+    text = lab.config_path.read_text()  # no [daemon] section: the defaults
+    if scrape_every_s is not None:
+        text += f'\n[daemon]\nmetrics_listen = "127.0.0.1:{METRICS_PORT}"\n'
+    config.write_text(text)
     daemon = start_daemon(lab, config, work / "state-idle" / "state.json")
+    done = threading.Event()
+    scrapes: list[int] = []
+
+    def scraper() -> None:
+        while scrape_every_s is not None and not done.wait(scrape_every_s):
+            scrapes.append(scrape(lab))
+
+    thread = threading.Thread(target=scraper, daemon=True)
+    thread.start()
     try:
         proc = Proc(daemon.proc.pid)
         time.sleep(warmup_s)
@@ -96,11 +131,14 @@ def idle(lab: Lab, work: Path, warmup_s: float, seconds: float) -> dict[str, Any
             rss.append(proc.rss_kib())
         c1, t1 = proc.cpu_s(), time.monotonic()
         assert daemon.proc.poll() is None, "the daemon died"
-        return {"warmup_s": warmup_s, "seconds": round(t1 - t0, 1), "cpu_s": round(c1 - c0, 3),
+        extra = {} if scrape_every_s is None else {"scrapes": len(scrapes), "scrape_bytes": scrapes[-1:]}
+        return {**extra, "warmup_s": warmup_s, "seconds": round(t1 - t0, 1), "cpu_s": round(c1 - c0, 3),
                 "cpu_percent": round(100 * (c1 - c0) / (t1 - t0), 3),
                 "rss_mib_after_warmup": mib(rss_start), "rss_mib_max": mib(max(rss)),
                 "rss_mib_last": mib(rss[-1])}
     finally:
+        done.set()
+        thread.join(timeout=10)
         daemon.stop()
 
 
@@ -190,8 +228,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--root", type=Path, default=Path(f"/run/impctl-footprint{os.getpid()}"))
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--prefix", help="the lab's namespace prefix (default dfp<pid>)")
+    parser.add_argument("--metrics", action="store_true", help="idle with metrics_listen on, scraped")
+    parser.add_argument("--scrape-every-s", type=float, default=15.0)
     args = parser.parse_args()
-    lab = Lab(args.root / "lab", f"dfp{os.getpid() % 100000}")
+    lab = Lab(args.root / "lab", args.prefix or f"dfp{os.getpid() % 100000}")
     lab.up(replace=True)
     work = args.root / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -201,7 +242,8 @@ def main() -> None:
             out["soak"] = soak(lab, work, args.soak, max(args.warmup_s, SOAK_MIN_WARMUP_S),
                                args.fault_every_s, args.seed)
         else:
-            out["idle"] = idle(lab, work, args.warmup_s, args.idle_s)
+            out["idle"] = idle(lab, work, args.warmup_s, args.idle_s,
+                               args.scrape_every_s if args.metrics else None)
     finally:
         lab.down()
         shutil.rmtree(work, ignore_errors=True)  # its configs and state files

@@ -47,6 +47,7 @@ from impctl.model.nic import Secret
 from impctl.model.probe import InterfaceProbe
 from impctl.model.state import State
 from impctl.usecases.daemon import Daemon, Deps, Network
+from impctl.usecases.metrics import MetricsExport
 from impctl.usecases.probe import LinkFacts, ProbeProxy, probe_interface, proxy_plan
 
 
@@ -167,8 +168,34 @@ def _log_line() -> Callable[[str], None]:
     return log
 
 
+def _light_prometheus_client() -> None:
+    """Make `import prometheus_client.<submodule>` skip prometheus_client's package __init__.
+
+    That __init__ imports its exposition module and with it http.server,
+    wsgiref, urllib.request and email (2.4 MiB of RSS) for a threaded server
+    and a push client the daemon never uses; impctl.backends.metrics needs
+    only its metric families, registry and process collector (0.2 MiB).
+    """
+    if "prometheus_client" in sys.modules:
+        return
+    spec = importlib.util.find_spec("prometheus_client")
+    if spec is None or spec.submodule_search_locations is None:
+        return  # not installed: the import below says so
+    sys.modules["prometheus_client"] = importlib.util.module_from_spec(spec)
+
+
+def _metrics_exporter() -> MetricsExport:
+    # Only a daemon that exports metrics loads them (impctl.usecases.metrics makes it on demand).
+    _light_prometheus_client()
+    from impctl import __version__
+    from impctl.backends.metrics import PrometheusExporter
+
+    return PrometheusExporter(__version__)
+
+
 def _deps(state_path: Path, config_path: Path, config_explicit: bool) -> Deps:
-    links = EventCachedLinks(Netlink())
+    netlink = Netlink()
+    links = EventCachedLinks(netlink)
     sockets = BoundSockets()
 
     @contextlib.asynccontextmanager
@@ -217,6 +244,8 @@ def _deps(state_path: Path, config_path: Path, config_explicit: bool) -> Deps:
         gateway=GatewayLock(lock_path_for(state_path)),
         end_sessions=end_sessions,
         resolver=system_nameservers,
+        metrics=_metrics_exporter,
+        counters=netlink.counters,
     )
 
 

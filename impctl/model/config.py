@@ -26,6 +26,7 @@ validates and gives typed settings with defaults.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -94,6 +95,10 @@ class DaemonSettings:
     end_sessions: bool = True
     # ... and at a failback too, for the classes listed: see impctl.model.sessions.end_on_switch.
     end_sessions_on_failback: tuple[str, ...] = CLASSES
+    # Fleet metrics (impctl.model.metrics): "ADDRESS:PORT" or a port (then 127.0.0.1) to serve
+    # them over HTTP, and/or a node_exporter textfile (`*.prom`) rewritten with the state file.
+    metrics_listen: str | None = None
+    metrics_textfile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,37 @@ def parse_host_port(text: str, where: str) -> tuple[str, int]:
     host = host.strip("[]")
     if not sep or not host or not ok_port or len(host) > MAX_HOST_CHARS or not host.isprintable() or " " in host:
         raise ConfigError(f"{where}: expected HOST:PORT, got {_show_value(text)}")
+    return host, int(port_text)
+
+
+METRICS_PORT_EXAMPLE = 9563
+LOCALHOST = "127.0.0.1"
+
+
+def parse_listen(text: str, where: str) -> tuple[str, int]:
+    """`[daemon] metrics_listen`: "PORT" (on 127.0.0.1), "ADDRESS:PORT" or "[IPv6]:PORT".
+
+    An IP address, not a name: the daemon binds before the network may resolve anything.
+    """
+    hint = (f"{where}: expected PORT or ADDRESS:PORT (e.g. {METRICS_PORT_EXAMPLE} or"
+            f" {LOCALHOST}:{METRICS_PORT_EXAMPLE}; [::1]:PORT for IPv6; port 1-65535), got {_show_value(text)}")
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host = LOCALHOST
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ":" not in host:
+            raise ConfigError(hint)
+    elif ":" in host:  # an IPv6 address without brackets: its last group would read as the port
+        raise ConfigError(hint)
+    if host == "localhost":
+        host = LOCALHOST
+    if re.fullmatch(r"[0-9]{1,5}", port_text) is None or not 0 < int(port_text) < 65536:
+        raise ConfigError(hint)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(hint) from None
     return host, int(port_text)
 
 
@@ -168,7 +204,7 @@ SETTING_RANGES: dict[str, Range] = {
 MAX_HOST_CHARS = 253
 MAX_PATH_BYTES = 4096
 _HOST_KEYS = ("cloud.host", "cloud.server_name")
-_PATH_KEYS = ("cloud.ca_file", "daemon.hooks_dir")
+_PATH_KEYS = ("cloud.ca_file", "daemon.hooks_dir", "daemon.metrics_textfile")
 
 
 def ranges_markdown() -> str:
@@ -181,7 +217,13 @@ def ranges_markdown() -> str:
     for key in _HOST_KEYS:
         rows.append(f"| `{key}` | | 1-{MAX_HOST_CHARS} characters | a DNS name or address; no spaces or controls |")
     for key in _PATH_KEYS:
+        if key == "daemon.metrics_textfile":
+            continue  # its own row below
         rows.append(f"| `{key}` | | a path, 1-{MAX_PATH_BYTES} bytes | no NUL or control characters |")
+    rows.append(f"| `daemon.metrics_listen` | off | PORT (on {LOCALHOST}) or ADDRESS:PORT, port 1-65535 |"
+                " an IP address ([::1]:PORT for IPv6) to serve the fleet metrics on; 0.0.0.0 for every address |")
+    rows.append(f"| `daemon.metrics_textfile` | off | a path ending in `.prom`, 1-{MAX_PATH_BYTES} bytes |"
+                " node_exporter's textfile collector reads only `*.prom` files |")
     rows.append(f"| `daemon.end_sessions_on_failback` | {list(CLASSES)} | a list of {', '.join(CLASSES)} |"
                 " the classes whose sessions a failback ends (a switch away from a failed uplink always does) |")
     return "\n".join(rows)
@@ -212,6 +254,10 @@ def _check_string(key: str, value: str) -> None:
         raise ConfigError(f"{key}: {_show_value(value)} is not a host name (1-{MAX_HOST_CHARS} characters, no spaces)")
     if key in _PATH_KEYS and len(value.encode("utf-8")) > MAX_PATH_BYTES:
         raise ConfigError(f"{key}: a path must be at most {MAX_PATH_BYTES} bytes")
+    if key == "daemon.metrics_listen":
+        parse_listen(value, key)
+    if key == "daemon.metrics_textfile" and not value.endswith(".prom"):
+        raise ConfigError(f"{key}: {_show_value(value)} must end in .prom (node_exporter reads only those)")
 
 
 def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
@@ -244,6 +290,9 @@ def _typed(cls: type[Any], raw: dict[str, Any], name: str) -> Any:
                 raise ConfigError(f"{full}: must be an integer ({SETTING_RANGES[full].text()})")
             _check_range(full, value)
         elif value is not None:
+            if key == "metrics_listen" and isinstance(value, int) and not isinstance(value, bool):
+                # `metrics_listen = 9563`: a port, as TOML writes a number (str() of a huge int fails).
+                value = str(value) if -1 < value < 65536 else _show_value(value)
             if not isinstance(value, str):
                 raise ConfigError(f"{full}: must be a string")
             _check_string(full, value)

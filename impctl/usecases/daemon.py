@@ -83,10 +83,11 @@ from impctl.model.failover import (
     plan_uplinks,
 )
 from impctl.model.inventory import DeviceInfo, NMDeviceState
-from impctl.model.netfacts import DefaultRoute, IPv4Facts, LinkState, Priority, kernel_primary
+from impctl.model.netfacts import Counters, DefaultRoute, IPv4Facts, LinkState, Priority, kernel_primary
 from impctl.model.probe import InterfaceProbe
 from impctl.model.sessions import Part, end_on_switch
 from impctl.model.state import CurrentUplink, State, daemon_view_from_json
+from impctl.usecases.metrics import DaemonMetrics, MetricsExport, serving
 from impctl.usecases.ports import EndSessions, GatewayLock
 from impctl.usecases.probe import ProbeProxy
 from impctl.usecases.resolver import WAIT_S as RESOLVER_WAIT_S
@@ -188,6 +189,10 @@ class Deps:
     end_sessions: EndSessions | None = None
     # The system resolver's servers in order (impctl.backends.resolvconf); None: not waited for.
     resolver: Callable[[], Sequence[str]] | None = None
+    # Fleet metrics (impctl.usecases.metrics): the exporter, made only if a [daemon] metrics_*
+    # setting asks for one, and the kernel's byte counters of an interface.
+    metrics: Callable[[], MetricsExport] | None = None
+    counters: Callable[[str], Awaitable[Counters]] | None = None
 
 
 # ---------------------------------------------------------------- inbox items
@@ -309,6 +314,8 @@ class Daemon:
         self._nm_up = False
         self._signals = contextlib.AsyncExitStack()  # NM's signal subscription
         self._kernel_routes_changed = asyncio.Event()
+        self.metrics = DaemonMetrics(deps.metrics, deps.counters, lambda: self.policy, lambda: self.devices,
+                                     self.log, self._spawn, deps.clock, deps.wall, self._started_wall)
 
     # ---- requests from outside (signal handlers) -----------------------------------------
 
@@ -340,7 +347,7 @@ class Daemon:
         watchdog = self.d.notifier.watchdog_s
         if watchdog:
             self._next_watchdog = self.d.clock()
-        async with self.d.watch(self._put):
+        async with self.d.watch(self._put), serving(self.metrics, self.config.daemon):
             try:
                 if await self._connect_network(first=True):
                     await self._initial_facts()
@@ -415,6 +422,7 @@ class Daemon:
     # ---- actions ------------------------------------------------------------------------------
 
     def _apply(self, actions: Sequence[Action]) -> None:
+        self.metrics.tally.on_actions(actions, self.d.clock())
         for action in actions:
             if isinstance(action, Switch):
                 since = self.d.clock() - action.cause_at
@@ -518,6 +526,7 @@ class Daemon:
             self.log("probe", ifname=done.ifname, purpose=done.purpose.value, ok=str(ok).lower(),
                      code=done.result.code_name if done.result else None, reason=reason,
                      ms=round(done.result.duration_ms, 1) if done.result else None)
+        self.metrics.tally.on_probe(done.ifname, done.purpose, done.result, done.at)
         u = self.policy.uplinks.get(done.ifname)
         before = (u.failures, u.last_ok, u.last_code, u.last_reason) if u else None
         self._apply(self.policy.on_probe(done.ifname, ok, done.at, code=code, reason=reason,
@@ -980,6 +989,7 @@ class Daemon:
             return
         self.log("reload", mode=state.mode.value,
                  sequence=",".join(state.sequence) or "default")
+        self._spawn(self.metrics.configure(config.daemon), "metrics")
         self._want_refresh()
         self._apply(self.policy.decide(self.d.clock()))
         self.d.notifier.ready(self._status_text())
@@ -1023,6 +1033,7 @@ class Daemon:
             self.d.update_state(change)
         except ImpctlError as err:
             self.log("state-error", reason=err.message)
+        self.metrics.published(final=final)
 
     def _set_current(self, ifname: str) -> None:
         if self.policy.manual:

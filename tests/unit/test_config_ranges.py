@@ -15,6 +15,7 @@ from impctl.model.config import (
     ProbeSettings,
     parse_config,
     parse_host_port,
+    parse_listen,
     ranges_markdown,
 )
 from impctl.model.errors import ConfigError
@@ -136,3 +137,31 @@ def test_host_port_refuses_what_int_or_a_terminal_would_choke_on(text: str) -> N
 def test_host_port_accepts_names_and_bracketed_addresses() -> None:
     assert parse_host_port("cloud.example:443", "x") == ("cloud.example", 443)
     assert parse_host_port("[2001:db8::1]:8443", "x") == ("2001:db8::1", 8443)
+
+
+@pytest.mark.parametrize(("given", "listen"), [
+    ("9563", ("127.0.0.1", 9563)), (9563, ("127.0.0.1", 9563)), ("localhost:9563", ("127.0.0.1", 9563)),
+    ("127.0.0.1:1", ("127.0.0.1", 1)), ("0.0.0.0:65535", ("0.0.0.0", 65535)), ("[::1]:9563", ("::1", 9563)),
+    ("[::]:80", ("::", 80)),
+])
+def test_metrics_listen_takes_a_port_or_an_address_and_port(given: object, listen: tuple[str, int]) -> None:
+    config = parse_config({"daemon": {"metrics_listen": given}})
+    assert config.daemon.metrics_listen is not None
+    assert parse_listen(config.daemon.metrics_listen, "daemon.metrics_listen") == listen
+
+
+@pytest.mark.parametrize("bad", [":9563", "::1:9563", "cloud.example:9563", "0", "65536", "1.2.3.4:",
+                                 "[1.2.3.4]:80", "1.2.3.4:0x50", "1.2.3.4:٣", -1, 70000, 10**30, " 9563"])
+def test_a_bad_metrics_listen_is_one_line_naming_the_setting_and_the_range(bad: object) -> None:
+    message = error_of({"daemon": {"metrics_listen": bad}})
+    assert message.startswith("daemon.metrics_listen: expected PORT or ADDRESS:PORT")
+    assert "port 1-65535" in message and "\n" not in message
+
+
+def test_metrics_settings_are_off_by_default_and_documented() -> None:
+    assert DaemonSettings().metrics_listen is None and DaemonSettings().metrics_textfile is None
+    table = ranges_markdown()
+    assert "`daemon.metrics_listen` | off |" in table and "`daemon.metrics_textfile` | off |" in table
+    assert error_of({"daemon": {"metrics_textfile": "/run/impctl/metrics.txt"}}) == (
+        "daemon.metrics_textfile: '/run/impctl/metrics.txt' must end in .prom (node_exporter reads only those)")
+    assert error_of({"daemon": {"metrics_listen": True}}) == "daemon.metrics_listen: must be a string"

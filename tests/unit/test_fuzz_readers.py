@@ -20,7 +20,7 @@ from impctl.backends.config_file import load_config
 from impctl.backends.statefile import load_state
 from impctl.backends.store import FileStore
 from impctl.model.codes import ExitCode
-from impctl.model.config import parse_config
+from impctl.model.config import parse_config, parse_listen
 from impctl.model.errors import ImpctlError, ValidationError
 from impctl.model.inventory import DeviceInfo
 from impctl.model.nic import NIC_KEYS, nic_summary, nic_to_json, parse_nic, parse_nic_text
@@ -36,7 +36,8 @@ FUZZ = settings(
 nasty_text = st.one_of(
     st.text(st.characters(codec=None, exclude_categories=()), max_size=12),
     st.sampled_from(["", "[bold]", "[/x]", "\x1b[2J", "\ud800", "a\udfffb", "\x00", "\\", "é" * 17, "x" * 40,
-                     "eth0", "wl0", "cell0", "wifi", "ethernet", "cell", "http", "192.0.2.1", "255.255.255.0"]),
+                     "eth0", "wl0", "cell0", "wifi", "ethernet", "cell", "http", "192.0.2.1", "255.255.255.0",
+                     "9563", "127.0.0.1:9563", "[::1]:9563", ":9563", "::1:9563", "0.0.0.0:0", "x.prom"]),
 )
 numbers = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
@@ -202,7 +203,7 @@ CONFIG_KEYS = {
               "total_timeout_s"),
     "daemon": ("probe_interval_s", "probe_failures", "standby_probe_interval_s", "cell_standby_probe_interval_s",
                "failback", "failback_hold_s", "min_switch_interval_s", "hooks_dir", "cell_probe_interval_s",
-               "primary_route_metric", "liveness_tls"),
+               "primary_route_metric", "liveness_tls", "metrics_listen", "metrics_textfile"),
     "classes": ("eth0", "wlan0", "bad name"),
     "identifiers": ("eth0", "wl0", "x"),
 }
@@ -238,6 +239,9 @@ def test_parse_config_raises_only_config_errors(raw: dict[str, Any]) -> None:
     for value in (config.probe.total_timeout_s, config.daemon.probe_interval_s):
         assert math.isfinite(value) and value >= 0.1
     assert 1 <= config.daemon.probe_failures <= 10 and 1 <= config.daemon.primary_route_metric <= 99
+    if config.daemon.metrics_listen is not None:  # what the daemon will bind: it parses, in range
+        assert 0 < parse_listen(config.daemon.metrics_listen, "x")[1] < 65536
+    assert config.daemon.metrics_textfile is None or config.daemon.metrics_textfile.endswith(".prom")
 
 
 @st.composite
