@@ -7,23 +7,11 @@ the flows it forwards for LAN devices).
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from impctl.model.ctwire import Entry
-
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-class Part(enum.Flag):
-    """What of an uplink's sessions to end."""
-
-    FLOWS = 1  # the LAN flows NAT'd to it: their conntrack entries deleted
-    NUDGE = 2  # the devices of those flows told (impctl.model.lannudge)
-    SOCKETS = 4  # the gateway's own sockets on its addresses
-    ALL = FLOWS | NUDGE | SOCKETS
 
 
 @dataclass(frozen=True)
@@ -36,20 +24,12 @@ class SessionsEnded:
     took_s: float
     errors: tuple[str, ...] = ()  # what could not be done, one line each
     nudged: int = 0  # LAN devices of those flows sent a SYN to hear of it now (impctl.model.lannudge)
-    cut: tuple[Entry, ...] = ()  # the conntrack entries deleted, for the nudge that may follow
     # The wait for the LAN's resolver to answer through the new primary before the nudges.
     lan_dns_ms: float | None = None
 
     @property
     def total(self) -> int:
         return self.sockets + self.conntrack
-
-    def plus(self, other: SessionsEnded) -> SessionsEnded:
-        """Both parts of one uplink's ending, done in two calls."""
-        return SessionsEnded(self.ifname, self.sockets + other.sockets, self.conntrack + other.conntrack,
-                             self.took_s + other.took_s, self.errors + other.errors, self.nudged + other.nudged,
-                             self.cut + other.cut,
-                             other.lan_dns_ms if other.lan_dns_ms is not None else self.lan_dns_ms)
 
 
 def end_on_switch(*, failback: bool, left_class: str, failback_classes: Collection[str]) -> bool:

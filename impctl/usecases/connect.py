@@ -56,7 +56,6 @@ from impctl.model.nic import (
 )
 from impctl.model.nmsettings import MODEM_TYPES, WIFI_TYPES, DeviceFacts, Settings, nm_settings
 from impctl.model.sequence import effective_order
-from impctl.model.sessions import Part
 from impctl.model.state import CurrentUplink, Mode, Pin, State
 from impctl.model.uplinks import complete_nic, current_device, find_devices, primary_metric
 from impctl.usecases.ports import CloudCheck, EndSessions, GatewayLock, Network, Store
@@ -288,15 +287,12 @@ async def _attempt(
         took_down = leaving.identifier
         # Its addresses are gone, not its sockets: they would retransmit for ~15 min.
         if ctx.end_sessions is not None and ctx.config.daemon.end_sessions:
-            # The LAN flows' NAT entries at once (see the daemon's _end_left_sessions); their
-            # devices told and the gateway's sockets ended not before resolv.conf asks the new
-            # uplink first: their applications reconnect at once.
-            ended = await ctx.end_sessions(leaving.ifname, leaving.addresses, Part.FLOWS)
+            # Not before resolv.conf asks the new uplink first: the applications reconnect at once
+            # (see impctl.backends.sessions.end_sessions).
             if ctx.resolver is not None:
                 await wait_resolver(ctx.resolver, fresh.dns, {s for d in devices for s in d.dns},
                                     clock=time.monotonic)
-            ended = ended.plus(await ctx.end_sessions(leaving.ifname, leaving.addresses,
-                                                      Part.NUDGE | Part.SOCKETS, ended.cut, ctx.config.cloud.host))
+            ended = await ctx.end_sessions(leaving.ifname, leaving.addresses, ctx.config.cloud.host)
             details["sessions_ended"] = {"ifname": ended.ifname, "sockets": ended.sockets,
                                          "conntrack": ended.conntrack, "nudged": ended.nudged,
                                          "ms": round(ended.took_s * 1000, 1),

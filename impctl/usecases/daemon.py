@@ -85,7 +85,7 @@ from impctl.model.failover import (
 from impctl.model.inventory import DeviceInfo, NMDeviceState
 from impctl.model.netfacts import Counters, DefaultRoute, IPv4Facts, LinkState, Priority, kernel_primary
 from impctl.model.probe import InterfaceProbe
-from impctl.model.sessions import Part, end_on_switch
+from impctl.model.sessions import end_on_switch
 from impctl.model.state import CurrentUplink, State, daemon_view_from_json
 from impctl.usecases.metrics import DaemonMetrics, MetricsExport, serving
 from impctl.usecases.ports import EndSessions, GatewayLock
@@ -877,18 +877,13 @@ class Daemon:
         end = self.d.end_sessions
         if end is None:
             return
-        # The LAN flows' NAT entries at once: a device's retransmission through the new route
-        # would make the kernel drop the entry (and that packet) itself, and impctl would not
-        # know whom to nudge.
-        addresses = {name: sorted(self._seen_addresses.get(name, set())) for name in leaving}
-        flows = {name: await end(name, addresses[name], Part.FLOWS) for name in leaving}
         # Applications reconnect at once, the gateway's and (nudged) the LAN's: their lookups
-        # must not go to the dead uplink's resolver first (the LAN's go through the gateway's
-        # dnsmasq, which follows resolv.conf).
+        # must not go to the dead uplink's resolver first (the LAN's go through NM's dnsmasq,
+        # which follows resolv.conf). Flows too: see impctl.backends.sessions.end_sessions.
         dns_ms = await self._wait_resolver(primary)
         for name, reason in leaving.items():
-            ended = flows[name].plus(await end(name, addresses[name], Part.NUDGE | Part.SOCKETS,
-                                               flows[name].cut, self.config.cloud.host))
+            addresses = sorted(self._seen_addresses.get(name, set()))
+            ended = await end(name, addresses, self.config.cloud.host)
             record = next((r for r in reversed(self.policy.switches) if r.from_ifname == name), None)
             if record is not None:
                 record.sessions_ended = (ended.sockets, ended.conntrack, ended.took_s)

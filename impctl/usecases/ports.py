@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 if TYPE_CHECKING:  # annotations only: a command loads only the model it runs
     from impctl.model.attempt import Activation, CheckOutcome
-    from impctl.model.ctwire import Entry
     from impctl.model.inventory import DeviceInfo, Interfaces
     from impctl.model.netfacts import Priority
     from impctl.model.nic import ProxyConfig, Secret
     from impctl.model.nmsettings import Settings
-    from impctl.model.sessions import Part, SessionsEnded
+    from impctl.model.sessions import SessionsEnded
     from impctl.model.state import State
 
 
@@ -84,10 +83,8 @@ class Store(Protocol):
 class EndSessions(Protocol):
     """Ends the gateway's sockets on an uplink's addresses and the flows NAT'd to them (`parts` of it)."""
 
-    async def __call__(self, ifname: str, addresses: Sequence[str], parts: Part = ...,
-                       cut: Sequence[Entry] = ..., lan_dns_name: str = ...) -> SessionsEnded:
-        """`cut`: for Part.NUDGE without Part.FLOWS, the entries an earlier call deleted;
-        `lan_dns_name`: a name the LAN's resolver must answer before the nudges (the cloud's)."""
+    async def __call__(self, ifname: str, addresses: Sequence[str], lan_dns_name: str = ...) -> SessionsEnded:
+        """`lan_dns_name`: a name the LAN's resolver must answer before the nudges (the cloud's)."""
 
 
 CloudCheck: TypeAlias = "Callable[[DeviceInfo, ProxyConfig | None, str | None, float], Awaitable[CheckOutcome]]"

@@ -18,13 +18,12 @@ import pytest
 from impctl.model.attempt import Activation, CheckOutcome
 from impctl.model.codes import ResultCode
 from impctl.model.config import Config, DaemonSettings
-from impctl.model.ctwire import Entry
 from impctl.model.errors import ServiceUnavailable
 from impctl.model.inventory import DeviceInfo, NMDeviceState, NMDeviceType
 from impctl.model.netfacts import Priority
 from impctl.model.nic import ProxyConfig, Secret, parse_nic
 from impctl.model.nmsettings import Settings
-from impctl.model.sessions import Part, SessionsEnded
+from impctl.model.sessions import SessionsEnded
 from impctl.model.state import State
 from impctl.usecases import config as config_uc
 from impctl.usecases import connect as uc
@@ -285,13 +284,13 @@ class Ender:
         self.net = net
         self.reads = reads if reads is not None else []  # the resolver's reads so far, at each call
         self.read_counts: list[int] = []
-        self.calls: list[tuple[str, list[str], list[tuple[str, str]], Part]] = []
+        self.calls: list[tuple[str, list[str], list[tuple[str, str]]]] = []
 
-    async def __call__(self, ifname: str, addresses: Sequence[str], parts: Part = Part.ALL,
-                       cut: Sequence[Entry] = (), lan_dns_name: str = "") -> SessionsEnded:
-        self.calls.append((ifname, list(addresses), list(self.net.log), parts))
+    async def __call__(self, ifname: str, addresses: Sequence[str], lan_dns_name: str = "") -> SessionsEnded:
+        assert lan_dns_name == Config().cloud.host
+        self.calls.append((ifname, list(addresses), list(self.net.log)))
         self.read_counts.append(len(self.reads))
-        return SessionsEnded(ifname, sockets=3 if Part.SOCKETS in parts else 0, conntrack=0, took_s=0.002)
+        return SessionsEnded(ifname, sockets=3, conntrack=0, took_s=0.002)
 
 
 def test_the_new_uplink_goes_first_in_resolv_conf_and_the_old_ones_sessions_end_after_it_is_down() -> None:
@@ -300,12 +299,11 @@ def test_the_new_uplink_goes_first_in_resolv_conf_and_the_old_ones_sessions_end_
     report = connectwith(net, store, Cloud(), STATIC_NIC, end_sessions=ender)
     assert report.code == ResultCode.SERVER_CONNECTED
     assert net.dns_priorities == {"wlan0": 90}
-    # The LAN flows first, then the gateway's sockets; the addresses it had before going down.
-    assert [(c[0], c[1], c[3]) for c in ender.calls] == [("eth0", ["198.18.1.50/24"], Part.FLOWS),
-                                                         ("eth0", ["198.18.1.50/24"], Part.NUDGE | Part.SOCKETS)]
-    assert ender.calls[0][2][-1] == ("disconnect", "eth0")
+    ((ifname, addresses, log_then),) = ender.calls
+    assert (ifname, addresses) == ("eth0", ["198.18.1.50/24"])  # the addresses it had before going down
+    assert log_then[-1] == ("disconnect", "eth0")
     assert report.attempts[-1].details["sessions_ended"] == {"ifname": "eth0", "sockets": 3, "conntrack": 0,
-                                                             "nudged": 0, "ms": 4.0, "errors": []}
+                                                             "nudged": 0, "ms": 2.0, "errors": []}
 
 
 def test_a_failed_attempt_or_end_sessions_off_ends_nothing() -> None:
@@ -334,6 +332,5 @@ def test_the_old_uplinks_sessions_end_only_once_resolv_conf_asks_the_new_one_fir
                                         gateway=FreeGateway(), config=Config(), end_sessions=ender,
                                         resolver=resolver))
     assert report.code == ResultCode.SERVER_CONNECTED
-    assert len(reads) == 4 and [(c[0], c[3]) for c in ender.calls] == [("eth0", Part.FLOWS),
-                                                                          ("eth0", Part.NUDGE | Part.SOCKETS)]
-    assert ender.read_counts == [0, 4]  # the flows at once, the sockets once resolv.conf followed
+    assert len(reads) == 4 and [c[0] for c in ender.calls] == ["eth0"]
+    assert ender.read_counts == [4]  # once resolv.conf followed

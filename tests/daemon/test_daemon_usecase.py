@@ -21,13 +21,12 @@ import pytest
 from impctl.backends.hooks import run_hook_dir
 from impctl.model.codes import ResultCode
 from impctl.model.config import Config, DaemonSettings
-from impctl.model.ctwire import Entry
 from impctl.model.errors import ConfigError, ServiceUnavailable
 from impctl.model.events import IPChanged, LinkChanged, NetEvent, NMSignal
 from impctl.model.inventory import DeviceInfo, NMDeviceState
 from impctl.model.netfacts import DefaultRoute, IPv4Facts, LinkState, Priority, kernel_primary
 from impctl.model.probe import InterfaceProbe
-from impctl.model.sessions import Part, SessionsEnded
+from impctl.model.sessions import SessionsEnded
 from impctl.model.state import Pin, State
 from impctl.usecases.daemon import Daemon, Deps, logfmt
 from impctl.usecases.probe import ProbeProxy
@@ -47,8 +46,6 @@ PROFILE_METRICS = {"eth0": 100, "wlan0": 600, "wwan0": 700}
 CLASSES = {"eth0": "ethernet", "wlan0": "wifi", "wwan0": "cell"}
 IDENTS = {"eth0": "eth0", "wlan0": "wl0", "wwan0": "cell0"}
 DNS = {"eth0": "198.18.1.1", "wlan0": "198.18.2.1", "wwan0": "198.18.3.1"}
-# A conntrack entry an end_sessions call deleted, handed back for the nudge.
-LAN_FLOW = Entry(2, None, None, b"", b"")
 ADDRESSES = {"eth0": "198.18.1.50/24", "wlan0": "198.18.2.50/24", "wwan0": "198.18.3.50/24"}
 
 
@@ -170,10 +167,8 @@ class Rig:
     lines: list[str]
     emit: list[Callable[[NetEvent], None]]
     config: list[Config]
-    # (ifname, addresses, the kernel's primary, resolv.conf's first server) of every end_sessions
-    # call for the gateway's sockets, and of every call for the LAN flows
+    # (ifname, addresses, the kernel's primary, resolv.conf's first server) of every end_sessions call
     ended: list[tuple[str, list[str], str | None, str]] = dataclasses.field(default_factory=list)
-    flows_ended: list[tuple[str, list[str], str | None, str]] = dataclasses.field(default_factory=list)
 
     async def wait_line(self, text: str, timeout_s: float = 3.0) -> str:
         async with asyncio.timeout(timeout_s):
@@ -240,20 +235,11 @@ def make_rig(state: State | None = None, settings: DaemonSettings = SETTINGS,
         fn(the_state)
 
     ended: list[tuple[str, list[str], str | None, str]] = []
-    flows_ended: list[tuple[str, list[str], str | None, str]] = []
 
-    async def end_sessions(ifname: str, addresses: Sequence[str], parts: Part = Part.ALL,
-                           cut: Sequence[Entry] = (), lan_dns_name: str = "") -> SessionsEnded:
-        assert lan_dns_name in ("", Config().cloud.host)
-        call = (ifname, list(addresses), kernel_primary(await routes()), nm.resolv[0])
-        if Part.FLOWS in parts:
-            flows_ended.append(call)
-        if Part.SOCKETS in parts:
-            ended.append(call)
-        return SessionsEnded(ifname, sockets=2 if Part.SOCKETS in parts else 0,
-                             conntrack=1 if Part.FLOWS in parts else 0, took_s=0.0005,
-                             nudged=len(cut) if Part.NUDGE in parts else 0,
-                             cut=(LAN_FLOW,) if Part.FLOWS in parts else ())
+    async def end_sessions(ifname: str, addresses: Sequence[str], lan_dns_name: str = "") -> SessionsEnded:
+        assert lan_dns_name == Config().cloud.host  # the name the LAN's resolver must answer
+        ended.append((ifname, list(addresses), kernel_primary(await routes()), nm.resolv[0]))
+        return SessionsEnded(ifname, sockets=2, conntrack=1, took_s=0.001, nudged=1)
 
     deps = Deps(
         connect_network=connect_network, links=world, routes=routes, watch=watch, probe=world.probe,
@@ -262,7 +248,7 @@ def make_rig(state: State | None = None, settings: DaemonSettings = SETTINGS,
         clock=lambda: asyncio.get_running_loop().time(), gateway=gateway, end_sessions=end_sessions,
         resolver=lambda: nm.resolv,
     )
-    return Rig(Daemon(deps), nm, world, notes, the_state, lines, emit, config, ended, flows_ended)
+    return Rig(Daemon(deps), nm, world, notes, the_state, lines, emit, config, ended)
 
 
 async def started(rig: Rig) -> asyncio.Task[int]:
@@ -583,9 +569,7 @@ async def test_a_lost_uplinks_sessions_end_on_its_last_addresses_once_the_kernel
     rig.link("eth0", False)  # netlink now shows eth0 without an address
     line = await rig.wait_line("event=sessions-ended ifname=eth0")
     assert "to=wlan0 sockets=2 conntrack=1 nudged=1" in line and 'reason="eth0: no carrier"' in line
-    # The LAN flows as soon as the kernel routes through wlan0; the gateway's sockets once
-    # resolv.conf asks wlan0's server first too (50 ms later).
-    assert rig.flows_ended == [("eth0", ["198.18.1.50/24"], "wlan0", "198.18.1.1")]
+    # After the kernel routes through wlan0 and resolv.conf asks wlan0's server first (50 ms later).
     assert rig.ended == [("eth0", ["198.18.1.50/24"], "wlan0", "198.18.2.1")]
     assert 40 <= float(line.split("dns_wait_ms=")[1].split()[0]) < 500
     assert await stop(rig, task) == 0

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from impctl.model import sockdiag
-from impctl.model.sessions import Part, SessionsEnded, conntrack_to_end, end_on_switch
+from impctl.model.sessions import conntrack_to_end, end_on_switch
 
 UPLINK = sockdiag.local_addresses(["198.18.1.50/24"])
 
@@ -133,11 +133,3 @@ def test_conntrack_entries_end_only_for_flows_natd_to_the_uplink() -> None:
     assert not conntrack_to_end(lan, cloud, addresses)       # not NAT'd to this uplink
     assert not conntrack_to_end(None, uplink, addresses)
 
-
-def test_the_two_calls_of_one_ending_add_up_and_keep_the_lan_resolver_wait() -> None:
-    flows = SessionsEnded("eth0", 0, 2, 0.004, ("conntrack: x",), cut=())
-    rest = SessionsEnded("eth0", 3, 0, 0.001, ("nudge: y",), nudged=2, lan_dns_ms=3.5)
-    both = flows.plus(rest)
-    assert (both.sockets, both.conntrack, both.nudged, both.total, both.lan_dns_ms) == (3, 2, 2, 5, 3.5)
-    assert both.errors == ("conntrack: x", "nudge: y") and abs(both.took_s - 0.005) < 1e-9
-    assert Part.ALL == Part.FLOWS | Part.NUDGE | Part.SOCKETS and Part.NUDGE not in Part.FLOWS | Part.SOCKETS
