@@ -115,8 +115,9 @@ class Lab(Topology):
     """
 
     def __init__(self, root: Path = DEFAULT_ROOT, prefix: str = DEFAULT_PREFIX, *,
-                 modem: bool = False, connectivity_uri: str | None = None) -> None:
-        super().__init__(root, prefix, modem=modem, connectivity_uri=connectivity_uri)
+                 modem: bool = False, connectivity_uri: str | None = None,
+                 ipv6: bool = False) -> None:
+        super().__init__(root, prefix, modem=modem, connectivity_uri=connectivity_uri, ipv6=ipv6)
         self._labfile = LabFile(self)
         self._daemons = Daemons(self, self._labfile)
 
@@ -132,7 +133,7 @@ class Lab(Topology):
         if not isinstance(data, dict):
             raise LabError(f"{root}/lab.json is not a lab's: run `impctl lab down`")
         return cls(Path(root), data.get("prefix", DEFAULT_PREFIX), modem=bool(data.get("modem")),
-                   connectivity_uri=data.get("connectivity_uri"))
+                   connectivity_uri=data.get("connectivity_uri"), ipv6=bool(data.get("ipv6")))
 
     # ---- processes and sockets inside the lab ---------------------------------------------
 
@@ -169,7 +170,8 @@ class Lab(Topology):
 
     def connect(self, ifname: str, ip: str | None = None, port: int | None = None,
                 timeout: float = 2.0) -> socket.socket:
-        """A TCP connection from the gateway through `ifname` (default: to the cloud's TLS port)."""
+        """A TCP connection from the gateway through `ifname` (default: to the cloud's TLS port;
+        an IPv6 `ip` connects over IPv6)."""
         return sockets.connect(self.gw_netns, ifname, ip or self.cloud_ip,
                                port or self.cloud_port, timeout)
 
@@ -211,7 +213,8 @@ class Lab(Topology):
     def _build(self) -> None:
         labdir.make_dirs(self)
         # `complete` turns true last: a build cut short (killed, crashed) is never "up".
-        self._labfile.write({"prefix": self.prefix, "modem": self.modem, "complete": False,
+        self._labfile.write({"prefix": self.prefix, "modem": self.modem, "ipv6": self.ipv6,
+                             "complete": False,
                              "pids": {}, "faults": {}, "connectivity_uri": self.connectivity_uri})
         labdir.write_files(self)
         network.build(self)
@@ -287,9 +290,19 @@ class Lab(Topology):
 
     def uplink_healthy(self, u: Uplink, addrs: dict[str, list[str]] | None = None,
                        routes: list[dict[str, Any]] | None = None) -> bool:
-        """Leased address in the ISP's subnet and NM's default route via the ISP router."""
+        """For each family of the uplink: address in the ISP's subnet (IPv6: its /64) and
+        NM's default route via the ISP router with the uplink's metric."""
+        _, _, addrs6, routes6 = health.snapshot(self)
         return health.uplink_healthy(u, self.addresses() if addrs is None else addrs,
-                                     self.default_routes() if routes is None else routes)
+                                     self.default_routes() if routes is None else routes,
+                                     addrs6, routes6)
+
+    def addresses6(self) -> dict[str, list[str]]:
+        """Global, usable IPv6 addresses (CIDR) of every gateway interface."""
+        return network.addresses6(self)
+
+    def default_routes6(self) -> list[dict[str, Any]]:
+        return network.default_routes6(self)
 
     def lan_address(self) -> str | None:
         """The LAN device's IPv4 address (CIDR), from the gateway's DHCP; None without one."""
