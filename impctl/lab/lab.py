@@ -164,9 +164,10 @@ class Lab(Topology):
         """A socket created in the gateway netns (or `netns`) that this thread can use."""
         return sockets.open_socket(netns or self.gw_netns, family, type, proto)
 
-    def bound_socket(self, ifname: str, type: int = socket.SOCK_STREAM) -> socket.socket:
+    def bound_socket(self, ifname: str, type: int = socket.SOCK_STREAM,
+                     family: int = socket.AF_INET) -> socket.socket:
         """A gateway socket bound (SO_BINDTODEVICE) to an uplink."""
-        return sockets.bound_socket(self.gw_netns, ifname, type)
+        return sockets.bound_socket(self.gw_netns, ifname, type, family)
 
     def connect(self, ifname: str, ip: str | None = None, port: int | None = None,
                 timeout: float = 2.0) -> socket.socket:
