@@ -18,6 +18,7 @@ from impctl.lab.proc import in_netns, netns_exists, netns_inode, root_netns_inod
 from impctl.lab.topology import (
     CLOUD_IP,
     CLOUD_IP6,
+    ISP_IFNAME,
     ISP_UPLINK_IFNAME,
     NAT64_POOL,
     NAT64_PREFIX,
@@ -131,8 +132,12 @@ def _set_sysctls(topo: Topology) -> None:
 
 
 def _set_sysctls6(topo: Topology) -> None:
+    # The ISP's link-local address is its routers' source: tentative for DAD's ~1-2 s, the
+    # first RA in answer to NM's solicitation went unused and NM solicited again 4 s later.
+    isp = {"net.ipv6.conf.all.forwarding": "1",
+           **{f"net.ipv6.conf.{i}.accept_dad": "0" for i in (ISP_IFNAME, ISP_UPLINK_IFNAME)}}
     for u in topo.uplinks:
-        in_netns(u.isp_netns, lambda: _sysctl({"net.ipv6.conf.all.forwarding": "1"}))
+        in_netns(u.isp_netns, lambda: _sysctl(isp))
     # NM enables IPv6 itself (disable_ipv6, accept_ra, addr_gen_mode) but never accept_dad.
     gw = {f"net.ipv6.conf.{u.ifname}.accept_dad": "0" for u in topo.uplinks}
     in_netns(topo.gw_netns, lambda: _sysctl(gw))
