@@ -138,6 +138,10 @@ def _set_sysctls6(topo: Topology) -> None:
            **{f"net.ipv6.conf.{i}.accept_dad": "0" for i in (ISP_IFNAME, ISP_UPLINK_IFNAME)}}
     for u in topo.uplinks:
         in_netns(u.isp_netns, lambda: _sysctl(isp))
+    # Likewise the cloud's links: while their link-local addresses were tentative, IPv6
+    # through the ISPs to the cloud timed out for the first 1-2 s after up.
+    cloud = {f"net.ipv6.conf.{u.cloud_ifname}.accept_dad": "0" for u in topo.uplinks}
+    in_netns(topo.cloud_netns, lambda: _sysctl(cloud))
     # NM enables IPv6 itself (disable_ipv6, accept_ra, addr_gen_mode) but never accept_dad.
     gw = {f"net.ipv6.conf.{u.ifname}.accept_dad": "0" for u in topo.uplinks}
     in_netns(topo.gw_netns, lambda: _sysctl(gw))
