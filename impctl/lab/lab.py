@@ -16,6 +16,12 @@ NetworkManager, /etc/NetworkManager, /var/lib/NetworkManager, /run): the
 machine's interfaces, routes and files are never touched. In the gateway /etc
 is a read-only overlay whose resolv.conf is a symlink to the file NM writes.
 
+With `Lab(..., ipv6=True)` (`impctl lab up --ipv6`) every ISP is dual-stack
+(2001:db8:N::/64 by router advertisements with RDNSS and stateless DHCPv6,
+IPv6 routed without NAT, IPv6 sources validated), the cloud is also
+2001:db8:ff::10, and wwan0 is IPv6-only with DNS64 (unbound) and NAT64 (tayga)
+in its ISP; the faults of impctl.lab.faults.FAULTS6 join the IPv4 ones.
+
 The ISPs behave like real ones: each forwards only its customers' source
 addresses (BCP38) and masquerades towards the cloud, so the cloud sees
 198.19.N.1 and a reply comes back only through the ISP that carried the request. Tearing down is
@@ -38,7 +44,8 @@ Attributes: `root`, `prefix`, `gw_netns`, `cloud_netns`, `lan_netns`, `lan_ifnam
 `config_path`, `state_path`, `keyfile_dir`, `ca_file`, `uplinks` (tuple of
 `Uplink`: ifname, cls, isp_netns, subnet, router_ip, metric, profile_id,
 profile_uuid), `cloud_host`, `cloud_ip`, `cloud_port`, `cloud_http_port`,
-`proxy_host`, `proxy_port`, `proxy_user`, `proxy_password`.
+`proxy_host`, `proxy_port`, `proxy_user`, `proxy_password`; `ipv6`, `cloud_ip6`
+(None unless dual-stack; each `Uplink` has `ipv4`, `ipv6`, `prefix6`, `router_ip6`).
 
 Also: `env()`; `exec_argv(argv)` (the argv `run` uses, for Popen of
 long-running processes such as `impctl daemon`); `run_lan(argv)`,
@@ -46,7 +53,8 @@ long-running processes such as `impctl daemon`); `run_lan(argv)`,
 `bound_socket(ifname)`, `connect(ifname, ip, port)` (sockets created in the
 gateway netns from a short-lived thread, usable from the caller's thread);
 `nmcli(...)`, `mmcli(...)` (against the lab's bus); `addresses()`,
-`default_routes()`, `carriers()`, `nm_devices()`, `uplink_healthy(u)`,
+`default_routes()`, `addresses6()`, `default_routes6()` (dual-stack lab),
+`carriers()`, `nm_devices()`, `uplink_healthy(u)` (every family of the uplink),
 `wait_uplinks(ifnames)`; `faults()`, `status()`; `stop_networkmanager()`,
 `start_networkmanager()`, `restart_networkmanager(down_s)`; with a modem:
 `modem_state(state)`, `modem_info()`, `modem_observed()`.

@@ -19,6 +19,7 @@ from impctl.lab import Lab, checks
 from impctl.lab.checks import cloud_peers
 from impctl.lab.health import ipv4_healthy
 from impctl.lab.topology import CLOUD_IP6, NAT64_POOL, NAT64_WKP, V4ONLY_HOST
+from impctl.model.errors import LabError
 
 pytestmark = pytest.mark.lab
 
@@ -181,3 +182,10 @@ def _eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return check()
+
+
+def test_an_ipv6_fault_is_refused_in_the_ipv4_only_lab(lab: Lab) -> None:
+    assert not lab.ipv6 and not lab.uplink("eth0").ipv6
+    with pytest.raises(LabError, match="ra-off is an IPv6 fault and eth0 has no IPv6"):
+        lab.fault("eth0", "ra-off")
+    assert lab.faults() == {}
