@@ -6,6 +6,8 @@
   and no impctl state file.
 - `modem_lab` (session): a separate lab (prefix `imptm<pid>`) with ModemManager
   and the simulated modem, built only when a test asks for it.
+- `ipv6_lab` (module): a dual-stack lab (prefix `impt<pid>v`, Lab(ipv6=True)),
+  built once per module that asks for it, reset before each of its tests.
 
 Tests that need root and the lab packages are marked `lab` (and `modem`).
 Where the lab cannot run they are skipped with the reason, unless
@@ -45,14 +47,14 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
-def lab_unavailable(modem: bool = False) -> str | None:
-    """Why the lab cannot run here, or None."""
+def lab_unavailable(modem: bool = False, ipv6: bool = False) -> str | None:
+    """Why the lab (with `ipv6`: the dual-stack one) cannot run here, or None."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         return "the lab needs root"
     from impctl.model.errors import ImpctlError
 
     try:
-        Lab(Path("/nonexistent"), "impt", modem=modem).check_prerequisites()
+        Lab(Path("/nonexistent"), "impt", modem=modem, ipv6=ipv6).check_prerequisites()
     except ImpctlError as err:
         return err.message
     return None
@@ -108,6 +110,20 @@ def modem_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     yield from _build(tmp_path_factory, modem=True)
 
 
+@pytest.fixture(scope="module")
+def ipv6_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A dual-stack lab (Lab(ipv6=True)): every ISP dual-stack, wwan0 IPv6-only (DNS64/NAT64)."""
+    reason = lab_unavailable(ipv6=True)
+    if reason:
+        skip_or_fail(reason)
+    lab = Lab(tmp_path_factory.mktemp("ipv6lab") / "lab", session_prefix() + "v", ipv6=True)
+    lab.up(replace=True)
+    try:
+        yield lab
+    finally:
+        lab.down()
+
+
 @pytest.fixture(scope="session")
 def lab_prefix() -> str:
     """This session's namespace prefix; tests building their own labs append a letter."""
@@ -117,6 +133,6 @@ def lab_prefix() -> str:
 @pytest.fixture(autouse=True)
 def lab_reset(request: pytest.FixtureRequest) -> None:
     """Isolation: a test using `lab` or `modem_lab` starts from a reset lab."""
-    for name in ("lab", "modem_lab"):
+    for name in ("lab", "modem_lab", "ipv6_lab"):
         if name in request.fixturenames:
             request.getfixturevalue(name).reset()

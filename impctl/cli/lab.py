@@ -15,6 +15,7 @@ from rich.table import Table
 
 from impctl.cli.layout import block, print_table, stack
 from impctl.cli.output import JsonOption, console, err_console, fail, run
+from impctl.lab.faults import FAULTS6
 from impctl.lab.lab import DEFAULT_PREFIX, DEFAULT_ROOT, FAULTS, Lab, LabStatus
 from impctl.model.errors import ImpctlError, LabError
 
@@ -42,6 +43,9 @@ def _load(root: Path) -> Lab:
 def up(
     modem: Annotated[bool, typer.Option("--modem", help="Add ModemManager and a simulated modem.")]
     = False,
+    ipv6: Annotated[bool, typer.Option(
+        "--ipv6", help="Dual-stack ISPs and cloud (SLAAC, RDNSS); wwan0 IPv6-only with "
+        "DNS64/NAT64 in its ISP.")] = False,
     root: DirOption = DEFAULT_ROOT,
     prefix: PrefixOption = DEFAULT_PREFIX,
     replace: Annotated[bool, typer.Option("--replace", help="Replace a lab that is up.")] = False,
@@ -54,7 +58,7 @@ def up(
     """Build the lab (cleans up after a crashed one first)."""
 
     def action() -> tuple[Lab, float]:
-        lab = Lab(root, prefix, modem=modem, connectivity_uri=connectivity_uri)
+        lab = Lab(root, prefix, modem=modem, connectivity_uri=connectivity_uri, ipv6=ipv6)
         start = time.monotonic()
         lab.up(replace=replace)
         return lab, time.monotonic() - start
@@ -110,7 +114,8 @@ def status(root: DirOption = DEFAULT_ROOT, json_out: JsonOption = False) -> None
 def fault(
     uplink: Annotated[str, typer.Argument(help="eth0, wlan0, wwan0, or modem.")],
     kind: Annotated[str, typer.Argument(
-        help=f"{', '.join(FAULTS)}, restore; for modem: {', '.join(MODEM_STATES)}.")],
+        help=f"IPv4: {', '.join(FAULTS)}; IPv6 (lab up --ipv6): {', '.join(FAULTS6)}; "
+        f"restore; for modem: {', '.join(MODEM_STATES)}.")],
     root: DirOption = DEFAULT_ROOT,
     json_out: JsonOption = False,
 ) -> None:

@@ -16,6 +16,8 @@ import struct
 import subprocess
 from typing import TYPE_CHECKING
 
+from impctl.lab.sockets import family_of
+
 if TYPE_CHECKING:
     from impctl.lab.lab import Lab
 
@@ -33,8 +35,8 @@ def _outcome(err: OSError) -> str:
 
 
 def tcp(lab: Lab, ifname: str, ip: str, port: int, timeout: float = TIMEOUT_S) -> str:
-    """Outcome of a TCP connect through `ifname`."""
-    sock = lab.bound_socket(ifname)
+    """Outcome of a TCP connect through `ifname` (the family of `ip`)."""
+    sock = lab.bound_socket(ifname, family=family_of(ip))
     sock.settimeout(timeout)
     try:
         sock.connect((ip, port))
@@ -88,11 +90,25 @@ def proxy_connect(lab: Lab, ifname: str, *, credentials: bool = True,
 def dns_a(lab: Lab, ifname: str, server: str, name: str,
           timeout: float = TIMEOUT_S) -> tuple[str, list[str]]:
     """An A query over UDP through `ifname`: ("ok", addresses), ("rcode:N", []) or (outcome, [])."""
+    return _dns(lab, ifname, server, name, A, timeout)
+
+
+def dns_aaaa(lab: Lab, ifname: str, server: str, name: str,
+             timeout: float = TIMEOUT_S) -> tuple[str, list[str]]:
+    """The same for AAAA (`server` of either family)."""
+    return _dns(lab, ifname, server, name, AAAA, timeout)
+
+
+A, AAAA = 1, 28
+
+
+def _dns(lab: Lab, ifname: str, server: str, name: str, qtype: int,
+         timeout: float) -> tuple[str, list[str]]:
     qid = random.randrange(1 << 16)
     query = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
     query += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
-    query += struct.pack("!HH", 1, 1)
-    sock = lab.bound_socket(ifname, socket.SOCK_DGRAM)
+    query += struct.pack("!HH", qtype, 1)
+    sock = lab.bound_socket(ifname, socket.SOCK_DGRAM, family=family_of(server))
     sock.settimeout(timeout)
     try:
         # Connected, so an ICMP port unreachable comes back as ECONNREFUSED.
@@ -113,6 +129,7 @@ def dns_a(lab: Lab, ifname: str, server: str, name: str,
 
 
 def _a_records(msg: bytes) -> list[str]:
+    """The A and AAAA records of the answer section."""
     qd, an = struct.unpack("!HH", msg[4:8])
     pos = 12
     for _ in range(qd):
@@ -122,8 +139,10 @@ def _a_records(msg: bytes) -> list[str]:
         pos = _skip_name(msg, pos)
         rtype, _cls, _ttl, rdlen = struct.unpack("!HHIH", msg[pos:pos + 10])
         pos += 10
-        if rtype == 1 and rdlen == 4:
+        if rtype == A and rdlen == 4:
             out.append(socket.inet_ntoa(msg[pos:pos + 4]))
+        elif rtype == AAAA and rdlen == 16:
+            out.append(socket.inet_ntop(socket.AF_INET6, msg[pos:pos + 16]))
         pos += rdlen
     return out
 
@@ -142,12 +161,13 @@ def gateway_has_address(lab: Lab, ifname: str) -> bool:
     return bool(lab.addresses().get(ifname))
 
 
-__all__ = ["dns_a", "gateway_has_address", "proxy_connect", "tcp", "tls"]
+__all__ = ["dns_a", "dns_aaaa", "gateway_has_address", "proxy_connect", "tcp", "tls"]
 
 
 def cloud_peers(lab: Lab) -> list[str]:
-    """Peer addresses of the cloud's established TLS connections: who the cloud thinks it talks to."""
+    """Peer addresses of the cloud's established TLS connections: who the cloud thinks it talks to
+    (IPv6 ones without their brackets)."""
     out = subprocess.run(["ip", "netns", "exec", lab.cloud_netns, "ss", "-Htn", "state",
                           "established", "sport", "=", f":{lab.cloud_port}"],
                          capture_output=True, text=True, check=True).stdout
-    return [line.split()[-1].rpartition(":")[0] for line in out.splitlines()]
+    return [line.split()[-1].rpartition(":")[0].strip("[]") for line in out.splitlines()]

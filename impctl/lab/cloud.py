@@ -1,7 +1,9 @@
 """The lab cloud: HTTP and HTTPS servers answering 200 to any request.
 
 Run by the lab inside the cloud namespace:
-    python -m impctl.lab.cloud --ip 198.19.0.10 --cert cloud.pem --key cloud.key
+    python -m impctl.lab.cloud --ip 198.19.0.10 [--ip 2001:db8:ff::10] --cert cloud.pem --key cloud.key
+
+Every service listens on each `--ip` (both families in the dual-stack lab).
 
 Port 80 answers like NetworkManager's connectivity check expects (fixed body,
 `X-NetworkManager-Status: online`); port 443 is the impctl cloud endpoint (TLS
@@ -76,7 +78,7 @@ async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
             await writer.wait_closed()
 
 
-async def serve(ip: str, http_port: int, tls_port: int, cert: str, key: str, body: str,
+async def serve(ip: list[str], http_port: int, tls_port: int, cert: str, key: str, body: str,
                 session_port: int) -> None:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
@@ -97,7 +99,7 @@ async def serve(ip: str, http_port: int, tls_port: int, cert: str, key: str, bod
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="impctl lab cloud server")
-    parser.add_argument("--ip", required=True)
+    parser.add_argument("--ip", required=True, action="append")
     parser.add_argument("--http-port", type=int, default=80)
     parser.add_argument("--tls-port", type=int, default=443)
     parser.add_argument("--cert", required=True)

@@ -16,15 +16,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from impctl.lab import files
-from impctl.lab.labdir import LabFile
+from impctl.lab.labdir import LabFile, tayga_conf, unbound_conf
 from impctl.lab.proc import Bind, alive, kill_all, netns_argv, netns_pids, wait_for
-from impctl.lab.sockets import tcp_ok, unix_connectable
+from impctl.lab.sockets import tcp_ok, udp53_bound, unix_connectable
 from impctl.lab.topology import (
     CLOUD_HTTP_PORT,
     CLOUD_IP,
+    CLOUD_IP6,
     CLOUD_PORT,
     CLOUD_SESSION_PORT,
+    DNS64_UPSTREAM_PORT,
     DNS_RECORDS,
+    DNS_RECORDS_DUAL,
     LAN_RESOLV_CONF_ENV,
     PROXY_PORT,
     UP_TIMEOUT_S,
@@ -77,10 +80,13 @@ class Daemons:
         """dnsmasq in each ISP, the cloud and tinyproxy, the gateway's bus; ready for NM."""
         for u in self.topo.uplinks:
             self._spawn_dnsmasq(u)
+            if u.nat64:
+                self._spawn_nat64(u)
         cloud_binds = self.topo.binds("cloud")
         cloud_dir = self.topo.cloud_dir
+        ips = ["--ip", CLOUD_IP, *(["--ip", CLOUD_IP6] if self.topo.ipv6 else [])]
         self.spawn("cloud", self.topo.cloud_netns, [
-            sys.executable, "-m", "impctl.lab.cloud", "--ip", CLOUD_IP,
+            sys.executable, "-m", "impctl.lab.cloud", *ips,
             "--http-port", str(CLOUD_HTTP_PORT), "--tls-port", str(CLOUD_PORT),
             "--session-port", str(CLOUD_SESSION_PORT),
             "--cert", str(cloud_dir / "cloud.pem"), "--key", str(cloud_dir / "cloud.key"),
@@ -98,6 +104,8 @@ class Daemons:
         wait_for("the lab's D-Bus system bus", bus_ready, UP_TIMEOUT_S)
         for u in self.topo.uplinks:
             self._wait_dnsmasq(u)
+            if u.nat64:
+                self._wait_nat64(u)
 
     def start_lan_client(self) -> None:
         """The LAN device's DHCP client (pyroute2's), asking the gateway for a lease.
@@ -122,7 +130,27 @@ class Daemons:
             lease_file=str(isp / f"leases-{u.letter}"),
             pid_file=str(isp / f"dnsmasq-{u.letter}.pid"),
             log_file=str(self.topo.log_dir / f"dnsmasq-{u.letter}.queries.log"),
-            records=DNS_RECORDS), self.topo.binds("isp"))
+            records=DNS_RECORDS, records6=DNS_RECORDS_DUAL if u.ipv6 else (),
+            router_ip6=u.router_ip6 if u.ipv6 else None,
+            dns_port=DNS64_UPSTREAM_PORT if u.nat64 else None), self.topo.binds("isp"))
+
+    def _spawn_nat64(self, u: Uplink) -> None:
+        """DNS64 (unbound) and NAT64 (tayga) in the IPv6-only uplink's ISP, files in the lab dir."""
+        isp, binds = self.topo.isp_dir, self.topo.binds("isp")
+        # -d: in the foreground (our child, its log ours); -c: never the host's unbound.conf.
+        self.spawn(u.unbound, u.isp_netns, ["unbound", "-d", "-c", str(unbound_conf(self.topo, u))],
+                   binds)
+        self.spawn(u.tayga, u.isp_netns, [
+            "tayga", "--nodetach", "-c", str(tayga_conf(self.topo, u)),
+            "--pidfile", str(isp / f"tayga-{u.letter}.pid")], binds)
+
+    def _wait_nat64(self, u: Uplink) -> None:
+        def ready() -> bool:
+            self.expect_alive(u.unbound)
+            self.expect_alive(u.tayga)
+            return udp53_bound(u.isp_netns, u.router_ip6)
+
+        wait_for(f"unbound (DNS64) in {u.isp_netns}", ready, UP_TIMEOUT_S)
 
     def _wait_dnsmasq(self, u: Uplink) -> None:
         pid_file = self.topo.isp_dir / f"dnsmasq-{u.letter}.pid"
@@ -135,13 +163,15 @@ class Daemons:
 
     def wait_cloud(self) -> None:
         """Until the cloud's HTTP and TLS ports and the proxy accept connections."""
-        for name, port in (("cloud", CLOUD_PORT), ("cloud", CLOUD_HTTP_PORT), ("cloud", CLOUD_SESSION_PORT),
-                           ("tinyproxy", PROXY_PORT)):
-            def listening(name: str = name, port: int = port) -> bool:
-                self.expect_alive(name)
-                return tcp_ok(self.topo.cloud_netns, CLOUD_IP, port)
+        ips = [CLOUD_IP, *([CLOUD_IP6] if self.topo.ipv6 else [])]
+        for ip in ips:
+            for name, port in (("cloud", CLOUD_PORT), ("cloud", CLOUD_HTTP_PORT),
+                               ("cloud", CLOUD_SESSION_PORT), ("tinyproxy", PROXY_PORT)):
+                def listening(name: str = name, port: int = port, ip: str = ip) -> bool:
+                    self.expect_alive(name)
+                    return tcp_ok(self.topo.cloud_netns, ip, port)
 
-            wait_for(f"{name} on {CLOUD_IP}:{port}", listening, UP_TIMEOUT_S)
+                wait_for(f"{name} on {ip}:{port}", listening, UP_TIMEOUT_S)
 
     def kill_everything(self) -> None:
         """Kill every process in the lab's namespaces and every recorded daemon still ours."""

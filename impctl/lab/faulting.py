@@ -8,6 +8,7 @@ from impctl.lab import faults, health, network
 from impctl.lab.daemons import Daemons
 from impctl.lab.proc import sh, wait_for
 from impctl.lab.topology import Topology, Uplink
+from impctl.model.errors import LabError
 
 
 def active(daemons: Daemons) -> dict[str, list[str]]:
@@ -28,7 +29,10 @@ def _apply(daemons: Daemons, u: Uplink, kinds: Iterable[str]) -> None:
 def add(topo: Topology, daemons: Daemons, ifname: str, kind: str) -> None:
     """Apply a fault to one uplink; returns once it is in effect."""
     u = topo.uplink(ifname)
-    spec = faults.fault(kind, u.isp_ifname)
+    spec = faults.fault(kind, u.isp_ifname, u.ipv6)
+    if kind in faults.FAULTS6 and not u.ipv6:
+        raise LabError(f"{kind} is an IPv6 fault and {u.ifname} has no IPv6: "
+                       "build the lab with `impctl lab up --ipv6`")
     _apply(daemons, u, [*active(daemons).get(u.ifname, []), kind])
     if spec.reactivate:
         # A running lease would outlive the fault: start a new activation, whose DHCP fails.
@@ -39,6 +43,9 @@ def add(topo: Topology, daemons: Daemons, ifname: str, kind: str) -> None:
     elif spec.awaits == "no-address":
         wait_for(f"{u.ifname} without address",
                  lambda: not network.addresses(topo).get(u.ifname), 10.0)
+    elif spec.awaits == "no-address6":
+        wait_for(f"{u.ifname} without IPv6 address",
+                 lambda: not network.addresses6(topo).get(u.ifname), 10.0)
 
 
 def restore(topo: Topology, daemons: Daemons, ifname: str) -> None:

@@ -98,7 +98,8 @@ managed=1
 DNSMASQ_SHARED_NO_PING = "# Written by `impctl lab up`: lease at once, as the ISPs do.\nno-ping\n"
 
 
-def _ethernet_keyfile(prefix: str, profile_id: str, ifname: str, ipv4: str) -> str:
+def _ethernet_keyfile(prefix: str, profile_id: str, ifname: str, ipv4: str,
+                      ipv6: str = "method=disabled\n") -> str:
     return f"""[connection]
 id={profile_id}
 uuid={profile_uuid(prefix, ifname)}
@@ -112,8 +113,7 @@ autoconnect-retries=0
 [ipv4]
 {ipv4}
 [ipv6]
-method=disabled
-"""
+{ipv6}"""
 
 
 def lan_keyfile(prefix: str, profile_id: str, ifname: str) -> str:
@@ -121,14 +121,34 @@ def lan_keyfile(prefix: str, profile_id: str, ifname: str) -> str:
     return _ethernet_keyfile(prefix, profile_id, ifname, "method=shared\n")
 
 
-def keyfile(prefix: str, profile_id: str, ifname: str, metric: int) -> str:
-    """A DHCP profile per uplink, activated at NM start, with NM's per-type route metric."""
-    return _ethernet_keyfile(prefix, profile_id, ifname, f"method=auto\nroute-metric={metric}\nmay-fail=false\n")
+def keyfile(prefix: str, profile_id: str, ifname: str, metric: int, *,
+            ipv4: bool = True, ipv6: bool = False) -> str:
+    """A DHCP profile per uplink, activated at NM start, with NM's per-type route metric.
+
+    With `ipv6`, SLAAC too, with the IPv4 metric set explicitly (NM would pick its own,
+    e.g. 103/104) and no privacy addresses (the source the cloud sees is the SLAAC one);
+    a family that is the only one may not fail.
+    """
+    v4 = (f"method=auto\nroute-metric={metric}\nmay-fail=false\n" if ipv4
+          else "method=disabled\n")
+    if not ipv6:
+        return _ethernet_keyfile(prefix, profile_id, ifname, v4)
+    v6 = (f"method=auto\nroute-metric={metric}\nip6-privacy=0\n"
+          f"may-fail={'true' if ipv4 else 'false'}\n")
+    return _ethernet_keyfile(prefix, profile_id, ifname, v4, v6)
 
 
 def dnsmasq_argv(*, ifname: str, router_ip: str, pool: tuple[str, str], lease_file: str,
-                 pid_file: str, log_file: str, records: Sequence[tuple[str, str]]) -> list[str]:
-    """An ISP's DHCP and DNS server; answers the lab names, nothing else, never upstream."""
+                 pid_file: str, log_file: str, records: Sequence[tuple[str, str]],
+                 records6: Sequence[tuple[str, str, str | None]] = (),
+                 router_ip6: str | None = None, dns_port: int | None = None) -> list[str]:
+    """An ISP's DHCP and DNS server; answers the lab names, nothing else, never upstream.
+
+    With `router_ip6`, also router advertisements with RDNSS and stateless DHCPv6
+    naming that address as DNS server, and `records6` (name, IPv4, IPv6 or None)
+    instead of `records`. With `dns_port`, DNS only on 127.0.0.1 at that port (for
+    the ISP's DNS64 resolver; DHCP and RAs still on `ifname`).
+    """
     argv = [
         "dnsmasq",
         "--keep-in-foreground",
@@ -150,16 +170,76 @@ def dnsmasq_argv(*, ifname: str, router_ip: str, pool: tuple[str, str], lease_fi
         f"--log-facility={log_file}",
         "--log-dhcp",
     ]
-    argv += [f"--host-record={name},{ip}" for name, ip in records]
+    if router_ip6 is None:
+        argv += [f"--host-record={name},{ip}" for name, ip in records]
+        return argv
+    argv += [
+        "--enable-ra",
+        f"--dhcp-range=::,constructor:{ifname},ra-stateless,64,1h",
+        f"--dhcp-option=option6:dns-server,[{router_ip6}]",
+    ]
+    argv += [f"--host-record={name},{ip4}" + (f",{ip6}" if ip6 else "")
+             for name, ip4, ip6 in records6]
+    if dns_port is not None:
+        # The DNS64 resolver answers the customers; this one only it, on loopback.
+        argv += [f"--port={dns_port}", "--listen-address=127.0.0.1"]
     return argv
 
 
-def tinyproxy_config(*, listen_ip: str, port: int, user: str, password: str,
+def unbound_config(*, listen_ip: str, upstream: str, dns64_prefix: str, directory: str,
+                   pid_file: str) -> str:
+    """The IPv6-only ISP's DNS64 resolver: synthesises AAAA from A under `dns64_prefix`
+    for names that have no AAAA, asking only the ISP's own dnsmasq (`upstream`, ip@port).
+
+    Everything under the lab's directory: no chroot, no user switch, no control socket,
+    no trust anchor, logs to stderr (the lab's log file); the host's /etc/unbound unread.
+    """
+    return f"""# Written by `impctl lab up --ipv6`.
+server:
+  interface: {listen_ip}
+  port: 53
+  interface-automatic: no
+  do-ip4: yes
+  do-ip6: yes
+  access-control: ::/0 allow
+  access-control: 0.0.0.0/0 allow
+  username: ""
+  chroot: ""
+  directory: "{directory}"
+  pidfile: "{pid_file}"
+  use-syslog: no
+  logfile: ""
+  verbosity: 1
+  module-config: "dns64 iterator"
+  dns64-prefix: {dns64_prefix}
+  do-not-query-localhost: no
+  domain-insecure: "imp.lab."
+forward-zone:
+  name: "."
+  forward-addr: {upstream}
+remote-control:
+  control-enable: no
+"""
+
+
+def tayga_config(*, tun: str, ipv4_addr: str, prefix: str, pool: str, data_dir: str) -> str:
+    """NAT64 (tayga): IPv6 under `prefix` to IPv4, sources mapped into `pool`."""
+    return f"""# Written by `impctl lab up --ipv6`.
+tun-device {tun}
+ipv4-addr {ipv4_addr}
+prefix {prefix}
+dynamic-pool {pool}
+data-dir {data_dir}
+"""
+
+
+def tinyproxy_config(*, listen_ip: str | None, port: int, user: str, password: str,
                      pid_file: str, log_file: str, connect_ports: Sequence[int]) -> str:
     lines = [
         "# Written by `impctl lab up`.",
         f"Port {port}",
-        f"Listen {listen_ip}",
+        # tinyproxy listens on one address or on all: None means both families.
+        *([f"Listen {listen_ip}"] if listen_ip else []),
         "Timeout 60",
         "MaxClients 100",
         f"PidFile \"{pid_file}\"",
@@ -172,9 +252,11 @@ def tinyproxy_config(*, listen_ip: str, port: int, user: str, password: str,
     return "\n".join(lines) + "\n"
 
 
-def hosts(records: Sequence[tuple[str, str]]) -> str:
+def hosts(records: Sequence[tuple[str, str]],
+          records6: Sequence[tuple[str, str, str | None]] = ()) -> str:
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     lines += [f"{ip}\t{name}" for name, ip in records]
+    lines += [f"{ip}\t{name}" for name, ip4, ip6 in records6 for ip in (ip4, ip6) if ip]
     return "\n".join(lines) + "\n"
 
 

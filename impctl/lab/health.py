@@ -1,12 +1,15 @@
 """Health of the uplinks: leased and routed as the lab means them, waited for, healed.
 
-An uplink is healthy when it has an address in its ISP's subnet, NM's default
-route via the ISP router with the uplink's metric, and NM calls the device
-connected with the lab's profile.
+An uplink is healthy when, for each family its profile configures, it has an
+address in its ISP's subnet (IPv6: a SLAAC address in the ISP's /64) and NM's
+default route via the ISP router (IPv6: via a link-local router) with the
+uplink's metric, and NM calls the device connected with the lab's profile. An
+IPv6-only uplink is healthy without any IPv4.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +24,18 @@ from impctl.model.errors import LabError
 SETTLE_S = 0.5
 
 
-def uplink_healthy(u: Uplink, addrs: dict[str, list[str]], routes: list[dict[str, Any]]) -> bool:
+def uplink_healthy(u: Uplink, addrs: dict[str, list[str]], routes: list[dict[str, Any]],
+                   addrs6: dict[str, list[str]] | None = None,
+                   routes6: list[dict[str, Any]] | None = None) -> bool:
+    """Each of the uplink's families addressed and default-routed as above; `addrs6` and
+    `routes6` are needed (else: not healthy) when the uplink has IPv6."""
+    v4 = not u.ipv4 or ipv4_healthy(u, addrs, routes)
+    v6 = not u.ipv6 or (addrs6 is not None and routes6 is not None
+                        and ipv6_healthy(u, addrs6, routes6))
+    return v4 and v6
+
+
+def ipv4_healthy(u: Uplink, addrs: dict[str, list[str]], routes: list[dict[str, Any]]) -> bool:
     """Leased address in the ISP's subnet and NM's default route via the ISP router."""
     net = u.subnet.rsplit(".", 1)[0] + "."
     has_addr = any(a.startswith(net) for a in addrs.get(u.ifname, []))
@@ -31,6 +45,26 @@ def uplink_healthy(u: Uplink, addrs: dict[str, list[str]], routes: list[dict[str
     return has_addr and has_route
 
 
+def ipv6_healthy(u: Uplink, addrs6: dict[str, list[str]], routes6: list[dict[str, Any]]) -> bool:
+    """A usable address in the ISP's /64 and a default route via a link-local router with the
+    profile's metric (NM sets it from ipv6.route-metric)."""
+    net = ipaddress.ip_network(u.prefix6)
+    has_addr = any(ipaddress.ip_interface(a).ip in net for a in addrs6.get(u.ifname, []))
+    has_route = any(r.get("dev") == u.ifname and str(r.get("gateway", "")).startswith("fe80:")
+                    and r.get("metric") == u.metric and "linkdown" not in r.get("flags", [])
+                    for r in routes6)
+    return has_addr and has_route
+
+
+def snapshot(topo: Topology) -> tuple[dict[str, list[str]], list[dict[str, Any]],
+                                      dict[str, list[str]] | None, list[dict[str, Any]] | None]:
+    """Addresses and default routes of the gateway, IPv6 ones only in a dual-stack lab."""
+    if not topo.ipv6:
+        return network.addresses(topo), network.default_routes(topo), None, None
+    return (network.addresses(topo), network.default_routes(topo), network.addresses6(topo),
+            network.default_routes6(topo))
+
+
 def wait_uplinks(topo: Topology, daemons: Daemons, ifnames: Sequence[str],
                  timeout_s: float = LEASE_TIMEOUT_S) -> None:
     """Wait until each uplink has its DHCP lease and default route."""
@@ -38,15 +72,16 @@ def wait_uplinks(topo: Topology, daemons: Daemons, ifnames: Sequence[str],
 
     def ready() -> bool:
         daemons.expect_alive("NetworkManager")
-        addrs, routes = network.addresses(topo), network.default_routes(topo)
-        if not all(uplink_healthy(u, addrs, routes) for u in todo):
+        snap = snapshot(topo)
+        if not all(uplink_healthy(u, *snap) for u in todo):
             return False
         # An address can be there before NM is done (or left by a previous activation):
         # NM must also call the device connected with the lab profile.
         devices = nm.nm_devices(topo)
         return all(devices.get(u.ifname) == ("connected", u.profile_id) for u in todo)
 
-    wait_for(f"DHCP lease and default route on {', '.join(ifnames)}", ready, timeout_s,
+    what = "DHCP lease" if not topo.ipv6 else "address (DHCP/SLAAC)"
+    wait_for(f"{what} and default route on {', '.join(ifnames)}", ready, timeout_s,
              interval_s=0.02)
 
 
@@ -75,10 +110,10 @@ def heal(topo: Topology, daemons: Daemons, uplinks: Sequence[Uplink]) -> None:
     wait_for("gateway carrier",
              lambda: all(network.carriers(topo).get(u.ifname) for u in uplinks), 5.0)
     active = nm.active_profiles(topo)
-    addrs, routes = network.addresses(topo), network.default_routes(topo)
+    snap = snapshot(topo)
     devices = nm.nm_devices(topo)
     for u in uplinks:
-        if (active.get(u.ifname) != u.profile_uuid or not uplink_healthy(u, addrs, routes)
+        if (active.get(u.ifname) != u.profile_uuid or not uplink_healthy(u, *snap)
                 or devices.get(u.ifname) != ("connected", u.profile_id)):
             # A fresh activation may still be under way (NM retries on carrier); give it
             # a moment before forcing a new one.

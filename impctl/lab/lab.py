@@ -16,6 +16,12 @@ NetworkManager, /etc/NetworkManager, /var/lib/NetworkManager, /run): the
 machine's interfaces, routes and files are never touched. In the gateway /etc
 is a read-only overlay whose resolv.conf is a symlink to the file NM writes.
 
+With `Lab(..., ipv6=True)` (`impctl lab up --ipv6`) every ISP is dual-stack
+(2001:db8:N::/64 by router advertisements with RDNSS and stateless DHCPv6,
+IPv6 routed without NAT, IPv6 sources validated), the cloud is also
+2001:db8:ff::10, and wwan0 is IPv6-only with DNS64 (unbound) and NAT64 (tayga)
+in its ISP; the faults of impctl.lab.faults.FAULTS6 join the IPv4 ones.
+
 The ISPs behave like real ones: each forwards only its customers' source
 addresses (BCP38) and masquerades towards the cloud, so the cloud sees
 198.19.N.1 and a reply comes back only through the ISP that carried the request. Tearing down is
@@ -38,7 +44,8 @@ Attributes: `root`, `prefix`, `gw_netns`, `cloud_netns`, `lan_netns`, `lan_ifnam
 `config_path`, `state_path`, `keyfile_dir`, `ca_file`, `uplinks` (tuple of
 `Uplink`: ifname, cls, isp_netns, subnet, router_ip, metric, profile_id,
 profile_uuid), `cloud_host`, `cloud_ip`, `cloud_port`, `cloud_http_port`,
-`proxy_host`, `proxy_port`, `proxy_user`, `proxy_password`.
+`proxy_host`, `proxy_port`, `proxy_user`, `proxy_password`; `ipv6`, `cloud_ip6`
+(None unless dual-stack; each `Uplink` has `ipv4`, `ipv6`, `prefix6`, `router_ip6`).
 
 Also: `env()`; `exec_argv(argv)` (the argv `run` uses, for Popen of
 long-running processes such as `impctl daemon`); `run_lan(argv)`,
@@ -46,7 +53,8 @@ long-running processes such as `impctl daemon`); `run_lan(argv)`,
 `bound_socket(ifname)`, `connect(ifname, ip, port)` (sockets created in the
 gateway netns from a short-lived thread, usable from the caller's thread);
 `nmcli(...)`, `mmcli(...)` (against the lab's bus); `addresses()`,
-`default_routes()`, `carriers()`, `nm_devices()`, `uplink_healthy(u)`,
+`default_routes()`, `addresses6()`, `default_routes6()` (dual-stack lab),
+`carriers()`, `nm_devices()`, `uplink_healthy(u)` (every family of the uplink),
 `wait_uplinks(ifnames)`; `faults()`, `status()`; `stop_networkmanager()`,
 `start_networkmanager()`, `restart_networkmanager(down_s)`; with a modem:
 `modem_state(state)`, `modem_info()`, `modem_observed()`.
@@ -115,8 +123,9 @@ class Lab(Topology):
     """
 
     def __init__(self, root: Path = DEFAULT_ROOT, prefix: str = DEFAULT_PREFIX, *,
-                 modem: bool = False, connectivity_uri: str | None = None) -> None:
-        super().__init__(root, prefix, modem=modem, connectivity_uri=connectivity_uri)
+                 modem: bool = False, connectivity_uri: str | None = None,
+                 ipv6: bool = False) -> None:
+        super().__init__(root, prefix, modem=modem, connectivity_uri=connectivity_uri, ipv6=ipv6)
         self._labfile = LabFile(self)
         self._daemons = Daemons(self, self._labfile)
 
@@ -132,7 +141,7 @@ class Lab(Topology):
         if not isinstance(data, dict):
             raise LabError(f"{root}/lab.json is not a lab's: run `impctl lab down`")
         return cls(Path(root), data.get("prefix", DEFAULT_PREFIX), modem=bool(data.get("modem")),
-                   connectivity_uri=data.get("connectivity_uri"))
+                   connectivity_uri=data.get("connectivity_uri"), ipv6=bool(data.get("ipv6")))
 
     # ---- processes and sockets inside the lab ---------------------------------------------
 
@@ -163,13 +172,15 @@ class Lab(Topology):
         """A socket created in the gateway netns (or `netns`) that this thread can use."""
         return sockets.open_socket(netns or self.gw_netns, family, type, proto)
 
-    def bound_socket(self, ifname: str, type: int = socket.SOCK_STREAM) -> socket.socket:
+    def bound_socket(self, ifname: str, type: int = socket.SOCK_STREAM,
+                     family: int = socket.AF_INET) -> socket.socket:
         """A gateway socket bound (SO_BINDTODEVICE) to an uplink."""
-        return sockets.bound_socket(self.gw_netns, ifname, type)
+        return sockets.bound_socket(self.gw_netns, ifname, type, family)
 
     def connect(self, ifname: str, ip: str | None = None, port: int | None = None,
                 timeout: float = 2.0) -> socket.socket:
-        """A TCP connection from the gateway through `ifname` (default: to the cloud's TLS port)."""
+        """A TCP connection from the gateway through `ifname` (default: to the cloud's TLS port;
+        an IPv6 `ip` connects over IPv6)."""
         return sockets.connect(self.gw_netns, ifname, ip or self.cloud_ip,
                                port or self.cloud_port, timeout)
 
@@ -211,7 +222,8 @@ class Lab(Topology):
     def _build(self) -> None:
         labdir.make_dirs(self)
         # `complete` turns true last: a build cut short (killed, crashed) is never "up".
-        self._labfile.write({"prefix": self.prefix, "modem": self.modem, "complete": False,
+        self._labfile.write({"prefix": self.prefix, "modem": self.modem, "ipv6": self.ipv6,
+                             "complete": False,
                              "pids": {}, "faults": {}, "connectivity_uri": self.connectivity_uri})
         labdir.write_files(self)
         network.build(self)
@@ -287,9 +299,19 @@ class Lab(Topology):
 
     def uplink_healthy(self, u: Uplink, addrs: dict[str, list[str]] | None = None,
                        routes: list[dict[str, Any]] | None = None) -> bool:
-        """Leased address in the ISP's subnet and NM's default route via the ISP router."""
+        """For each family of the uplink: address in the ISP's subnet (IPv6: its /64) and
+        NM's default route via the ISP router with the uplink's metric."""
+        _, _, addrs6, routes6 = health.snapshot(self)
         return health.uplink_healthy(u, self.addresses() if addrs is None else addrs,
-                                     self.default_routes() if routes is None else routes)
+                                     self.default_routes() if routes is None else routes,
+                                     addrs6, routes6)
+
+    def addresses6(self) -> dict[str, list[str]]:
+        """Global, usable IPv6 addresses (CIDR) of every gateway interface."""
+        return network.addresses6(self)
+
+    def default_routes6(self) -> list[dict[str, Any]]:
+        return network.default_routes6(self)
 
     def lan_address(self) -> str | None:
         """The LAN device's IPv4 address (CIDR), from the gateway's DHCP; None without one."""

@@ -24,7 +24,14 @@ from impctl.lab.topology import (
     CLOUD_HOST,
     CLOUD_IP,
     CLOUD_PORT,
+    DNS64_UPSTREAM_PORT,
     DNS_RECORDS,
+    DNS_RECORDS_DUAL,
+    NAT64_IPV4,
+    NAT64_POOL,
+    NAT64_PREFIX,
+    NAT64_TUN,
+    NAT64_WKP,
     PROXY_HOST,
     PROXY_PASSWORD,
     PROXY_PORT,
@@ -130,7 +137,8 @@ def write_files(topo: Topology) -> None:
     (lan_etc / "resolv.conf").symlink_to(topo.lan_resolv_conf)
     (gw / "etc-nm" / "dnsmasq-shared.d" / "no-ping.conf").write_text(files.DNSMASQ_SHARED_NO_PING)
     for d in (topo.cloud_dir, topo.isp_dir):
-        (d / "hosts").write_text(files.hosts(DNS_RECORDS))
+        (d / "hosts").write_text(files.hosts(DNS_RECORDS) if not topo.ipv6
+                                 else files.hosts((), DNS_RECORDS_DUAL))
         (d / "resolv.conf").write_text(files.resolv_conf(["127.0.0.1"]))
     (gw / "dbus.conf").write_text(files.dbus_config(str(topo.bus_socket)))
     (gw / "etc-nm" / "NetworkManager.conf").write_text(
@@ -143,9 +151,12 @@ def write_files(topo: Topology) -> None:
 
     pki.make_ca_and_cert(topo.cloud_dir, [CLOUD_HOST, PROXY_HOST], CLOUD_IP)
     (topo.cloud_dir / "tinyproxy.conf").write_text(files.tinyproxy_config(
-        listen_ip=CLOUD_IP, port=PROXY_PORT, user=PROXY_USER, password=PROXY_PASSWORD,
+        listen_ip=None if topo.ipv6 else CLOUD_IP, port=PROXY_PORT, user=PROXY_USER, password=PROXY_PASSWORD,
         pid_file=str(topo.cloud_dir / "tinyproxy.pid"),
         log_file=str(topo.log_dir / "tinyproxy.log"), connect_ports=[443, 80]))
+    for u in topo.uplinks:
+        if u.nat64:
+            write_nat64_files(topo, u)
     identifiers = {"eth0": "eth0", "wl0": "wlan0", "cell0": "wwan0"}
     if topo.modem:
         identifiers["cell1"] = "ttyUSB0"
@@ -154,8 +165,29 @@ def write_files(topo: Topology) -> None:
         classes={u.ifname: u.cls for u in topo.uplinks}, identifiers=identifiers))
 
 
+def unbound_conf(topo: Topology, u: Uplink) -> Path:
+    return topo.isp_dir / f"unbound-{u.letter}.conf"
+
+
+def tayga_conf(topo: Topology, u: Uplink) -> Path:
+    return topo.isp_dir / f"tayga-{u.letter}.conf"
+
+
+def write_nat64_files(topo: Topology, u: Uplink) -> None:
+    """The IPv6-only uplink's ISP: its DNS64 resolver's and its NAT64's configs, in the lab dir."""
+    tayga_dir = topo.isp_dir / f"tayga-{u.letter}"
+    tayga_dir.mkdir(parents=True, exist_ok=True)
+    unbound_conf(topo, u).write_text(files.unbound_config(
+        listen_ip=u.router_ip6, upstream=f"127.0.0.1@{DNS64_UPSTREAM_PORT}",
+        dns64_prefix=NAT64_WKP, directory=str(topo.isp_dir),
+        pid_file=str(topo.isp_dir / f"unbound-{u.letter}.pid")))
+    tayga_conf(topo, u).write_text(files.tayga_config(
+        tun=NAT64_TUN, ipv4_addr=NAT64_IPV4, prefix=NAT64_PREFIX, pool=NAT64_POOL,
+        data_dir=str(tayga_dir)))
+
+
 def keyfile_text(topo: Topology, u: Uplink) -> str:
-    return files.keyfile(topo.prefix, u.profile_id, u.ifname, u.metric)
+    return files.keyfile(topo.prefix, u.profile_id, u.ifname, u.metric, ipv4=u.ipv4, ipv6=u.ipv6)
 
 
 def write_keyfile(topo: Topology, u: Uplink) -> Path:

@@ -13,8 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from impctl.lab import faults
+from impctl.lab.labdir import tayga_conf
 from impctl.lab.proc import in_netns, netns_exists, netns_inode, root_netns_inode, sh
-from impctl.lab.topology import CLOUD_IP, ISP_UPLINK_IFNAME, Topology, Uplink
+from impctl.lab.topology import (
+    CLOUD_IP,
+    CLOUD_IP6,
+    ISP_IFNAME,
+    ISP_UPLINK_IFNAME,
+    NAT64_POOL,
+    NAT64_PREFIX,
+    NAT64_TUN,
+    Topology,
+    Uplink,
+)
 from impctl.model.errors import LabError
 
 
@@ -22,8 +33,14 @@ def build(topo: Topology) -> None:
     """Namespaces and veths, then addresses, routes and the ISPs' source validation and NAT,
     then the sysctls the lab needs."""
     _create_namespaces_and_links(topo)
+    if topo.ipv6:
+        # Before any IPv6 address exists: forwarding off would make the ISPs hosts, and
+        # DAD would leave the gateway's SLAAC addresses tentative (unusable) for ~2 s.
+        _set_sysctls6(topo)
     for u in topo.uplinks:
         sh(["ip", "-n", u.isp_netns, "-batch", "-"], input="\n".join(_isp_commands(u)) + "\n")
+        if u.nat64:
+            _make_nat64_tun(topo, u)
         cmd = faults.isp_command(u)
         sh(cmd.argv, input=cmd.input)
     sh(["ip", "-n", topo.cloud_netns, "-batch", "-"], input="\n".join(_cloud_commands(topo)) + "\n")
@@ -59,16 +76,40 @@ def _isp_commands(u: Uplink) -> list[str]:
         f"addr add {u.transit_isp_ip}/30 dev {ISP_UPLINK_IFNAME}",
         f"link set {ISP_UPLINK_IFNAME} up",
         f"route add default via {u.transit_cloud_ip}",
-    ]
+    ] + ([
+        # nodad: dnsmasq and unbound cannot bind a tentative address.
+        f"addr add {u.router_ip6}/64 dev {u.isp_ifname} nodad",
+        f"addr add {u.transit_isp_ip6}/64 dev {ISP_UPLINK_IFNAME} nodad",
+        f"route add ::/0 via {u.transit_cloud_ip6}",
+    ] if u.ipv6 else [])
+
+
+def _make_nat64_tun(topo: Topology, u: Uplink) -> None:
+    """tayga's tun, made before tayga runs (it only opens it), with routes for both pools."""
+    sh(["ip", "netns", "exec", u.isp_netns, "tayga", "--mktun", "-c", str(tayga_conf(topo, u))])
+    sh(["ip", "-n", u.isp_netns, "-batch", "-"], input="\n".join([
+        f"link set {NAT64_TUN} up",
+        f"route add {NAT64_POOL} dev {NAT64_TUN}",
+        f"route add {NAT64_PREFIX} dev {NAT64_TUN}",
+    ]) + "\n")
 
 
 def _cloud_commands(topo: Topology) -> list[str]:
     # No route to the ISPs' customer subnets: the ISPs NAT, so the cloud only ever
     # answers an ISP's own transit address, on the link it came in by.
     cloud = ["link set lo up", f"addr add {CLOUD_IP}/32 dev lo"]
+    if topo.ipv6:
+        cloud.append(f"addr add {CLOUD_IP6}/128 dev lo nodad")
     for u in topo.uplinks:
         cloud += [f"addr add {u.transit_cloud_ip}/30 dev {u.cloud_ifname}",
                   f"link set {u.cloud_ifname} up"]
+        if u.ipv6:
+            # IPv6 is not NAT'd: the cloud routes each ISP's customer prefix back to it.
+            cloud += [f"addr add {u.transit_cloud_ip6}/64 dev {u.cloud_ifname} nodad",
+                      f"route add {u.prefix6} via {u.transit_isp_ip6}"]
+        if u.nat64:
+            # The NAT64 pool is that ISP's public face, as a carrier's NAT64 pool is.
+            cloud.append(f"route add {NAT64_POOL} via {u.transit_isp_ip}")
     return cloud
 
 
@@ -87,6 +128,22 @@ def _set_sysctls(topo: Topology) -> None:
         # unbound traffic must not keep choosing it.
         gw[f"net.ipv4.conf.{u.ifname}.ignore_routes_with_linkdown"] = "1"
         gw[f"net.ipv4.conf.{u.ifname}.rp_filter"] = "0"
+    in_netns(topo.gw_netns, lambda: _sysctl(gw))
+
+
+def _set_sysctls6(topo: Topology) -> None:
+    # The ISP's link-local address is its routers' source: tentative for DAD's ~1-2 s, the
+    # first RA in answer to NM's solicitation went unused and NM solicited again 4 s later.
+    isp = {"net.ipv6.conf.all.forwarding": "1",
+           **{f"net.ipv6.conf.{i}.accept_dad": "0" for i in (ISP_IFNAME, ISP_UPLINK_IFNAME)}}
+    for u in topo.uplinks:
+        in_netns(u.isp_netns, lambda: _sysctl(isp))
+    # Likewise the cloud's links: while their link-local addresses were tentative, IPv6
+    # through the ISPs to the cloud timed out for the first 1-2 s after up.
+    cloud = {f"net.ipv6.conf.{u.cloud_ifname}.accept_dad": "0" for u in topo.uplinks}
+    in_netns(topo.cloud_netns, lambda: _sysctl(cloud))
+    # NM enables IPv6 itself (disable_ipv6, accept_ra, addr_gen_mode) but never accept_dad.
+    gw = {f"net.ipv6.conf.{u.ifname}.accept_dad": "0" for u in topo.uplinks}
     in_netns(topo.gw_netns, lambda: _sysctl(gw))
 
 
@@ -139,6 +196,20 @@ def addresses(topo: Topology) -> dict[str, list[str]]:
 
 def default_routes(topo: Topology) -> list[dict[str, Any]]:
     return ip_json(topo, "-4", "route", "show", "default")
+
+
+def addresses6(topo: Topology) -> dict[str, list[str]]:
+    """Global IPv6 addresses (CIDR) of every gateway interface, tentative ones left out."""
+    out: dict[str, list[str]] = {}
+    for link in ip_json(topo, "-6", "addr", "show", "scope", "global"):
+        out[link["ifname"]] = [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])
+                               if "local" in a and not a.get("tentative")
+                               and not a.get("dadfailed")]
+    return out
+
+
+def default_routes6(topo: Topology) -> list[dict[str, Any]]:
+    return ip_json(topo, "-6", "route", "show", "default")
 
 
 def carriers(topo: Topology) -> dict[str, bool]:

@@ -25,6 +25,8 @@ REQUIRED_TOOLS = {
     "tinyproxy": "tinyproxy",
 }
 MODEM_TOOLS = {"ModemManager": "modemmanager", "mmcli": "modemmanager"}
+# The dual-stack lab's IPv6-only ISP: NAT64 and DNS64.
+IPV6_TOOLS = {"tayga": "tayga", "unbound": "unbound"}
 
 
 def require_root() -> None:
@@ -38,6 +40,8 @@ def check(topo: Topology) -> None:
     tools = dict(REQUIRED_TOOLS)
     if topo.modem:
         tools.update(MODEM_TOOLS)
+    if topo.ipv6:
+        tools.update(IPV6_TOOLS)
     for tool, package in tools.items():
         if shutil.which(tool, path=daemon_path()) is None:
             raise LabError(f"{tool} not found: apt-get install {package}")

@@ -12,9 +12,10 @@ def open_socket(netns: str, family: int = socket.AF_INET, type: int = socket.SOC
     return in_netns(netns, lambda: socket.socket(family, type, proto))
 
 
-def bound_socket(netns: str, ifname: str, type: int = socket.SOCK_STREAM) -> socket.socket:
+def bound_socket(netns: str, ifname: str, type: int = socket.SOCK_STREAM,
+                 family: int = socket.AF_INET) -> socket.socket:
     """A socket in `netns` bound (SO_BINDTODEVICE) to `ifname`."""
-    sock = open_socket(netns, socket.AF_INET, type)
+    sock = open_socket(netns, family, type)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
     except BaseException:
@@ -24,8 +25,8 @@ def bound_socket(netns: str, ifname: str, type: int = socket.SOCK_STREAM) -> soc
 
 
 def connect(netns: str, ifname: str, ip: str, port: int, timeout: float) -> socket.socket:
-    """A TCP connection from `netns` through `ifname`."""
-    sock = bound_socket(netns, ifname)
+    """A TCP connection from `netns` through `ifname` (the family of `ip`)."""
+    sock = bound_socket(netns, ifname, family=family_of(ip))
     sock.settimeout(timeout)
     try:
         sock.connect((ip, port))
@@ -35,15 +36,31 @@ def connect(netns: str, ifname: str, ip: str, port: int, timeout: float) -> sock
     return sock
 
 
+def family_of(ip: str) -> int:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
 def tcp_ok(netns: str, ip: str, port: int, timeout: float = 0.5) -> bool:
-    """Whether a TCP connect from `netns` to ip:port succeeds within `timeout`."""
-    sock = open_socket(netns)
+    """Whether a TCP connect from `netns` to ip:port (either family) succeeds within `timeout`."""
+    sock = open_socket(netns, family_of(ip))
     try:
         sock.settimeout(timeout)
         sock.connect((ip, port))
         return True
     except OSError:
         return False
+    finally:
+        sock.close()
+
+
+def udp53_bound(netns: str, ip: str) -> bool:
+    """Whether a daemon holds UDP port 53 on `ip` in `netns` (our bind fails: EADDRINUSE)."""
+    sock = open_socket(netns, family_of(ip), socket.SOCK_DGRAM)
+    try:
+        sock.bind((ip, 53))
+        return False
+    except OSError:
+        return True
     finally:
         sock.close()
 

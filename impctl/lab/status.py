@@ -105,6 +105,11 @@ def collect(topo: Topology, labfile: LabFile) -> LabStatus:
 
 def _uplinks(topo: Topology, faults: dict[str, list[str]]) -> list[UplinkStatus]:
     addrs, routes = network.addresses(topo), network.default_routes(topo)
+    if topo.ipv6:
+        # Both families in one list: the global IPv6 ones after the IPv4 ones.
+        for ifname, a6 in network.addresses6(topo).items():
+            addrs[ifname] = [*addrs.get(ifname, []), *a6]
+        routes = [*routes, *network.default_routes6(topo)]
     carriers = network.carriers(topo)
     devices = nm.nm_devices(topo) if unix_connectable(str(topo.bus_socket)) else {}
     return [UplinkStatus(

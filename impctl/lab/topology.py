@@ -30,6 +30,24 @@ PROXY_PASSWORD = "lab-proxy-secret"
 # What the ISPs' DNS and the cloud's hosts file answer.
 DNS_RECORDS = ((CLOUD_HOST, CLOUD_IP), (PROXY_HOST, CLOUD_IP))
 
+# The dual-stack lab (ipv6=True): documentation addresses only (2001:db8::/32).
+CLOUD_IP6 = "2001:db8:ff::10"
+# A name of the cloud with an A record only: an IPv6-only uplink reaches it through NAT64.
+V4ONLY_HOST = "v4only.imp.lab"
+# name -> IPv4 and, where it has one, IPv6 (AAAA) address.
+DNS_RECORDS_DUAL = ((CLOUD_HOST, CLOUD_IP, CLOUD_IP6), (PROXY_HOST, CLOUD_IP, CLOUD_IP6),
+                    (V4ONLY_HOST, CLOUD_IP, None))
+# NAT64 in the IPv6-only uplink's ISP (LAB-NOTES: tayga refuses 198.18/15 under the
+# well-known prefix, so it translates a documentation prefix that an nft DNAT maps
+# 64:ff9b::/96 onto). The pool sits in that ISP's own subnet, outside its DHCP range.
+NAT64_WKP = "64:ff9b::/96"
+NAT64_PREFIX = "2001:db8:64::/96"
+NAT64_TUN = "nat64"
+NAT64_IPV4 = "198.18.3.225"
+NAT64_POOL = "198.18.3.224/27"
+# Where the DNS64 resolver's upstream (that ISP's dnsmasq) answers, inside the ISP only.
+DNS64_UPSTREAM_PORT = 5353
+
 # NM's default is 6000 ms; see files.nm_config.
 CARRIER_WAIT_MS = 1000
 
@@ -74,10 +92,44 @@ class Uplink:
     profile_id: str
     profile_uuid: str
     isp_ifname: str = ISP_IFNAME
+    # Families the gateway's profile configures; the ISP serves IPv6 whenever `ipv6`.
+    ipv4: bool = True
+    ipv6: bool = False
 
     @property
     def index(self) -> int:
         return int(self.subnet.split(".")[2])
+
+    @property
+    def prefix6(self) -> str:
+        """The ISP's customer /64 (router advertisements, source validation)."""
+        return f"2001:db8:{self.index}::/64"
+
+    @property
+    def router_ip6(self) -> str:
+        """The ISP's router and IPv6 DNS server on the customer link."""
+        return f"2001:db8:{self.index}::1"
+
+    @property
+    def transit_isp_ip6(self) -> str:
+        return f"2001:db8:10{self.index}::1"
+
+    @property
+    def transit_cloud_ip6(self) -> str:
+        return f"2001:db8:10{self.index}::2"
+
+    @property
+    def nat64(self) -> bool:
+        """IPv6-only: its ISP runs DNS64 (unbound) and NAT64 (tayga)."""
+        return self.ipv6 and not self.ipv4
+
+    @property
+    def unbound(self) -> str:
+        return f"unbound-{self.letter}"
+
+    @property
+    def tayga(self) -> str:
+        return f"tayga-{self.letter}"
 
     @property
     def transit_isp_ip(self) -> str:
@@ -97,12 +149,15 @@ class Uplink:
         return f"dnsmasq-{self.letter}"
 
 
-def make_uplinks(prefix: str) -> tuple[Uplink, ...]:
+def make_uplinks(prefix: str, ipv6: bool = False) -> tuple[Uplink, ...]:
+    """The three uplinks; with `ipv6` every ISP dual-stack and the cellular one IPv6-only
+    on the gateway's side, as on an IPv6-only APN."""
     return tuple(
         Uplink(
             ifname=ifname, cls=cls, letter=letter, isp_netns=f"{prefix}-isp{letter}",
             subnet=f"198.18.{i}.0/24", router_ip=f"198.18.{i}.1", metric=metric,
             profile_id=f"lab-{ifname}", profile_uuid=files.profile_uuid(prefix, ifname),
+            ipv4=not (ipv6 and cls == "cell"), ipv6=ipv6,
         )
         for i, (ifname, cls, letter, metric) in enumerate(UPLINK_PLAN, start=1)
     )
@@ -112,7 +167,8 @@ class Topology:
     """A lab at `root` whose namespaces are named `{prefix}-gw`, `{prefix}-ispa`, ..."""
 
     def __init__(self, root: Path = DEFAULT_ROOT, prefix: str = DEFAULT_PREFIX, *,
-                 modem: bool = False, connectivity_uri: str | None = None) -> None:
+                 modem: bool = False, connectivity_uri: str | None = None,
+                 ipv6: bool = False) -> None:
         if not prefix or len(prefix) > 12 or not prefix.isalnum():
             raise LabError(f"bad lab prefix {prefix!r}: use 1-12 letters or digits")
         self.root = Path(root).absolute()
@@ -121,6 +177,7 @@ class Topology:
             raise LabError(f"bad lab root {self.root}: no ':', ',' or '\\' in its path")
         self.prefix = prefix
         self.modem = modem
+        self.ipv6 = ipv6
         self.connectivity_uri = connectivity_uri
         self.gw_netns = f"{prefix}-gw"
         self.cloud_netns = f"{prefix}-cloud"
@@ -131,9 +188,10 @@ class Topology:
         self.lan_gateway_ip = LAN_GATEWAY_IP
         self.lan_profile_id = LAN_PROFILE_ID
         self.lan_profile_uuid = files.profile_uuid(prefix, LAN_IFNAME)
-        self.uplinks = make_uplinks(prefix)
+        self.uplinks = make_uplinks(prefix, ipv6)
         self.cloud_host = CLOUD_HOST
         self.cloud_ip = CLOUD_IP
+        self.cloud_ip6 = CLOUD_IP6 if ipv6 else None
         self.cloud_port = CLOUD_PORT
         self.cloud_http_port = CLOUD_HTTP_PORT
         self.proxy_host = PROXY_HOST
@@ -149,7 +207,9 @@ class Topology:
     @property
     def daemon_names(self) -> list[str]:
         """Every daemon a complete lab runs."""
-        return [*(u.dnsmasq for u in self.uplinks), *BASE_DAEMONS,
+        return [*(u.dnsmasq for u in self.uplinks),
+                *(n for u in self.uplinks if u.nat64 for n in (u.unbound, u.tayga)),
+                *BASE_DAEMONS,
                 *(MODEM_DAEMONS if self.modem else ())]
 
     @property

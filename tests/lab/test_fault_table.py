@@ -114,7 +114,8 @@ def test_unknown_fault_is_refused_with_the_choices() -> None:
     with pytest.raises(LabError) as err:
         faults.ruleset(["dns-off", "meteor"])
     assert err.value.message == ("unknown fault 'meteor': use one of link-down, blackhole, "
-                                 "dhcp-off, dns-off, cloud-closed, proxy-down or restore")
+                                 "dhcp-off, dns-off, cloud-closed, proxy-down (IPv4), blackhole6, "
+                                 "ra-off, dns6-off (IPv6, dual-stack lab) or restore")
 
 
 def test_every_isp_validates_sources_and_masquerades_in_its_own_table() -> None:
