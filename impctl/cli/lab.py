@@ -176,6 +176,31 @@ def exec_(
     raise typer.Exit(rc)
 
 
+@app.command()
+def demo(root: DirOption = DEFAULT_ROOT, prefix: PrefixOption = DEFAULT_PREFIX) -> None:
+    """impctl's main job in the lab: a probe of every uplink, a failover by the daemon, a connectwith.
+
+    Builds the lab if it is not up (else resets its state) and leaves it up.
+    """
+    from impctl.lab import demo as lab_demo
+
+    lab = Lab(root, prefix)
+    try:
+        def ready(how: str, took: float) -> None:
+            console.print(f"[green]lab {how}[/] in {took:.2f} s at {root}", highlight=False)
+
+        for step in lab_demo.run(lab, ready):
+            console.print(f"\n[bold]# {step.command}[/]", highlight=False, soft_wrap=True)
+            # The commands' own output, as they printed it: not re-wrapped.
+            console.print(step.output, highlight=False, markup=False, soft_wrap=True)
+            if step.exit_code:
+                console.print(f"[yellow](exit {step.exit_code})[/]")
+    except ImpctlError as err:
+        fail("lab demo", err, False)
+    console.print(f"\nThe lab stays up: [bold]impctl lab exec -- impctl status[/], "
+                  f"[bold]impctl lab down[/] ({root}).", highlight=False)
+
+
 def _status_json(s: LabStatus) -> dict[str, Any]:
     return asdict(s)
 
