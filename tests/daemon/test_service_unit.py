@@ -50,7 +50,9 @@ def test_unit_is_hardened() -> None:
     service = _unit()["Service"]
     assert set(service["CapabilityBoundingSet"][0].split()) == {"CAP_NET_ADMIN", "CAP_NET_RAW"}
     assert set(service["AmbientCapabilities"][0].split()) == {"CAP_NET_ADMIN", "CAP_NET_RAW"}
-    assert set(service["RestrictAddressFamilies"][0].split()) == {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"}
+    # AF_PACKET: the SYN that nudges a LAN device whose NAT'd flow a switch cut (impctl.model.lannudge).
+    assert set(service["RestrictAddressFamilies"][0].split()) == {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK",
+                                                                  "AF_PACKET"}
     for key, value in {"ProtectSystem": "strict", "ProtectHome": "yes", "NoNewPrivileges": "yes",
                        "PrivateTmp": "yes", "PrivateDevices": "yes", "ProtectKernelTunables": "yes",
                        "MemoryDenyWriteExecute": "yes"}.items():
