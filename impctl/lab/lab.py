@@ -337,8 +337,8 @@ class Lab(Topology):
 
     def fault(self, ifname: str, kind: str) -> None:
         """Apply a fault (see impctl.lab.faults) to one uplink, in its ISP namespace only;
-        returns once it is in effect. `fault("modem", state)` switches the simulated modem
-        (see modem_state)."""
+        returns once it is in effect. `fault("modem", kind)` switches the simulated modem to
+        a state or applies a modem fault (see modem_state)."""
         prereq.require_root()
         if ifname == "modem":
             self.modem_state(kind)
@@ -370,15 +370,22 @@ class Lab(Topology):
         health.reset_profiles(self)
         health.heal(self, self._daemons, self.uplinks)
         health.heal_lan(self, self._daemons)
-        if self.modem and self.modem_observed() != "registered":
+        if self.modem and (self.modem_observed() != "registered"
+                           or modemctl.active_faults(self._daemons)):
             self.modem_state("registered")
         labdir.empty_state_dir(self)
 
     # ---- modem ----------------------------------------------------------------------------
 
     def modem_state(self, state: str, timeout_s: float = 30.0) -> None:
-        """Switch the simulated modem's SIM/registration answers; see modemctl.switch."""
+        """Switch the simulated modem's SIM/registration answers (modemctl.switch, undoing
+        every modem fault), or apply a fault of modemctl.MODEM_FAULTS (bearer-refused,
+        bearer-dropped, carrier-blackhole, unplugged)."""
         modemctl.switch(self, self._daemons, state, timeout_s)
+
+    def modem_bearers(self) -> list[dict[str, Any]]:
+        """ModemManager's bearers of the modem (`mmcli -J -b N`, the "bearer" objects)."""
+        return modemctl.bearers(self)
 
     def modem_info(self) -> dict[str, Any] | None:
         """ModemManager's view of the simulated modem (`mmcli -J -m any`), None when it has none."""
