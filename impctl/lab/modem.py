@@ -161,7 +161,10 @@ class Responder:
         self.reg = 1
         self.bearer_fault: str | None = None
         self.drops = 0
-        self.context_active = False
+        # PDP contexts as a real modem keeps them (+CGDCONT): cid -> (PDP type, APN); MM
+        # stores a new one when none matches the IP type asked for (NM asks IPv4v6 first).
+        self.contexts: dict[int, tuple[str, str]] = {1: ("IP", APN)}
+        self.active_cid: int | None = None
         self.bearer_ip = bearer_ip
         self.gateway_ip = gateway_ip
         self.buf = b""
@@ -182,11 +185,12 @@ class Responder:
         fault = data.get("bearer")
         self.bearer_fault = str(fault) if fault else None
         drops = int(data.get("drops", 0))
-        if drops > self.drops and self.context_active:
+        if drops > self.drops and self.active_cid is not None:
             # The network tears the context down: MM fails the bearer, NM the device
             # (modem-no-carrier), within tens of ms.
-            self.context_active = False
-            self.write(f'\r\n+CGEV: NW DEACT "IP","{self.bearer_ip}",1\r\n')
+            cid, self.active_cid = self.active_cid, None
+            pdp = self.contexts.get(cid, ("IP", APN))[0]
+            self.write(f'\r\n+CGEV: NW DEACT "{pdp}","{self.bearer_ip}",{cid}\r\n')
         self.drops = drops
         if self.reg != old[1]:
             # Unsolicited: an enabled modem in MM updates its registration right away.
@@ -204,6 +208,26 @@ class Responder:
             cmd = line.strip(b"\n ").decode(errors="replace")
             if cmd:
                 self.write(self.answer(cmd))
+
+    def _active(self, cid_text: str) -> int | None:
+        """The cid named, if it is the active context."""
+        if cid_text.isdigit() and int(cid_text) == self.active_cid:
+            return self.active_cid
+        return None
+
+    def _define_context(self, args: str) -> str:
+        """+CGDCONT=cid[,"type","apn",...]: define a context, or delete it (cid alone)."""
+        fields = [f.strip().strip('"') for f in args.split(",")]
+        if not fields[0].isdigit() or not 1 <= int(fields[0]) <= 10:
+            return "ERROR"
+        cid = int(fields[0])
+        if len(fields) == 1:
+            if cid == self.active_cid:
+                return "ERROR"
+            self.contexts.pop(cid, None)
+        else:
+            self.contexts[cid] = (fields[1].upper(), fields[2] if len(fields) > 2 else "")
+        return "OK"
 
     def _sim_error(self) -> str | None:
         if self.sim == "missing":
@@ -279,7 +303,10 @@ class Responder:
                      '+CGDCONT: (1-10),"IPV6",,,(0-2),(0-4)',
                      '+CGDCONT: (1-10),"IPV4V6",,,(0-2),(0-4)']
         elif body == "+CGDCONT?":
-            lines = ['+CGDCONT: 1,"IP","internet","0.0.0.0",0,0']
+            lines = [f'+CGDCONT: {cid},"{pdp}","{apn}","0.0.0.0",0,0'
+                     for cid, (pdp, apn) in sorted(self.contexts.items())]
+        elif body.startswith("+CGDCONT="):
+            result = self._define_context(cmd[len("AT+CGDCONT="):])
         elif body in ("+WS46=?",):
             lines = ["+WS46: (12,22)"]
         elif body == "+WS46?":
@@ -294,7 +321,8 @@ class Responder:
             # Bridge mode: the bearer's IP config comes from +CGCONTRDP (static), not DHCP.
             lines = ["+UBMCONF: 2"]
         elif body == "+CGACT?":
-            lines = [f"+CGACT: 1,{1 if self.context_active else 0}"]
+            lines = [f"+CGACT: {cid},{1 if cid == self.active_cid else 0}"
+                     for cid in sorted(self.contexts)]
         elif body == "+CGEREP=?":
             # Without it MM never sets up the +CGEV handlers: a NW DEACT would go unseen.
             lines = ["+CGEREP: (0-2),(0-1)"]
@@ -303,26 +331,31 @@ class Responder:
         elif body == "+UAUTHREQ=?":
             lines = ["+UAUTHREQ: (1-8),(0-3),,"]
         elif body.startswith("+CGACT="):
-            state, _, cid = body[len("+CGACT="):].partition(",")
-            if state == "1" and self.bearer_fault == "refuse":
+            state, _, cid_text = body[len("+CGACT="):].partition(",")
+            cid = int(cid_text) if cid_text.isdigit() else None
+            if cid not in self.contexts or state not in ("0", "1"):
+                result = "ERROR"
+            elif state == "1" and self.bearer_fault == "refuse":
                 # Not CME 30 ("no network service"): NM reports that as gsm-registration-idle.
                 result = "+CME ERROR: 148"
-            elif cid in ("", "1"):
-                self.context_active = state == "1"
-            else:
+            elif state == "1":
+                self.active_cid = cid
+            elif cid == self.active_cid:
+                self.active_cid = None
+        elif body.startswith("+UIPADDR="):
+            cid = self._active(body[len("+UIPADDR="):])
+            if cid is None:
                 result = "ERROR"
-        elif body == "+UIPADDR=1":
-            if self.context_active:
-                lines = [f'+UIPADDR: 1,"{NET_IFNAME}","{self.gateway_ip}","255.255.255.0","",""']
             else:
+                lines = [f'+UIPADDR: {cid},"{NET_IFNAME}","{self.gateway_ip}","255.255.255.0","",""']
+        elif body.startswith("+CGCONTRDP="):
+            cid = self._active(body[len("+CGCONTRDP="):])
+            if cid is None:
                 result = "ERROR"
-        elif body == "+CGCONTRDP=1":
-            if self.context_active:
+            else:
                 # Address and mask in one field, as u-blox modems write it.
-                lines = [f'+CGCONTRDP: 1,5,"{APN}","{self.bearer_ip}.255.255.255.0",'
-                         f'"{self.gateway_ip}","{self.gateway_ip}"']
-            else:
-                result = "ERROR"
+                lines = [f'+CGCONTRDP: {cid},5,"{self.contexts[cid][1]}",'
+                         f'"{self.bearer_ip}.255.255.255.0","{self.gateway_ip}","{self.gateway_ip}"']
         elif body.startswith("D") or body.startswith("+CGDATA"):
             result = "NO CARRIER" if body.startswith("D") else "ERROR"
         elif body == "" or body[0] in "EVQZX&S" or ("=" in body and not body.endswith("=?")):

@@ -109,7 +109,9 @@ def test_gsm_profile_connects_the_bearer_and_reaches_the_cloud(gsm: Lab) -> None
     assert ok, err
     print(f"nmcli connection up (gsm) took {took:.3f} s")
     assert took < 5.0
-    (bearer,) = connected_bearers(gsm)
+    # One activation, one bearer: connected at the first attempt (no failed attempt first).
+    (bearer,) = bearers(gsm)
+    assert bearer["status"]["connected"] == "yes"
     assert bearer["status"]["interface"] == MODEM_NET_IFNAME
     assert bearer["ipv4-config"]["address"] == BEARER_IP
     assert bearer["ipv4-config"]["gateway"] == carrier_ip(gsm)

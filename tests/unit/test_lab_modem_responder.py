@@ -96,3 +96,22 @@ def test_sysfs_groups_tty_and_net_port(tmp_path: Path) -> None:
         "action=add,subsystem=tty,name=ttyUSB0,uid=impctl-lab-modem",
         "action=add,subsystem=net,name=usb0,uid=impctl-lab-modem",
     ]
+
+
+def test_context_defined_by_modemmanager_is_kept(modem: tuple[Responder, int, Path]) -> None:
+    # NM asks IPv4v6 first; MM stores a matching context and activates that one. A responder
+    # that forgot it made every first activation fail (NM then retried IPv4 on cid 1).
+    r, fd, control = modem
+    assert r.answer('AT+CGDCONT=2,"IPV4V6","internet"') == "\r\nOK\r\n"
+    assert r.answer("AT+CGDCONT?") == ('\r\n+CGDCONT: 1,"IP","internet","0.0.0.0",0,0\r\n'
+                                       '\r\n+CGDCONT: 2,"IPV4V6","internet","0.0.0.0",0,0\r\n\r\nOK\r\n')
+    assert r.answer("AT+CGACT=1,2") == "\r\nOK\r\n"
+    assert r.answer("AT+CGACT?") == "\r\n+CGACT: 1,0\r\n\r\n+CGACT: 2,1\r\n\r\nOK\r\n"
+    assert r.answer("AT+UIPADDR=2").startswith('\r\n+UIPADDR: 2,"usb0","198.18.64.1"')
+    assert r.answer("AT+UIPADDR=1") == "\r\nERROR\r\n"
+    assert r.answer("AT+CGACT=1,7") == "\r\nERROR\r\n"  # no such context
+    rewrite(control, "registered", drops=1)
+    r.reload()
+    assert unsolicited(fd) == '\r\n+CGEV: NW DEACT "IPV4V6","198.18.64.2",2\r\n'
+    assert r.answer("AT+CGDCONT=2") == "\r\nOK\r\n"
+    assert r.answer("AT+CGDCONT?") == '\r\n+CGDCONT: 1,"IP","internet","0.0.0.0",0,0\r\n\r\nOK\r\n'
