@@ -6,6 +6,8 @@
   and no impctl state file.
 - `modem_lab` (session): a separate lab (prefix `imptm<pid>`) with ModemManager
   and the simulated modem, built only when a test asks for it.
+- `bearer_lab` (module): a modem lab of its own (prefix `impt<pid>c`) for the tests
+  that connect the modem's data bearer and break it, apart from `modem_lab`'s.
 - `ipv6_lab` (module): a dual-stack lab (prefix `impt<pid>v`, Lab(ipv6=True)),
   built once per module that asks for it, reset before each of its tests.
 
@@ -74,7 +76,8 @@ def _remove_stale_labs(tmp: Path) -> None:
     for entry in netns.iterdir():
         m = _STALE.match(entry.name)
         if m and not alive(int(m.group(1))):
-            Lab(tmp / "stale", entry.name.removesuffix("-gw")).down()
+            # modem=True: its namespaces include a modem lab's carrier (absent ones are skipped).
+            Lab(tmp / "stale", entry.name.removesuffix("-gw"), modem=True).down()
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -111,6 +114,20 @@ def modem_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 @pytest.fixture(scope="module")
+def bearer_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A modem lab of the module's own (Lab(modem=True)), for connecting and breaking the bearer."""
+    reason = lab_unavailable(modem=True)
+    if reason:
+        skip_or_fail(reason)
+    lab = Lab(tmp_path_factory.mktemp("bearerlab") / "lab", session_prefix() + "c", modem=True)
+    lab.up(replace=True)
+    try:
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture(scope="module")
 def ipv6_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """A dual-stack lab (Lab(ipv6=True)): every ISP dual-stack, wwan0 IPv6-only (DNS64/NAT64)."""
     reason = lab_unavailable(ipv6=True)
@@ -133,6 +150,6 @@ def lab_prefix() -> str:
 @pytest.fixture(autouse=True)
 def lab_reset(request: pytest.FixtureRequest) -> None:
     """Isolation: a test using `lab` or `modem_lab` starts from a reset lab."""
-    for name in ("lab", "modem_lab", "ipv6_lab"):
+    for name in ("lab", "modem_lab", "bearer_lab", "ipv6_lab"):
         if name in request.fixturenames:
             request.getfixturevalue(name).reset()

@@ -32,7 +32,8 @@ PrefixOption = Annotated[
     str, typer.Option("--prefix", help="Prefix of the lab's network namespace names.")
 ]
 
-MODEM_STATES = ("no-sim", "sim-locked", "not-registered", "registration-denied", "registered")
+MODEM_STATES = ("no-sim", "sim-locked", "not-registered", "registration-denied", "registered",
+                "bearer-refused", "bearer-dropped", "carrier-blackhole", "unplugged")
 
 
 def _load(root: Path) -> Lab:

@@ -78,6 +78,8 @@ class Daemons:
 
     def start_services(self) -> None:
         """dnsmasq in each ISP, the cloud and tinyproxy, the gateway's bus; ready for NM."""
+        if self.topo.carrier:
+            self._spawn_dnsmasq(self.topo.carrier, dhcp=False)
         for u in self.topo.uplinks:
             self._spawn_dnsmasq(u)
             if u.nat64:
@@ -102,7 +104,7 @@ class Daemons:
             return unix_connectable(str(self.topo.bus_socket))
 
         wait_for("the lab's D-Bus system bus", bus_ready, UP_TIMEOUT_S)
-        for u in self.topo.uplinks:
+        for u in [*self.topo.uplinks, *([self.topo.carrier] if self.topo.carrier else [])]:
             self._wait_dnsmasq(u)
             if u.nat64:
                 self._wait_nat64(u)
@@ -122,7 +124,7 @@ class Daemons:
                    [*topo.binds("lan"), f"cd {shlex.quote(str(topo.lan_dir))}"],
                    env={"PYTHONPATH": package_parent(), LAN_RESOLV_CONF_ENV: str(topo.lan_resolv_conf)})
 
-    def _spawn_dnsmasq(self, u: Uplink) -> None:
+    def _spawn_dnsmasq(self, u: Uplink, dhcp: bool = True) -> None:
         isp = self.topo.isp_dir
         self.spawn(u.dnsmasq, u.isp_netns, files.dnsmasq_argv(
             ifname=u.isp_ifname, router_ip=u.router_ip,
@@ -132,7 +134,7 @@ class Daemons:
             log_file=str(self.topo.log_dir / f"dnsmasq-{u.letter}.queries.log"),
             records=DNS_RECORDS, records6=DNS_RECORDS_DUAL if u.ipv6 else (),
             router_ip6=u.router_ip6 if u.ipv6 else None,
-            dns_port=DNS64_UPSTREAM_PORT if u.nat64 else None), self.topo.binds("isp"))
+            dns_port=DNS64_UPSTREAM_PORT if u.nat64 else None, dhcp=dhcp), self.topo.binds("isp"))
 
     def _spawn_nat64(self, u: Uplink) -> None:
         """DNS64 (unbound) and NAT64 (tayga) in the IPv6-only uplink's ISP, files in the lab dir."""

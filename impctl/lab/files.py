@@ -141,13 +141,15 @@ def keyfile(prefix: str, profile_id: str, ifname: str, metric: int, *,
 def dnsmasq_argv(*, ifname: str, router_ip: str, pool: tuple[str, str], lease_file: str,
                  pid_file: str, log_file: str, records: Sequence[tuple[str, str]],
                  records6: Sequence[tuple[str, str, str | None]] = (),
-                 router_ip6: str | None = None, dns_port: int | None = None) -> list[str]:
+                 router_ip6: str | None = None, dns_port: int | None = None,
+                 dhcp: bool = True) -> list[str]:
     """An ISP's DHCP and DNS server; answers the lab names, nothing else, never upstream.
 
     With `router_ip6`, also router advertisements with RDNSS and stateless DHCPv6
     naming that address as DNS server, and `records6` (name, IPv4, IPv6 or None)
     instead of `records`. With `dns_port`, DNS only on 127.0.0.1 at that port (for
-    the ISP's DNS64 resolver; DHCP and RAs still on `ifname`).
+    the ISP's DNS64 resolver; DHCP and RAs still on `ifname`). Without `dhcp`, DNS only
+    (the modem's carrier: the bearer's address comes over AT, not DHCP).
     """
     argv = [
         "dnsmasq",
@@ -161,11 +163,11 @@ def dnsmasq_argv(*, ifname: str, router_ip: str, pool: tuple[str, str], lease_fi
         "--user=root",
         "--group=root",
         f"--pid-file={pid_file}",
-        f"--dhcp-range={pool[0]},{pool[1]},255.255.255.0,1h",
-        f"--dhcp-option=option:router,{router_ip}",
-        f"--dhcp-option=option:dns-server,{router_ip}",
-        f"--dhcp-leasefile={lease_file}",
-        "--dhcp-authoritative",
+        *([f"--dhcp-range={pool[0]},{pool[1]},255.255.255.0,1h",
+           f"--dhcp-option=option:router,{router_ip}",
+           f"--dhcp-option=option:dns-server,{router_ip}",
+           f"--dhcp-leasefile={lease_file}",
+           "--dhcp-authoritative"] if dhcp else []),
         "--local=/imp.lab/",
         f"--log-facility={log_file}",
         "--log-dhcp",

@@ -10,6 +10,14 @@ Topology (prefix `imp`, the default)::
       wwan0 ── down0  imp-ispc  198.18.3.0/24, dnsmasq at .1 ── up0 ─┘   :80 HTTP, :443 TLS,
                                                                           :8888 tinyproxy
 
+With `Lab(..., modem=True)` (`impctl lab up --modem`) the gateway also has a
+simulated u-blox modem (impctl.lab.modem) under real ModemManager: AT port
+ttyUSB0 (a pty) and net port usb0, a veth to `imp-carrier` (the bearer's
+gateway and DNS 198.18.64.1, source validation, NAT, transit 198.19.64.1 to
+the cloud); a gsm profile activated by NM connects a net-port bearer, and
+usb0 gets 198.18.64.2/24 and a default route (metric 700). Modem states and
+faults: `modem_state` / `fault("modem", kind)`, see impctl.lab.modemctl.
+
 Every lab process runs inside a lab network namespace, in its own mount
 namespace where lab files cover /etc/hosts and /etc/resolv.conf (and, for
 NetworkManager, /etc/NetworkManager, /var/lib/NetworkManager, /run): the
@@ -57,7 +65,8 @@ gateway netns from a short-lived thread, usable from the caller's thread);
 `carriers()`, `nm_devices()`, `uplink_healthy(u)` (every family of the uplink),
 `wait_uplinks(ifnames)`; `faults()`, `status()`; `stop_networkmanager()`,
 `start_networkmanager()`, `restart_networkmanager(down_s)`; with a modem:
-`modem_state(state)`, `modem_info()`, `modem_observed()`.
+`modem_state(state)`, `modem_info()`, `modem_observed()`, `modem_bearers()`, `carrier`
+(the carrier, an `Uplink` shaped like an ISP; None without a modem).
 `impctl.lab.checks` has bound TCP/TLS/proxy/DNS probes returning outcome words.
 
 The default lab lives in /run/impctl-lab (tmpfs: it goes with a reboot, as
@@ -337,8 +346,8 @@ class Lab(Topology):
 
     def fault(self, ifname: str, kind: str) -> None:
         """Apply a fault (see impctl.lab.faults) to one uplink, in its ISP namespace only;
-        returns once it is in effect. `fault("modem", state)` switches the simulated modem
-        (see modem_state)."""
+        returns once it is in effect. `fault("modem", kind)` switches the simulated modem to
+        a state or applies a modem fault (see modem_state)."""
         prereq.require_root()
         if ifname == "modem":
             self.modem_state(kind)
@@ -370,15 +379,22 @@ class Lab(Topology):
         health.reset_profiles(self)
         health.heal(self, self._daemons, self.uplinks)
         health.heal_lan(self, self._daemons)
-        if self.modem and self.modem_observed() != "registered":
+        if self.modem and (self.modem_observed() != "registered"
+                           or modemctl.active_faults(self._daemons)):
             self.modem_state("registered")
         labdir.empty_state_dir(self)
 
     # ---- modem ----------------------------------------------------------------------------
 
     def modem_state(self, state: str, timeout_s: float = 30.0) -> None:
-        """Switch the simulated modem's SIM/registration answers; see modemctl.switch."""
+        """Switch the simulated modem's SIM/registration answers (modemctl.switch, undoing
+        every modem fault), or apply a fault of modemctl.MODEM_FAULTS (bearer-refused,
+        bearer-dropped, carrier-blackhole, unplugged)."""
         modemctl.switch(self, self._daemons, state, timeout_s)
+
+    def modem_bearers(self) -> list[dict[str, Any]]:
+        """ModemManager's bearers of the modem (`mmcli -J -b N`, the "bearer" objects)."""
+        return modemctl.bearers(self)
 
     def modem_info(self) -> dict[str, Any] | None:
         """ModemManager's view of the simulated modem (`mmcli -J -m any`), None when it has none."""

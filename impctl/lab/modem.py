@@ -1,9 +1,14 @@
-"""The lab's simulated modem: a fake sysfs entry for a USB modem and an AT responder on a pty.
+"""The lab's simulated modem: a fake sysfs entry for a USB u-blox modem and an AT responder on a pty.
 
 ModemManager runs with `--test-no-udev` in a mount namespace where the tree
 made by `build_sysfs` is bound over /sys and the responder's pty slave over
-/dev/ttyUSB0; its generic plugin probes the port with AT commands and the
-answers below make it a 3GPP modem.
+/dev/ttyUSB0; its u-blox plugin probes the port with AT commands and the
+answers below make it a 3GPP modem. The modem's second port is a net port,
+usb0: a real veth in the gateway whose other end is the carrier's. Vendor
+0x1546 (u-blox) gets that net port past the plugin's filter, and the RNDIS
+profile in bridge mode (+UUSBCONF, +UBMCONF) makes MM connect a net-port
+bearer (no PPP): +CGACT activates the context, +CGCONTRDP hands MM the
+bearer's static address, gateway and DNS, which NM puts on usb0.
 
 The SIM and registration answers come from a control file (JSON, see
 `STATES`) that the responder re-reads whenever it changes:
@@ -13,6 +18,12 @@ The SIM and registration answers come from a control file (JSON, see
     not-registered       +CREG/+CGREG stat 2 (not registered, searching)
     registration-denied  +CREG/+CGREG stat 3 (denied)
     registered           +CREG/+CGREG stat 1 (home network)
+
+The bearer's faults (`bearer` in the control file, see BEARER_FAULTS):
+
+    refuse   +CGACT=1,1 -> +CME ERROR: 148 (the network refuses the context)
+    drop     an active context is deactivated by the network: +CGEV: NW DEACT,
+             sent once per increase of the control file's `drops` counter
 
 A registration change is also sent unsolicited (`+CREG: N`, `+CGREG: N`), which
 an enabled modem in ModemManager picks up at once. A SIM change is only seen
@@ -42,15 +53,35 @@ STATES: dict[str, dict[str, object]] = {
     "registered": {"sim": "ready", "reg": 1},
 }
 
-VENDOR_ID = "abcd"
-PRODUCT_ID = "1234"
+# u-blox; not product 1141/1143/1146, which MM's udev rules give a 20 s ready delay.
+VENDOR_ID = "1546"
+PRODUCT_ID = "1100"
 IMEI = "490154203237518"
 IMSI = "001010123456789"
 ICCID = "8901001012345678901"
 OPERATOR = "impctl lab"
 OPERATOR_CODE = "00101"
 USB_PATH = "devices/pci0000:00/0000:00:14.0/usb1/1-1"
-KERNEL_EVENT = "action={action},subsystem=tty,name=ttyUSB0"
+# A model MM's u-blox plugin knows: for an unknown one its band lookup never
+# completes (a GLib critical, the modem's initialization hangs, MM 1.20.4).
+MANUFACTURER = "u-blox"
+MODEL = "TOBY-L210"
+NET_IFNAME = "usb0"
+# Both ports carry one uid: that groups them into one modem.
+PORTS = (("tty", "ttyUSB0"), ("net", NET_IFNAME))
+MODEM_UID = "impctl-lab-modem"
+KERNEL_EVENTS = tuple(f"action={{action}},subsystem={sub},name={name},uid={MODEM_UID}"
+                      for sub, name in PORTS)
+BEARER_FAULTS = ("refuse",)
+# The context's address as +CGCONTRDP gives it and the carrier's router (gateway, DNS);
+# set by the lab (--bearer-ip/--gateway-ip) from its topology.
+DEFAULT_BEARER_IP = "198.18.64.2"
+DEFAULT_GATEWAY_IP = "198.18.64.1"
+APN = "internet"
+
+
+def kernel_events(action: str) -> list[str]:
+    return [e.format(action=action) for e in KERNEL_EVENTS]
 
 
 def _link(path: Path, target: str) -> None:
@@ -61,11 +92,12 @@ def _link(path: Path, target: str) -> None:
 
 
 def build_sysfs(root: Path) -> None:
-    """A sysfs tree with one USB modem whose AT port is ttyUSB0 (driver option1).
+    """A sysfs tree with one USB modem: AT port ttyUSB0 (driver option1) on interface 1.0,
+    net port usb0 (driver rndis_host) on interface 1.2.
 
-    Only what ModemManager's generic kernel-device code reads: the tty class
-    link, the usb-serial port, the USB interface (class, driver), and the USB
-    device (ids, names). Absolute links: the tree is seen at /sys.
+    Only what ModemManager's generic kernel-device code reads: the tty and net
+    class links, the usb-serial port, the USB interfaces (class, driver), and the
+    USB device (ids, names). Absolute links: the tree is seen at /sys.
     """
     dev = root / USB_PATH
     iface = dev / "1-1:1.0"
@@ -91,23 +123,50 @@ def build_sysfs(root: Path) -> None:
     _link(ttydir / "subsystem", "/sys/class/tty")
     _link(ttydir / "device", f"/sys/{USB_PATH}/1-1:1.0/ttyUSB0")
     _link(root / "class/tty/ttyUSB0", f"/sys/{USB_PATH}/1-1:1.0/ttyUSB0/tty/ttyUSB0")
+    # The net port: the real usb0 veth is what MM and NM use; this only tells MM it
+    # belongs to the same USB device as ttyUSB0.
+    net_iface = dev / "1-1:1.2"
+    netdir = net_iface / "net" / NET_IFNAME
+    for d in (netdir, root / "bus/usb/drivers/rndis_host"):
+        d.mkdir(parents=True, exist_ok=True)
+    for name, value in (("bInterfaceClass", "e0"), ("bInterfaceSubClass", "01"),
+                        ("bInterfaceProtocol", "03"), ("bInterfaceNumber", "02")):
+        (net_iface / name).write_text(value + "\n")
+    _link(net_iface / "subsystem", "/sys/bus/usb")
+    _link(net_iface / "driver", "/sys/bus/usb/drivers/rndis_host")
+    (netdir / "uevent").write_text(f"INTERFACE={NET_IFNAME}\n")
+    _link(netdir / "subsystem", "/sys/class/net")
+    _link(netdir / "device", f"/sys/{USB_PATH}/1-1:1.2")
+    _link(root / f"class/net/{NET_IFNAME}", f"/sys/{USB_PATH}/1-1:1.2/net/{NET_IFNAME}")
 
 
-def write_control(path: Path, state: str) -> None:
+def write_control(path: Path, state: str, bearer: str | None = None, drops: int = 0) -> None:
+    """The responder's control file: a modem STATE, a bearer fault (BEARER_FAULTS) or None,
+    and the count of network deactivations asked for so far."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"state": state, **STATES[state]}) + "\n")
+    tmp.write_text(json.dumps({"state": state, **STATES[state], "bearer": bearer,
+                               "drops": drops}) + "\n")
     tmp.replace(path)
 
 
 class Responder:
     """Answers AT commands like a plain 3GPP modem in the state of the control file."""
 
-    def __init__(self, fd: int, control: Path) -> None:
+    def __init__(self, fd: int, control: Path, bearer_ip: str = DEFAULT_BEARER_IP,
+                 gateway_ip: str = DEFAULT_GATEWAY_IP) -> None:
         self.fd = fd
         self.control = control
         self.control_mtime = 0.0
         self.sim = "ready"
         self.reg = 1
+        self.bearer_fault: str | None = None
+        self.drops = 0
+        # PDP contexts as a real modem keeps them (+CGDCONT): cid -> (PDP type, APN); MM
+        # stores a new one when none matches the IP type asked for (NM asks IPv4v6 first).
+        self.contexts: dict[int, tuple[str, str]] = {1: ("IP", APN)}
+        self.active_cid: int | None = None
+        self.bearer_ip = bearer_ip
+        self.gateway_ip = gateway_ip
         self.buf = b""
         self.reload()
 
@@ -123,6 +182,16 @@ class Responder:
         old = (self.sim, self.reg)
         self.sim = str(data.get("sim", "ready"))
         self.reg = int(data.get("reg", 1))
+        fault = data.get("bearer")
+        self.bearer_fault = str(fault) if fault else None
+        drops = int(data.get("drops", 0))
+        if drops > self.drops and self.active_cid is not None:
+            # The network tears the context down: MM fails the bearer, NM the device
+            # (modem-no-carrier), within tens of ms.
+            cid, self.active_cid = self.active_cid, None
+            pdp = self.contexts.get(cid, ("IP", APN))[0]
+            self.write(f'\r\n+CGEV: NW DEACT "{pdp}","{self.bearer_ip}",{cid}\r\n')
+        self.drops = drops
         if self.reg != old[1]:
             # Unsolicited: an enabled modem in MM updates its registration right away.
             self.write(f"\r\n+CREG: {self.reg}\r\n\r\n+CGREG: {self.reg}\r\n")
@@ -139,6 +208,26 @@ class Responder:
             cmd = line.strip(b"\n ").decode(errors="replace")
             if cmd:
                 self.write(self.answer(cmd))
+
+    def _active(self, cid_text: str) -> int | None:
+        """The cid named, if it is the active context."""
+        if cid_text.isdigit() and int(cid_text) == self.active_cid:
+            return self.active_cid
+        return None
+
+    def _define_context(self, args: str) -> str:
+        """+CGDCONT=cid[,"type","apn",...]: define a context, or delete it (cid alone)."""
+        fields = [f.strip().strip('"') for f in args.split(",")]
+        if not fields[0].isdigit() or not 1 <= int(fields[0]) <= 10:
+            return "ERROR"
+        cid = int(fields[0])
+        if len(fields) == 1:
+            if cid == self.active_cid:
+                return "ERROR"
+            self.contexts.pop(cid, None)
+        else:
+            self.contexts[cid] = (fields[1].upper(), fields[2] if len(fields) > 2 else "")
+        return "OK"
 
     def _sim_error(self) -> str | None:
         if self.sim == "missing":
@@ -159,9 +248,9 @@ class Responder:
         if body in ("+GCAP",):
             lines = ["+GCAP: +CGSM,+DS"]
         elif body in ("+CGMI", "+GMI"):
-            lines = ["impctl"]
+            lines = [MANUFACTURER]
         elif body in ("+CGMM", "+GMM"):
-            lines = ["impctl lab modem"]
+            lines = [MODEL]
         elif body in ("+CGMR", "+GMR"):
             lines = ["1.0.0"]
         elif body in ("+CGSN", "+GSN"):
@@ -214,7 +303,10 @@ class Responder:
                      '+CGDCONT: (1-10),"IPV6",,,(0-2),(0-4)',
                      '+CGDCONT: (1-10),"IPV4V6",,,(0-2),(0-4)']
         elif body == "+CGDCONT?":
-            lines = ['+CGDCONT: 1,"IP","internet","0.0.0.0",0,0']
+            lines = [f'+CGDCONT: {cid},"{pdp}","{apn}","0.0.0.0",0,0'
+                     for cid, (pdp, apn) in sorted(self.contexts.items())]
+        elif body.startswith("+CGDCONT="):
+            result = self._define_context(cmd[len("AT+CGDCONT="):])
         elif body in ("+WS46=?",):
             lines = ["+WS46: (12,22)"]
         elif body == "+WS46?":
@@ -222,7 +314,49 @@ class Responder:
         elif body.startswith("+CPIN="):
             if self.sim == "locked":
                 result = "+CME ERROR: 16"  # incorrect password: the lab's SIM stays locked
-        elif body.startswith("D") or body.startswith("+CGDATA") or body.startswith("+CGACT="):
+        elif body == "+UUSBCONF?":
+            # RNDIS, not back-compatible: MM's u-blox plugin uses the net port, no PPP.
+            lines = ['+UUSBCONF: 3,"RNDIS",,"0x1146"']
+        elif body == "+UBMCONF?":
+            # Bridge mode: the bearer's IP config comes from +CGCONTRDP (static), not DHCP.
+            lines = ["+UBMCONF: 2"]
+        elif body == "+CGACT?":
+            lines = [f"+CGACT: {cid},{1 if cid == self.active_cid else 0}"
+                     for cid in sorted(self.contexts)]
+        elif body == "+CGEREP=?":
+            # Without it MM never sets up the +CGEV handlers: a NW DEACT would go unseen.
+            lines = ["+CGEREP: (0-2),(0-1)"]
+        elif body == "+CGEREP?":
+            lines = ["+CGEREP: 2,0"]
+        elif body == "+UAUTHREQ=?":
+            lines = ["+UAUTHREQ: (1-8),(0-3),,"]
+        elif body.startswith("+CGACT="):
+            state, _, cid_text = body[len("+CGACT="):].partition(",")
+            cid = int(cid_text) if cid_text.isdigit() else None
+            if cid not in self.contexts or state not in ("0", "1"):
+                result = "ERROR"
+            elif state == "1" and self.bearer_fault == "refuse":
+                # Not CME 30 ("no network service"): NM reports that as gsm-registration-idle.
+                result = "+CME ERROR: 148"
+            elif state == "1":
+                self.active_cid = cid
+            elif cid == self.active_cid:
+                self.active_cid = None
+        elif body.startswith("+UIPADDR="):
+            cid = self._active(body[len("+UIPADDR="):])
+            if cid is None:
+                result = "ERROR"
+            else:
+                lines = [f'+UIPADDR: {cid},"{NET_IFNAME}","{self.gateway_ip}","255.255.255.0","",""']
+        elif body.startswith("+CGCONTRDP="):
+            cid = self._active(body[len("+CGCONTRDP="):])
+            if cid is None:
+                result = "ERROR"
+            else:
+                # Address and mask in one field, as u-blox modems write it.
+                lines = [f'+CGCONTRDP: {cid},5,"{self.contexts[cid][1]}",'
+                         f'"{self.bearer_ip}.255.255.255.0","{self.gateway_ip}","{self.gateway_ip}"']
+        elif body.startswith("D") or body.startswith("+CGDATA"):
             result = "NO CARRIER" if body.startswith("D") else "ERROR"
         elif body == "" or body[0] in "EVQZX&S" or ("=" in body and not body.endswith("=?")):
             result = "OK"
@@ -232,7 +366,8 @@ class Responder:
         return out + f"\r\n{result}\r\n"
 
 
-def serve(control: Path, pty_link: Path) -> None:
+def serve(control: Path, pty_link: Path, bearer_ip: str = DEFAULT_BEARER_IP,
+          gateway_ip: str = DEFAULT_GATEWAY_IP) -> None:
     master, slave = os.openpty()
     # No echo, no CR/LF mangling: ModemManager sets its own modes on the slave, but
     # until it does the line discipline would echo our answers back to us.
@@ -241,7 +376,7 @@ def serve(control: Path, pty_link: Path) -> None:
     tmp = pty_link.with_suffix(".tmp")
     tmp.write_text(slave_name + "\n")
     tmp.replace(pty_link)
-    responder = Responder(master, control)
+    responder = Responder(master, control, bearer_ip, gateway_ip)
     running = True
 
     def stop(_sig: int, _frame: object) -> None:
@@ -272,12 +407,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="impctl lab AT modem responder")
     parser.add_argument("--control", type=Path, required=True)
     parser.add_argument("--pty-link", type=Path, required=True)
+    parser.add_argument("--bearer-ip", default=DEFAULT_BEARER_IP)
+    parser.add_argument("--gateway-ip", default=DEFAULT_GATEWAY_IP)
     parser.add_argument("--build-sysfs", type=Path, help="write the fake sysfs tree and exit")
     args = parser.parse_args()
     if args.build_sysfs:
         build_sysfs(args.build_sysfs)
         sys.exit(0)
-    serve(args.control, args.pty_link)
+    serve(args.control, args.pty_link, args.bearer_ip, args.gateway_ip)
 
 
 if __name__ == "__main__":

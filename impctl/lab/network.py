@@ -37,7 +37,7 @@ def build(topo: Topology) -> None:
         # Before any IPv6 address exists: forwarding off would make the ISPs hosts, and
         # DAD would leave the gateway's SLAAC addresses tentative (unusable) for ~2 s.
         _set_sysctls6(topo)
-    for u in topo.uplinks:
+    for u in _isps(topo):
         sh(["ip", "-n", u.isp_netns, "-batch", "-"], input="\n".join(_isp_commands(u)) + "\n")
         if u.nat64:
             _make_nat64_tun(topo, u)
@@ -51,9 +51,15 @@ def build(topo: Topology) -> None:
     _set_sysctls(topo)
 
 
+def _isps(topo: Topology) -> list[Uplink]:
+    """Every ISP-shaped namespace: the uplinks' ISPs and, in a modem lab, the carrier (whose
+    gateway end is the modem's net port, usb0)."""
+    return [*topo.uplinks, *([topo.carrier] if topo.carrier else [])]
+
+
 def _create_namespaces_and_links(topo: Topology) -> None:
     batch = [f"netns add {ns}" for ns in topo.namespaces]
-    for u in topo.uplinks:
+    for u in _isps(topo):
         # Created directly inside the namespaces: the machine has its own eth0.
         batch.append(f"link add {u.ifname} netns {topo.gw_netns} type veth "
                      f"peer name {u.isp_ifname} netns {u.isp_netns}")
@@ -100,7 +106,7 @@ def _cloud_commands(topo: Topology) -> list[str]:
     cloud = ["link set lo up", f"addr add {CLOUD_IP}/32 dev lo"]
     if topo.ipv6:
         cloud.append(f"addr add {CLOUD_IP6}/128 dev lo nodad")
-    for u in topo.uplinks:
+    for u in _isps(topo):
         cloud += [f"addr add {u.transit_cloud_ip}/30 dev {u.cloud_ifname}",
                   f"link set {u.cloud_ifname} up"]
         if u.ipv6:
@@ -120,10 +126,10 @@ def _sysctl(values: dict[str, str]) -> None:
 
 
 def _set_sysctls(topo: Topology) -> None:
-    for u in topo.uplinks:
+    for u in _isps(topo):
         in_netns(u.isp_netns, lambda: _sysctl({"net.ipv4.ip_forward": "1"}))
     gw = {"net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.default.rp_filter": "0"}
-    for u in topo.uplinks:
+    for u in _isps(topo):
         # A dead uplink's default route lingers (flagged linkdown) until NM drops it;
         # unbound traffic must not keep choosing it.
         gw[f"net.ipv4.conf.{u.ifname}.ignore_routes_with_linkdown"] = "1"

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from impctl.lab.daemons import daemon_path
-from impctl.lab.modemctl import generic_plugin
+from impctl.lab.modemctl import PLUGIN, ublox_plugin
 from impctl.lab.topology import Topology
 from impctl.model.errors import LabError, PermissionDenied
 
@@ -46,8 +46,9 @@ def check(topo: Topology) -> None:
         if shutil.which(tool, path=daemon_path()) is None:
             raise LabError(f"{tool} not found: apt-get install {package}")
     if topo.modem:
-        if generic_plugin() is None:
-            raise LabError("ModemManager's generic plugin not found: apt-get install modemmanager")
+        if ublox_plugin() is None:
+            raise LabError(f"ModemManager's u-blox plugin ({PLUGIN}) not found: "
+                           "apt-get install modemmanager")
         if importlib.util.find_spec("dbusmock") is None:
             raise LabError("python-dbusmock not found (the modem lab's polkit): "
                            "pip install python-dbusmock")

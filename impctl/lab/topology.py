@@ -52,7 +52,7 @@ DNS64_UPSTREAM_PORT = 5353
 CARRIER_WAIT_MS = 1000
 
 UP_TIMEOUT_S = 15.0
-# ModemManager probes the simulated modem in ~3 s with the generic plugin only.
+# ModemManager probes the simulated modem in ~3 s with the u-blox plugin only.
 MODEM_TIMEOUT_S = 30.0
 LEASE_TIMEOUT_S = 15.0
 ISP_IFNAME = "down0"
@@ -73,9 +73,17 @@ LAN_GATEWAY_IP = "10.42.0.1"
 # Where impctl.lab.lanhooks writes the LAN device's resolv.conf.
 LAN_RESOLV_CONF_ENV = "IMPCTL_LAB_RESOLV_CONF"
 
+# The modem's net port (a veth in the gateway) and the carrier behind it: the bearer's
+# gateway and DNS is the carrier's router_ip, the bearer's address BEARER_IP (static, as
+# +CGCONTRDP hands it to ModemManager; no DHCP on the net port in bridge mode).
+MODEM_NET_IFNAME = "usb0"
+CARRIER_INDEX = 64
+BEARER_IP = f"198.18.{CARRIER_INDEX}.2"
+MODEM_APN = "internet"
+
 # Daemons of every lab, then those only a modem lab has (names in lab.json and logs/).
 BASE_DAEMONS = ("cloud", "tinyproxy", "dbus", "NetworkManager", "lan-dhcp")
-MODEM_DAEMONS = ("polkit", "modem", "ModemManager")
+MODEM_DAEMONS = ("dnsmasq-m", "polkit", "modem", "ModemManager")
 
 
 @dataclass(frozen=True)
@@ -163,6 +171,16 @@ def make_uplinks(prefix: str, ipv6: bool = False) -> tuple[Uplink, ...]:
     )
 
 
+def make_carrier(prefix: str) -> Uplink:
+    """The modem's carrier, shaped as an ISP (so its veths, source validation, NAT and
+    faults are built as an ISP's) but not one of the lab's NM uplinks: NM reaches it only
+    through the modem's bearer."""
+    i = CARRIER_INDEX
+    return Uplink(ifname=MODEM_NET_IFNAME, cls="cell", letter="m", isp_netns=f"{prefix}-carrier",
+                  subnet=f"198.18.{i}.0/24", router_ip=f"198.18.{i}.1", metric=700,
+                  profile_id="", profile_uuid="")
+
+
 class Topology:
     """A lab at `root` whose namespaces are named `{prefix}-gw`, `{prefix}-ispa`, ..."""
 
@@ -189,6 +207,7 @@ class Topology:
         self.lan_profile_id = LAN_PROFILE_ID
         self.lan_profile_uuid = files.profile_uuid(prefix, LAN_IFNAME)
         self.uplinks = make_uplinks(prefix, ipv6)
+        self.carrier = make_carrier(prefix) if modem else None
         self.cloud_host = CLOUD_HOST
         self.cloud_ip = CLOUD_IP
         self.cloud_ip6 = CLOUD_IP6 if ipv6 else None
@@ -202,7 +221,7 @@ class Topology:
     @property
     def namespaces(self) -> list[str]:
         return [self.gw_netns, *(u.isp_netns for u in self.uplinks), self.cloud_netns,
-                self.lan_netns]
+                self.lan_netns, *([self.carrier.isp_netns] if self.carrier else [])]
 
     @property
     def daemon_names(self) -> list[str]:

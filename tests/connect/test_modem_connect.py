@@ -1,8 +1,9 @@
 """Cellular result codes with real ModemManager and the lab's simulated modem (ttyUSB0, cell1).
 
 Each SIM/registration state the modem can play maps to its impOS code; a
-registered modem gets as far as the bearer, which cannot connect here (no PPP
-in the kernel): NO_PPP_CONNECTION, for real.
+registered modem connects its net-port bearer (usb0, no PPP) and reaches the
+cloud through the lab's carrier; a bearer the network refuses is
+NO_PPP_CONNECTION, for real.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ def test_modem_state_maps_to_its_code_and_changes_nothing(modem_lab: Lab, state:
     assert routes(modem_lab) == before
 
 
-def test_registered_modem_fails_at_the_bearer(modem_lab: Lab) -> None:
+def test_refused_bearer_fails_at_the_bearer(modem_lab: Lab) -> None:
     modem_lab.modem_state("registered")
+    modem_lab.fault("modem", "bearer-refused")
     before = routes(modem_lab)
     rc, doc = impctl(modem_lab, "connectwith", "--timeout", "30",
                      nic={"interface": "cell1", "cellconfig": {"apn": "internet"}})
@@ -63,6 +65,18 @@ def test_registered_modem_fails_at_the_bearer(modem_lab: Lab) -> None:
     assert routes(modem_lab) == before
     state = json.loads(modem_lab.state_path.read_text())
     assert state["last_error"]["name"] == "NO_PPP_CONNECTION"
+
+
+def test_registered_modem_connects_its_bearer(modem_lab: Lab) -> None:
+    modem_lab.modem_state("registered")
+    rc, doc = impctl(modem_lab, "connectwith", "--timeout", "30",
+                     nic={"interface": "cell1", "cellconfig": {"apn": "internet"}})
+    (attempt,) = doc["data"]["attempts"]
+    assert (attempt["ifname"], attempt["code_name"]) == ("ttyUSB0", "SERVER_CONNECTED"), attempt
+    assert rc == 0
+    # The bearer is ModemManager's, on the modem's net port.
+    assert any(b["status"]["connected"] == "yes" and b["status"]["interface"] == "usb0"
+               for b in modem_lab.modem_bearers())
 
 
 def test_status_shows_the_modem(modem_lab: Lab) -> None:

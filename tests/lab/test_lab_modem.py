@@ -29,7 +29,8 @@ def test_mm_and_nm_see_the_registered_modem(modem_lab: Lab) -> None:
     proc = modem_lab.run(["mmcli", "-J", "-m", "any"], check=True)
     modem = json.loads(proc.stdout)["modem"]
     assert modem["generic"]["primary-port"] == "ttyUSB0"
-    assert modem["generic"]["plugin"] == "generic"
+    assert modem["generic"]["plugin"] == "u-blox"
+    assert sorted(modem["generic"]["ports"]) == ["ttyUSB0 (at)", "usb0 (net)"]
     assert modem["3gpp"]["imei"] == "490154203237518"
     assert mm_view(modem_lab) == {"state": "registered", "failed": "--", "unlock": "--",
                                   "registration": "home"}

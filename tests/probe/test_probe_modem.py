@@ -23,7 +23,7 @@ def probe(lab: Lab, *args: str) -> tuple[int, dict[str, Any]]:
 
 
 def test_modem_states_give_the_cellular_codes(modem_lab: Lab) -> None:
-    # registered: the modem gets as far as the bearer, which cannot connect here (no PPP)
+    # registered, no bearer up (probe brings none up): the bearer stage fails
     modem_lab.modem_state("registered")
     rc, data = probe(modem_lab)
     by_id = {i["identifier"]: i for i in data["interfaces"]}
