@@ -113,32 +113,30 @@ def modem_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     yield from _build(tmp_path_factory, modem=True)
 
 
-@pytest.fixture(scope="module")
-def bearer_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """A modem lab of the module's own (Lab(modem=True)), for connecting and breaking the bearer."""
-    reason = lab_unavailable(modem=True)
+def _module_lab(tmp_path_factory: pytest.TempPathFactory, name: str, letter: str, *, modem: bool = False,
+                ipv6: bool = False) -> Iterator[Lab]:
+    """A lab of a test module's own, built once for the module (prefix: the session's + `letter`)."""
+    reason = lab_unavailable(modem=modem, ipv6=ipv6)
     if reason:
         skip_or_fail(reason)
-    lab = Lab(tmp_path_factory.mktemp("bearerlab") / "lab", session_prefix() + "c", modem=True)
+    lab = Lab(tmp_path_factory.mktemp(name) / "lab", session_prefix() + letter, modem=modem, ipv6=ipv6)
     lab.up(replace=True)
     try:
         yield lab
     finally:
         lab.down()
+
+
+@pytest.fixture(scope="module")
+def bearer_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A modem lab of the module's own (Lab(modem=True)), for connecting and breaking the bearer."""
+    yield from _module_lab(tmp_path_factory, "bearerlab", "c", modem=True)
 
 
 @pytest.fixture(scope="module")
 def ipv6_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """A dual-stack lab (Lab(ipv6=True)): every ISP dual-stack, wwan0 IPv6-only (DNS64/NAT64)."""
-    reason = lab_unavailable(ipv6=True)
-    if reason:
-        skip_or_fail(reason)
-    lab = Lab(tmp_path_factory.mktemp("ipv6lab") / "lab", session_prefix() + "v", ipv6=True)
-    lab.up(replace=True)
-    try:
-        yield lab
-    finally:
-        lab.down()
+    yield from _module_lab(tmp_path_factory, "ipv6lab", "v", ipv6=True)
 
 
 @pytest.fixture(scope="session")
