@@ -87,18 +87,25 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             skip_or_fail(reason)
 
 
-def _build(tmp_path_factory: pytest.TempPathFactory, modem: bool) -> Iterator[Lab]:
-    reason = lab_unavailable(modem)
+def _lab_at(base: Path, prefix: str, *, modem: bool = False, ipv6: bool = False,
+            remove_stale: bool = False) -> Iterator[Lab]:
+    """A lab built in `base` for the fixture's scope, then taken down (skipped or failed if it cannot run)."""
+    reason = lab_unavailable(modem=modem, ipv6=ipv6)
     if reason:
         skip_or_fail(reason)
-    base = tmp_path_factory.mktemp("modemlab" if modem else "lab")
-    _remove_stale_labs(base)
-    lab = Lab(base / "lab", session_prefix(modem), modem=modem)
+    if remove_stale:  # only once the lab can run: removing them needs root
+        _remove_stale_labs(base)
+    lab = Lab(base / "lab", prefix, modem=modem, ipv6=ipv6)
     lab.up(replace=True)
     try:
         yield lab
     finally:
         lab.down()
+
+
+def _build(tmp_path_factory: pytest.TempPathFactory, modem: bool) -> Iterator[Lab]:
+    base = tmp_path_factory.mktemp("modemlab" if modem else "lab")
+    yield from _lab_at(base, session_prefix(modem), modem=modem, remove_stale=True)
 
 
 @pytest.fixture(scope="session")
@@ -116,15 +123,7 @@ def modem_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 def _module_lab(tmp_path_factory: pytest.TempPathFactory, name: str, letter: str, *, modem: bool = False,
                 ipv6: bool = False) -> Iterator[Lab]:
     """A lab of a test module's own, built once for the module (prefix: the session's + `letter`)."""
-    reason = lab_unavailable(modem=modem, ipv6=ipv6)
-    if reason:
-        skip_or_fail(reason)
-    lab = Lab(tmp_path_factory.mktemp(name) / "lab", session_prefix() + letter, modem=modem, ipv6=ipv6)
-    lab.up(replace=True)
-    try:
-        yield lab
-    finally:
-        lab.down()
+    yield from _lab_at(tmp_path_factory.mktemp(name), session_prefix() + letter, modem=modem, ipv6=ipv6)
 
 
 @pytest.fixture(scope="module")

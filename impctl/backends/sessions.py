@@ -228,7 +228,11 @@ def _port_address(ifname: str) -> str | None:
 
 
 async def _answers(server: str, name: str, timeout_s: float) -> bool:
-    """Whether `server` answers an A query for `name` within `timeout_s` (any answer but SERVFAIL)."""
+    """Whether `server` answers an A query for `name` within `timeout_s` (any answer but SERVFAIL).
+
+    Not the probe's query (impctl.backends.probe_net): that one resends the same question
+    halfway, which dnsmasq takes for a client's retry and sends to its next server.
+    """
     loop = asyncio.get_running_loop()
     txid = int.from_bytes(os.urandom(2), "big")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
