@@ -14,7 +14,6 @@ import errno
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -100,6 +99,9 @@ def write_state(path: Path, state: State) -> None:
     """Atomically replace `path` with `state` (mode 0600). Call under `locked`."""
     data = json.dumps(state.to_dict(), indent=2, sort_keys=True) + "\n"
     _ensure_dir(path.parent)
+    # Imported here: `status` and every other reader of the state never write it.
+    import tempfile
+
     tmp_name: str | None = None
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

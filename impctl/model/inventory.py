@@ -71,6 +71,12 @@ class NMDeviceType(TolerantIntEnum):
     HSR = 33
 
 
+# NM device types that take an 802-3-ethernet profile (the lab's veths play wifi or cell).
+ETHERNET_TYPES = frozenset({int(NMDeviceType.ETHERNET), int(NMDeviceType.VETH), int(NMDeviceType.MACVLAN)})
+WIFI_TYPES = frozenset({int(NMDeviceType.WIFI)})
+MODEM_TYPES = frozenset({int(NMDeviceType.MODEM)})
+
+
 class NMDeviceState(TolerantIntEnum):
     UNKNOWN = 0
     UNMANAGED = 10

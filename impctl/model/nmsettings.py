@@ -18,17 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from impctl.model.errors import ValidationError
-from impctl.model.inventory import NMDeviceType
+from impctl.model.inventory import ETHERNET_TYPES, MODEM_TYPES, WIFI_TYPES
 from impctl.model.nic import Nic, Secret
 
 Settings = dict[str, dict[str, Any]]
 
 PROFILE_PREFIX = "impctl-"
-
-# NM device types that take an 802-3-ethernet profile.
-ETHERNET_TYPES = frozenset({int(NMDeviceType.ETHERNET), int(NMDeviceType.VETH), int(NMDeviceType.MACVLAN)})
-WIFI_TYPES = frozenset({int(NMDeviceType.WIFI)})
-MODEM_TYPES = frozenset({int(NMDeviceType.MODEM)})
 
 SIGNATURES: dict[tuple[str, str], str] = {
     ("connection", "id"): "s",

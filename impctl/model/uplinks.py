@@ -7,9 +7,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from impctl.model.identifiers import resolve
-from impctl.model.inventory import DeviceInfo
+from impctl.model.inventory import WIFI_TYPES, DeviceInfo
 from impctl.model.nic import Nic
-from impctl.model.nmsettings import WIFI_TYPES
 from impctl.model.state import StoredSettings
 
 PRIMARY_ROUTE_METRIC = 50  # below NM's defaults (ethernet 100, wifi 600, modem 700)

@@ -44,7 +44,7 @@ from impctl.model.codes import ResultCode, code_name, exit_code_for
 from impctl.model.config import Config
 from impctl.model.errors import NoSuchInterface, ValidationError
 from impctl.model.identifiers import class_of
-from impctl.model.inventory import DeviceInfo, NMDeviceState, name_of
+from impctl.model.inventory import MODEM_TYPES, WIFI_TYPES, DeviceInfo, NMDeviceState, name_of
 from impctl.model.netfacts import Priority
 from impctl.model.nic import (
     CellConfig,
@@ -54,7 +54,7 @@ from impctl.model.nic import (
     WifiConfig,
     check_nic_for_class,
 )
-from impctl.model.nmsettings import MODEM_TYPES, WIFI_TYPES, DeviceFacts, Settings, nm_settings
+from impctl.model.nmsettings import DeviceFacts, Settings, nm_settings
 from impctl.model.sequence import effective_order
 from impctl.model.state import CurrentUplink, Mode, Pin, State
 from impctl.model.uplinks import complete_nic, current_device, find_devices, primary_metric

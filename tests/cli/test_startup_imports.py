@@ -33,12 +33,12 @@ main()
 """
 
 
-def modules_after(tmp_path: Path, *args: str, preload: str = "") -> set[str]:
+def modules_after(tmp_path: Path, *args: str, preload: str = "", ok: bool = True) -> set[str]:
     out = tmp_path / "modules.json"
     env = {**os.environ, "IMPCTL_STATE": str(tmp_path / "state.json"), "IMPCTL_CONFIG": str(tmp_path / "no.toml")}
     proc = subprocess.run([sys.executable, "-c", WRAPPER, str(out), preload, *args], env=env,
                           capture_output=True, text=True, timeout=60, check=False)
-    assert proc.returncode == 0, proc.stderr
+    assert (proc.returncode == 0) == ok, proc.stderr
     assert "Traceback" not in proc.stderr
     return set(json.loads(out.read_text()))
 
@@ -94,3 +94,14 @@ def test_version_is_answered_before_typer_loads_and_says_the_same(tmp_path: Path
     fast, typer_path = version("--version"), version("--state", "/x", "--version")
     assert fast.returncode == typer_path.returncode == 0
     assert fast.stdout == typer_path.stdout == f"impctl {impctl.__version__}\n"
+
+
+def test_status_loads_no_connection_machinery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No system bus at this address: status fails at the bus, after importing all it needs.
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path}/no-bus")
+    modules = modules_after(tmp_path, "status", "--json", ok=False)
+    assert "impctl.backends.nm.devices" in modules  # it got as far as reading devices
+    # Connection settings, activation and atomic writes are for the commands that change things.
+    unneeded = {"impctl.model.nmsettings", "impctl.backends.nm.activation", "impctl.backends.nm.trial",
+                "impctl.backends.secrets", "cryptography", "tempfile", "pyroute2"}
+    assert sorted(unneeded & {m if m.startswith("impctl") else m.split(".")[0] for m in modules}) == []

@@ -222,6 +222,21 @@ class SystemBus:
         except (NoSuchInterface, DBusCallError):
             return {}
 
+    async def get_or_none(self, destination: str, path: str | None, interface: str, name: str) -> Any:
+        """One property of an optional object, or None when it (or the object) is absent or gone.
+
+        For a single value, cheaper than GetAll: NM's objects have dozens of properties and
+        unmarshalling each costs start-up time.
+        """
+        if path is None or not is_path(path):
+            return None
+        try:
+            body = await self.call(destination, path, PROPS, "Get", "ss", [interface, name],
+                                   what=f"reading {path}")
+        except (NoSuchInterface, DBusCallError):
+            return None
+        return unwrap(body[0]) if body else None
+
     async def add_match(self, rule: str) -> None:
         await self.call(DBUS, DBUS_PATH, DBUS, "AddMatch", "s", [rule], what="subscribing to signals")
 

@@ -38,13 +38,14 @@ from impctl.backends.nm.defs import (
     IP4ConfigProps,
     Modem3gppProps,
     ModemProps,
-    NMProps,
     WiredProps,
     WirelessProps,
     is_path,
 )
 from impctl.model.errors import NoSuchInterface, PermissionDenied, ServiceUnavailable
 from impctl.model.inventory import (
+    ETHERNET_TYPES,
+    WIFI_TYPES,
     DeviceInfo,
     Interfaces,
     MMModemState,
@@ -114,11 +115,14 @@ async def read_device(bus: SystemBus, path: str) -> DeviceInfo | None:
     if not props:
         return None  # vanished between GetDevices and now
     active_path = props.get("ActiveConnection")
+    nm_type = int(props.get("DeviceType", 0))
+    # Only the interface the device type has: asking a WiFi device for its Wired
+    # properties costs an error reply, and every message costs `status` start-up time.
     ip4, active, wired, wireless = await asyncio.gather(
         bus.get_all_or_empty(NM, props.get("Ip4Config"), NM_IP4),
         bus.get_all_or_empty(NM, active_path, NM_ACTIVE),
-        bus.get_all_or_empty(NM, path, NM_WIRED),
-        bus.get_all_or_empty(NM, path, NM_WIRELESS),
+        bus.get_all_or_empty(NM, path if nm_type in ETHERNET_TYPES else None, NM_WIRED),
+        bus.get_all_or_empty(NM, path if nm_type in WIFI_TYPES else None, NM_WIRELESS),
     )
     active_props = cast(ActiveConnectionProps, active)
     addresses, gateway, dns, metric = _ipv4_facts(cast(IP4ConfigProps, ip4))
@@ -129,7 +133,7 @@ async def read_device(bus: SystemBus, path: str) -> DeviceInfo | None:
     carrier = cast(WiredProps, wired).get("Carrier")
     return DeviceInfo(
         ifname=str(props.get("Interface", "")),
-        nm_type=NMDeviceType(int(props.get("DeviceType", 0))),
+        nm_type=NMDeviceType(nm_type),
         nm_state=NMDeviceState(int(props.get("State", 0))),
         iface_class="",
         nm_path=path,
@@ -168,21 +172,20 @@ async def _read_nm_devices(bus: SystemBus) -> list[DeviceInfo]:
 
 async def primary_device_path(bus: SystemBus) -> str | None:
     """The NM device of the primary connection (the one holding the default route)."""
-    props = cast(NMProps, await bus.get_all(NM, NM_PATH, NM))
-    active = cast(ActiveConnectionProps, await bus.get_all_or_empty(NM, props.get("PrimaryConnection"), NM_ACTIVE))
-    devices = active.get("Devices", [])
+    primary = await bus.get_or_none(NM, NM_PATH, NM, "PrimaryConnection")
+    devices = await bus.get_or_none(NM, primary, NM_ACTIVE, "Devices")
     return str(devices[0]) if devices else None
 
 
 async def device_ifname(bus: SystemBus, path: str) -> str | None:
-    props = cast(DeviceProps, await bus.get_all_or_empty(NM, path, NM_DEVICE))
-    return str(props["Interface"]) if props.get("Interface") else None
+    name = await bus.get_or_none(NM, path, NM_DEVICE, "Interface")
+    return str(name) if name else None
 
 
 async def device_state(bus: SystemBus, path: str) -> NMDeviceState:
     """The device's state now (DISCONNECTED if it is gone)."""
-    props = cast(DeviceProps, await bus.get_all_or_empty(NM, path, NM_DEVICE))
-    return NMDeviceState(int(props.get("State", NMDeviceState.DISCONNECTED)))
+    state = await bus.get_or_none(NM, path, NM_DEVICE, "State")
+    return NMDeviceState(int(state) if state is not None else NMDeviceState.DISCONNECTED)
 
 
 # ---------------------------------------------------------------------------
