@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import typer
+
+from impctl.model.record import record
 
 DEFAULT_STATE_PATH = Path("/var/lib/impctl/state.json")
 DEFAULT_CONFIG_PATH = Path("/etc/impctl/impctl.toml")
@@ -14,7 +15,7 @@ STATE_ENV = "IMPCTL_STATE"
 CONFIG_ENV = "IMPCTL_CONFIG"
 
 
-@dataclass(frozen=True)
+@record
 class Globals:
     state_path: Path
     config_path: Path

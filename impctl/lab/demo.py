@@ -24,16 +24,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from impctl.lab.lab import Lab
 from impctl.model.errors import LabError
+from impctl.model.record import record
 
 DAEMON_EVENTS = ("switch", "connected", "sessions-ended", "link")
 DAEMON_WAIT_S = 20.0
 
 
-@dataclass(frozen=True)
+@record
 class Step:
     command: str  # as a person would type it
     output: str  # what it printed (stdout, then stderr), or the daemon's log lines

@@ -45,7 +45,6 @@ dropped by either is dropped, so the faults bite exactly as before.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Literal
 
 from impctl.lab.topology import (
@@ -61,6 +60,7 @@ from impctl.lab.topology import (
     Uplink,
 )
 from impctl.model.errors import LabError
+from impctl.model.record import record
 
 NFT_TABLE = "impctl_lab"
 ISP_TABLE = "impctl_isp"
@@ -76,13 +76,13 @@ EXTRA_CHAINS = ("output",)
 Awaits = Literal["carrier-loss", "no-address", "no-address6"]
 
 
-@dataclass(frozen=True)
+@record
 class Rule:
     chain: str  # one of CHAINS
     statement: str  # match and verdict, without the comment
 
 
-@dataclass(frozen=True)
+@record
 class Fault:
     kind: str
     rules: tuple[Rule, ...] = ()
@@ -95,7 +95,7 @@ class Fault:
     awaits: Awaits | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Command:
     argv: tuple[str, ...]
     input: str | None = None

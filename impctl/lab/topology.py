@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from impctl.lab import files
 from impctl.lab.proc import Bind, netns_argv
 from impctl.model.errors import LabError
+from impctl.model.record import record
 
 DEFAULT_ROOT = Path("/run/impctl-lab")
 DEFAULT_PREFIX = "imp"
@@ -86,7 +86,7 @@ BASE_DAEMONS = ("cloud", "tinyproxy", "dbus", "NetworkManager", "lan-dhcp")
 MODEM_DAEMONS = ("dnsmasq-m", "polkit", "modem", "ModemManager")
 
 
-@dataclass(frozen=True)
+@record
 class Uplink:
     """One gateway uplink and the ISP namespace at its other end."""
 

@@ -11,14 +11,15 @@ stage instead of raising.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from impctl.model.codes import ResultCode, code_name
 from impctl.model.inventory import MMModemState, MMRegistrationState, ModemInfo, NMDeviceState
+from impctl.model.record import record
 
 
-@dataclass(frozen=True)
+@record
 class Activation:
     """What became of an NM activation request (filled by the D-Bus backend).
 
@@ -137,7 +138,7 @@ def cloud_code(iface_class: str, code: ResultCode, *, via_modem: bool = True) ->
     return code
 
 
-@dataclass(frozen=True)
+@record
 class CheckOutcome:
     """The cloud check through one interface: SERVER_CONNECTED or the failing stage's code."""
 
@@ -146,7 +147,7 @@ class CheckOutcome:
     elapsed_s: float = 0.0
 
 
-@dataclass(frozen=True)
+@record
 class Attempt:
     """One connection attempt through one interface, as reported to the user."""
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
 from typing import Any
+
+from impctl.model.record import record
 
 
 class DocumentError(Exception):
@@ -30,7 +31,7 @@ class DocumentError(Exception):
         self.path = path  # the JSON path of the offending value, "" for the whole document
 
 
-@dataclass(frozen=True)
+@record
 class Limits:
     max_bytes: int
     max_depth: int

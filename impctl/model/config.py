@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from typing import Any
 
 from impctl.model.errors import ConfigError
 from impctl.model.identifiers import is_ifname, parse_specific
+from impctl.model.record import record
 
 CLASSES = ("ethernet", "wifi", "cell")
 # What [classes] may say of an interface: an uplink class, or "lan", a port that is never an
@@ -45,7 +46,7 @@ DEFAULT_CLOUD_HOST = "cloudflare.com"
 DEFAULT_CLOUD_PORT = 443
 
 
-@dataclass(frozen=True)
+@record
 class CloudEndpoint:
     host: str = DEFAULT_CLOUD_HOST
     port: int = DEFAULT_CLOUD_PORT
@@ -58,7 +59,7 @@ class CloudEndpoint:
         return self.server_name or self.host
 
 
-@dataclass(frozen=True)
+@record
 class ProbeSettings:
     link_timeout_s: float = 1.0
     dns_timeout_s: float = 2.0
@@ -68,7 +69,7 @@ class ProbeSettings:
     total_timeout_s: float = 10.0
 
 
-@dataclass(frozen=True)
+@record
 class DaemonSettings:
     # After a failed probe the next come `probe_failures` times faster: with 2 failures a
     # silent upstream loss is confirmed within ~1.5 intervals, 3 s by default.
@@ -101,7 +102,7 @@ class DaemonSettings:
     metrics_textfile: str | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Config:
     cloud: CloudEndpoint = field(default_factory=CloudEndpoint)
     classes: dict[str, str] = field(default_factory=dict)
@@ -151,7 +152,7 @@ def parse_listen(text: str, where: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-@dataclass(frozen=True)
+@record
 class Range:
     """The values a numeric setting accepts, inclusive, and why those."""
 

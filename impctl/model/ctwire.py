@@ -22,7 +22,8 @@ import ipaddress
 import socket
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+
+from impctl.model.record import record
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_CTNETLINK = 1
@@ -64,7 +65,7 @@ class CtWireError(ValueError):
     """A reply that does not parse: the backend reports it, it never crashes the daemon."""
 
 
-@dataclass(frozen=True)
+@record
 class Entry:
     family: int
     orig_src: Address | None
@@ -84,7 +85,7 @@ class Entry:
         return self.proto == socket.IPPROTO_TCP and self.tcp_state == TCP_CONNTRACK_ESTABLISHED
 
 
-@dataclass(frozen=True)
+@record
 class Reply:
     seq: int
     entry: Entry | None = None

@@ -9,9 +9,9 @@ fallback. Parsing treats the response as hostile: anything malformed raises
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from impctl.model.errors import ImpctlError
+from impctl.model.record import record
 
 TYPE_A = 1
 TYPE_CNAME = 5
@@ -35,7 +35,7 @@ class DnsFormatError(ImpctlError):
     kind = "dns_format"
 
 
-@dataclass(frozen=True)
+@record
 class DnsAnswer:
     txid: int
     rcode: int

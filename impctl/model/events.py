@@ -6,10 +6,10 @@ Events carry `time.monotonic()` of their arrival where timing matters.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from impctl.model.record import record
 
 
-@dataclass(frozen=True)
+@record
 class LinkChanged:
     ifname: str
     index: int
@@ -17,19 +17,19 @@ class LinkChanged:
     at: float
 
 
-@dataclass(frozen=True)
+@record
 class IPChanged:
     ifname: str
     at: float
 
 
-@dataclass(frozen=True)
+@record
 class LinkRemoved:
     ifname: str
     at: float
 
 
-@dataclass(frozen=True)
+@record
 class Resync:
     """Events may have been lost: re-read every interface."""
 
@@ -40,7 +40,7 @@ class Resync:
 NetEvent = LinkChanged | IPChanged | LinkRemoved | Resync
 
 
-@dataclass(frozen=True)
+@record
 class NMSignal:
     """A NetworkManager signal the daemon reacts to."""
 

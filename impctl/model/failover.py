@@ -59,6 +59,7 @@ from impctl.model.codes import ResultCode, code_name
 from impctl.model.config import DaemonSettings
 from impctl.model.identifiers import resolve
 from impctl.model.inventory import DeviceInfo
+from impctl.model.record import record
 from impctl.model.sequence import effective_order
 
 DAEMON_STATE_VERSION = 1
@@ -87,7 +88,7 @@ class Purpose(StrEnum):
     STANDBY = "standby"  # a standby uplink, sparingly
 
 
-@dataclass(frozen=True)
+@record
 class UplinkSpec:
     ifname: str
     identifier: str
@@ -97,7 +98,7 @@ class UplinkSpec:
 # ---------------------------------------------------------------- what the policy returns
 
 
-@dataclass(frozen=True)
+@record
 class Switch:
     """Make `to_ifname` the primary uplink, then probe it (Purpose.VERIFY)."""
 
@@ -109,7 +110,7 @@ class Switch:
     failback: bool = False
 
 
-@dataclass(frozen=True)
+@record
 class Connected:
     """The active uplink passed its verification probe."""
 
@@ -119,7 +120,7 @@ class Connected:
     took_s: float  # from the cause of the switch to the passing probe
 
 
-@dataclass(frozen=True)
+@record
 class Lost:
     """No uplink carries traffic to the cloud: manual mode's pinned one, or every one."""
 
@@ -127,7 +128,7 @@ class Lost:
     reason: str
 
 
-@dataclass(frozen=True)
+@record
 class HealthChange:
     ifname: str
     old: Health
@@ -138,13 +139,13 @@ class HealthChange:
 Action = Switch | Connected | Lost | HealthChange
 
 
-@dataclass(frozen=True)
+@record
 class ProbeRequest:
     ifname: str
     purpose: Purpose
 
 
-@dataclass(frozen=True)
+@record
 class ProbeResult:
     """A probe's outcome as `on_probe` takes it (kept while a verification waits for routes)."""
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from impctl.model.errors import ValidationError
+from impctl.model.record import record
 
 GENERIC = ("ethernet", "wifi", "cell")
 PREFIX_TO_CLASS = {"eth": "ethernet", "wl": "wifi", "cell": "cell"}
@@ -23,7 +23,7 @@ _SPECIFIC = re.compile(r"^(eth|wl|cell)(0|[1-9][0-9]?)$")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.\-@+]{1,15}$")
 
 
-@dataclass(frozen=True)
+@record
 class Specific:
     iface_class: str
     index: int

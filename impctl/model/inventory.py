@@ -11,12 +11,13 @@ raw ints they read at their edge.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from enum import IntEnum
 from typing import Any
 
 from impctl.model.config import LAN_CLASS, Config
 from impctl.model.identifiers import assign_identifiers
+from impctl.model.record import record
 
 
 class TolerantIntEnum(IntEnum):
@@ -152,7 +153,7 @@ DEFAULT_CLASS_OF_TYPE = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class ModemInfo:
     path: str
     state: MMModemState
@@ -166,7 +167,7 @@ class ModemInfo:
     primary_port: str | None = None
 
 
-@dataclass(frozen=True)
+@record
 class DeviceInfo:
     ifname: str  # for a modem: its data/control port as NM names it
     nm_type: NMDeviceType
@@ -228,7 +229,7 @@ def is_lan_port(ipv4_method: str | None, ipv6_method: str | None) -> bool:
     return LAN_METHOD in (ipv4_method, ipv6_method)
 
 
-@dataclass(frozen=True)
+@record
 class Interfaces:
     """The gateway's interfaces: uplinks (with identifiers, in listing order) and LAN ports."""
 

@@ -35,9 +35,9 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from impctl.model.ctwire import Entry
+from impctl.model.record import record
 
 ETH_P_IP = 0x0800
 _ATF_COM = 0x02  # a complete ARP entry (linux/if_arp.h)
@@ -50,13 +50,13 @@ _IP_DF = 0x4000
 MAX_NUDGES = 4096
 
 
-@dataclass(frozen=True)
+@record
 class Neighbour:
     ifname: str
     mac: bytes  # 6 bytes
 
 
-@dataclass(frozen=True)
+@record
 class Nudge:
     """One SYN, from the flow's peer to the device, sent on `ifname` to `mac`."""
 

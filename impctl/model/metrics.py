@@ -31,6 +31,7 @@ from impctl.model.failover import (
 )
 from impctl.model.netfacts import Counters
 from impctl.model.probe import InterfaceProbe, Stage
+from impctl.model.record import record
 
 PREFIX = "impctl"
 
@@ -51,13 +52,13 @@ PROBE_STAGE_BYTES: Mapping[Stage, int] = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class Sample:
     labels: tuple[tuple[str, str], ...]
     value: float
 
 
-@dataclass(frozen=True)
+@record
 class Family:
     name: str  # counters without `_total`: the exposition adds it
     kind: str  # "gauge" | "counter"
@@ -142,7 +143,7 @@ class MetricsTally:
             del self.uplinks[name]
 
 
-@dataclass(frozen=True)
+@record
 class BuildInfo:
     version: str
     python: str

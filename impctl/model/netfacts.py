@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-from dataclasses import dataclass
+
+from impctl.model.record import record
 
 
-@dataclass(frozen=True)
+@record
 class LinkState:
     ifname: str
     index: int
@@ -21,14 +22,14 @@ class LinkState:
     kind: str | None  # veth, ... (None for physical NICs)
 
 
-@dataclass(frozen=True)
+@record
 class IPv4Facts:
     addresses: tuple[str, ...]  # "198.18.1.50/24", usable (not tentative/DAD-failed)
     gateway: str | None  # via of a default route leaving through the interface
     default_route_linkdown: bool  # that route is flagged linkdown by the kernel
 
 
-@dataclass(frozen=True)
+@record
 class Counters:
     rx_bytes: int
     tx_bytes: int
@@ -36,7 +37,7 @@ class Counters:
     tx_packets: int
 
 
-@dataclass(frozen=True)
+@record
 class Priority:
     """Where an uplink stands among the others: its IPv4 default-route metric and DNS priority.
 
@@ -49,7 +50,7 @@ class Priority:
     dns_priority: int = 0
 
 
-@dataclass(frozen=True)
+@record
 class DefaultRoute:
     ifname: str
     metric: int
@@ -68,7 +69,7 @@ def kernel_primary(routes: list[DefaultRoute]) -> str | None:
     return min(usable, key=lambda r: r.metric).ifname if usable else None
 
 
-@dataclass(frozen=True)
+@record
 class Resolved:
     name: str
     address: str  # the first A record

@@ -15,29 +15,31 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from impctl.model.bounded import DocumentError, Limits, load_json, show
 from impctl.model.errors import ValidationError
 from impctl.model.identifiers import check_identifier, class_of
+from impctl.model.record import record
 
 # A NIC is a few hundred bytes, nested 3 deep ({"wificonfig": {"key": {"encrypted": ...}}});
 # 64 KiB and 32 levels leave room for any real one and bound the work a hostile one causes.
 NIC_LIMITS = Limits(max_bytes=64 * 1024, max_depth=32)
 
-_HEX64 = re.compile(r"^[0-9A-Fa-f]{64}$")
-_HOSTNAME = re.compile(
+# Pattern strings, compiled by `re` on first use (and cached there): most runs that
+# import this module (status, probe) never validate a key or a host name.
+_HEX64 = r"^[0-9A-Fa-f]{64}$"
+_HOSTNAME = (
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
-_ENC_TOKEN = re.compile(r"^[A-Za-z0-9_\-=.:]{1,4096}$")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
+_ENC_TOKEN = r"^[A-Za-z0-9_\-=.:]{1,4096}$"
+_SURROGATE = "[\ud800-\udfff]"
+_PLAIN_KEY = r"[A-Za-z_][A-Za-z0-9_\-]{0,63}"
 
 NIC_KEYS = ("interface", "wificonfig", "staticconfig", "proxyconfig", "cellconfig")
 
 
-@dataclass(frozen=True)
+@record
 class Secret:
     """A secret value: plain text or a gateway-encrypted token. Never shown in clear."""
 
@@ -60,7 +62,7 @@ class Secret:
         return {"encrypted": self.encrypted}
 
 
-@dataclass(frozen=True)
+@record
 class WifiConfig:
     ssid: str
     key: Secret | None  # None: open network
@@ -70,7 +72,7 @@ class WifiConfig:
         return self.key is None or self.key.is_empty
 
 
-@dataclass(frozen=True)
+@record
 class StaticConfig:
     ip: str
     netmask: str
@@ -82,7 +84,7 @@ class StaticConfig:
         return ipaddress.IPv4Network(f"0.0.0.0/{self.netmask}").prefixlen
 
 
-@dataclass(frozen=True)
+@record
 class ProxyConfig:
     address: str
     port: int
@@ -91,14 +93,14 @@ class ProxyConfig:
     password: Secret | None = None
 
 
-@dataclass(frozen=True)
+@record
 class CellConfig:
     apn: str | None = None
     username: str | None = None
     password: Secret | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Nic:
     interface: str
     wificonfig: WifiConfig | None = None
@@ -123,7 +125,7 @@ def _obj(value: Any, path: str, keys: tuple[str, ...]) -> dict[str, Any]:
     for key in value:
         if key not in keys:
             # A key is user data: quoted unless plain, so the path stays one printable line.
-            if isinstance(key, str) and _PLAIN_KEY.fullmatch(key):
+            if isinstance(key, str) and re.fullmatch(_PLAIN_KEY, key):
                 where = f"{path}.{key}" if path else key
             else:
                 where = f"{path}[{show(str(key))}]"
@@ -146,7 +148,7 @@ def _text(value: str, path: str, *, secret: bool = False) -> None:
     """Strings that can never be valid anywhere in a NIC: NUL, lone surrogates (not Unicode text)."""
     if "\x00" in value:
         raise ValidationError(path, "must not contain NUL characters")
-    if _SURROGATE.search(value):
+    if re.search(_SURROGATE, value):
         where = "" if secret else f" in {show(value)}"  # a secret is never echoed, not even a bad one
         raise ValidationError(path, f"must be Unicode text (got a lone UTF-16 surrogate{where})")
 
@@ -169,7 +171,7 @@ def _secret(value: Any, path: str) -> Secret:
     if isinstance(value, dict):
         obj = _obj(value, path, ("encrypted",))
         token = obj.get("encrypted")
-        if not isinstance(token, str) or not _ENC_TOKEN.match(token):
+        if not isinstance(token, str) or not re.match(_ENC_TOKEN, token):
             raise ValidationError(f"{path}.encrypted", "must be an encrypted token from 'impctl config current'")
         return Secret(encrypted=token)
     if not isinstance(value, str):
@@ -193,7 +195,7 @@ def parse_wifi(value: Any, path: str = "wificonfig") -> WifiConfig:
     key = _secret(raw_key, f"{path}.key")
     if key.plain is not None:
         text = key.plain
-        if not (8 <= len(text) <= 63 and text.isprintable() and text.isascii()) and not _HEX64.match(text):
+        if not (8 <= len(text) <= 63 and text.isprintable() and text.isascii()) and not re.match(_HEX64, text):
             raise ValidationError(
                 f"{path}.key",
                 "must be a WPA passphrase of 8-63 printable ASCII characters or 64 hex digits"
@@ -238,7 +240,7 @@ def parse_proxy(value: Any, path: str = "proxyconfig") -> ProxyConfig:
     if "address" not in obj:
         raise ValidationError(f"{path}.address", "is required")
     address = _str(obj["address"], f"{path}.address", max_len=64)
-    if not _HOSTNAME.match(address):
+    if not re.match(_HOSTNAME, address):
         raise ValidationError(f"{path}.address", f"{address!r} is not a host name or IPv4 address")
     if "port" not in obj:
         raise ValidationError(f"{path}.port", "is required")

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import socket
 import struct
-from dataclasses import dataclass
 from typing import Any
 
 from impctl.model.errors import ValidationError
 from impctl.model.inventory import ETHERNET_TYPES, MODEM_TYPES, WIFI_TYPES
 from impctl.model.nic import Nic, Secret
+from impctl.model.record import record
 
 Settings = dict[str, dict[str, Any]]
 
@@ -66,7 +66,7 @@ def signature_of(group: str, key: str) -> str:
         raise KeyError(f"no D-Bus signature known for NM setting {group}.{key}") from None
 
 
-@dataclass(frozen=True)
+@record
 class DeviceFacts:
     """What the settings depend on about the target NM device."""
 

@@ -21,12 +21,13 @@ failed instead of hiding it behind PPP_NO_CONNECTIVITY.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
 from typing import Any
 
 from impctl.model.codes import ExitCode, ResultCode, code_name, exit_code_for
 from impctl.model.errors import ImpctlError
+from impctl.model.record import record
 
 PROBE_JSON_VERSION = 1
 
@@ -85,7 +86,7 @@ def failure_code(stage: Stage, *, via_modem: bool, rejected: bool = False) -> Re
     return _NETWORK_CODES[stage]
 
 
-@dataclass(frozen=True)
+@record
 class StageResult:
     stage: Stage
     ok: bool
@@ -99,7 +100,7 @@ class StageResult:
         return self.stage.value
 
 
-@dataclass(frozen=True)
+@record
 class InterfaceProbe:
     identifier: str
     ifname: str
@@ -192,7 +193,7 @@ def interface_to_json(result: InterfaceProbe) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
+@record
 class ProbeReport:
     """One run of `impctl probe` over one or more interfaces."""
 

@@ -28,7 +28,8 @@ import ipaddress
 import socket
 import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+
+from impctl.model.record import record
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -63,7 +64,7 @@ def state_mask(states: Iterable[int]) -> int:
     return mask
 
 
-@dataclass(frozen=True)
+@record
 class SockId:
     """One socket's identity as the kernel reports it; sent back unchanged to destroy it."""
 
@@ -84,7 +85,7 @@ class SockId:
         return _address(self.family, self.dst)
 
 
-@dataclass(frozen=True)
+@record
 class DiagSocket:
     protocol: int  # IPPROTO_TCP or IPPROTO_UDP (the dump's)
     state: int
@@ -124,7 +125,7 @@ class DiagWireError(ValueError):
     """A reply that does not parse: the backend reports it, it never crashes the daemon."""
 
 
-@dataclass(frozen=True)
+@record
 class Reply:
     """One netlink message of a reply: a socket, an acknowledgement/error, or the end of a dump."""
 

@@ -43,6 +43,7 @@ from impctl.model.nic import (
     parse_static,
     parse_wifi,
 )
+from impctl.model.record import record
 from impctl.model.sequence import normalise_sequence
 
 SCHEMA_VERSION = 2
@@ -65,7 +66,7 @@ class Mode(StrEnum):
     MANUAL = "manual"
 
 
-@dataclass(frozen=True)
+@record
 class Pin:
     """Manual mode: the interface connectwith connected, and its NIC if it was extended."""
 
@@ -76,7 +77,7 @@ class Pin:
         return nic_to_json(self.nic) if self.nic is not None else {"interface": self.interface}
 
 
-@dataclass(frozen=True)
+@record
 class CurrentUplink:
     """The uplink impctl (or its daemon) made current."""
 
@@ -101,7 +102,7 @@ class CurrentUplink:
         return out
 
 
-@dataclass(frozen=True)
+@record
 class Stored(Generic[T]):
     """One kind of stored settings (impctl config ...), for one interface or all."""
 
@@ -109,7 +110,7 @@ class Stored(Generic[T]):
     interface: str | None = None  # an identifier, ifname or class; None: every interface it fits
 
 
-@dataclass(frozen=True)
+@record
 class StoredSettings:
     wifi: Stored[WifiConfig] | None = None
     static: Stored[StaticConfig] | None = None
@@ -141,7 +142,7 @@ def _fragment_json(kind: str, config: WifiConfig | StaticConfig | ProxyConfig) -
     return dict(nic_to_json(Nic("ethernet", proxyconfig=config))["proxyconfig"])
 
 
-@dataclass(frozen=True)
+@record
 class UplinkView:
     ifname: str
     identifier: str
@@ -158,7 +159,7 @@ class UplinkView:
     losses: int
 
 
-@dataclass(frozen=True)
+@record
 class SwitchView:
     at: float | None
     from_ifname: str | None
@@ -169,7 +170,7 @@ class SwitchView:
     sessions_ended: tuple[int, int, float] | None = None  # sockets, conntrack entries, ms
 
 
-@dataclass(frozen=True)
+@record
 class DaemonView:
     """What the failover daemon last published, for `impctl status` and `impctl daemon --status`."""
 

@@ -85,6 +85,7 @@ from impctl.model.failover import (
 from impctl.model.inventory import DeviceInfo, NMDeviceState
 from impctl.model.netfacts import Counters, DefaultRoute, IPv4Facts, LinkState, Priority, kernel_primary
 from impctl.model.probe import InterfaceProbe
+from impctl.model.record import record
 from impctl.model.sessions import end_on_switch
 from impctl.model.state import CurrentUplink, State, daemon_view_from_json
 from impctl.usecases.metrics import DaemonMetrics, MetricsExport, serving
@@ -198,7 +199,7 @@ class Deps:
 # ---------------------------------------------------------------- inbox items
 
 
-@dataclass(frozen=True)
+@record
 class ProbeDone:
     ifname: str
     purpose: Purpose
@@ -207,7 +208,7 @@ class ProbeDone:
     at: float
 
 
-@dataclass(frozen=True)
+@record
 class IPFacts:
     ifname: str
     ready: bool
@@ -215,7 +216,7 @@ class IPFacts:
     at: float
 
 
-@dataclass(frozen=True)
+@record
 class Control:
     what: str  # "stop" | "reload" | "bus-lost" | "routes-applied"
     ifname: str | None = None

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from impctl.model.record import record
 from impctl.model.sequence import DEFAULT_ORDER, normalise_sequence
 from impctl.model.state import State
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from impctl.usecases.ports import Store
 
 
-@dataclass(frozen=True)
+@record
 class SequenceView:
     sequence: list[str]  # as stored; [] means the default order
     effective: list[str]  # what connect walks: the sequence, then the default order

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any, Protocol, TypeVar
 
 from impctl.model.config import Config
@@ -41,6 +41,7 @@ from impctl.model.inventory import (
 from impctl.model.netfacts import IPv4Facts, LinkState, Resolved, is_ipv4, proxy_authorization
 from impctl.model.nic import ProxyConfig, Secret
 from impctl.model.probe import InterfaceProbe, ProbeReport, Stage, StageFailed, StageResult, conclude
+from impctl.model.record import record
 from impctl.model.state import State
 from impctl.model.uplinks import stored_applies
 
@@ -107,7 +108,7 @@ class SocketProbes(Protocol[ConnT]):
     ) -> str: ...
 
 
-@dataclass(frozen=True)
+@record
 class ProbeProxy:
     """The HTTP proxy a probe goes through, with its password in clear (decrypted
     by the caller); never printed."""

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from dbus_next.aio.message_bus import MessageBus
@@ -34,6 +33,7 @@ from impctl.model.errors import (
     PermissionDenied,
     ServiceUnavailable,
 )
+from impctl.model.record import record
 
 DEFAULT_CALL_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 3.0
@@ -110,7 +110,7 @@ def variant(signature: str, value: Any) -> Any:
     return Variant(signature, value)
 
 
-@dataclass(frozen=True)
+@record
 class Signal:
     """A D-Bus signal as impctl sees it."""
 

@@ -20,7 +20,6 @@ import contextlib
 import math
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 from impctl.backends.nm.activation import (
     WireSettings,
@@ -49,6 +48,7 @@ from impctl.model import nmsettings
 from impctl.model.attempt import Activation
 from impctl.model.errors import ImpctlError, NoSuchInterface, PermissionDenied
 from impctl.model.inventory import DeviceInfo, NMDeviceState
+from impctl.model.record import record
 
 # The rollback timeout is the attempt's timeout plus this: the check after
 # activation may take MIN_CHECK_TIMEOUT_S past it, then the metric and commit.
@@ -243,7 +243,7 @@ async def _make_volatile_again(bus: SystemBus, uuid: str) -> None:
 # the fallback: impctl's own snapshot
 
 
-@dataclass(frozen=True)
+@record
 class Snapshot:
     """How a device was connected before an attempt, to put it back if the attempt fails."""
 
