@@ -44,6 +44,7 @@ from impctl.backends.nm.defs import (
 )
 from impctl.model.errors import NoSuchInterface, PermissionDenied, ServiceUnavailable
 from impctl.model.inventory import (
+    DEFAULT_CLASS_OF_TYPE,
     ETHERNET_TYPES,
     WIFI_TYPES,
     DeviceInfo,
@@ -109,20 +110,26 @@ def _extra(props: DeviceProps, active: ActiveConnectionProps) -> dict[str, str]:
     return extra
 
 
-async def read_device(bus: SystemBus, path: str) -> DeviceInfo | None:
-    """One NM device with its IPv4 config, active connection and WiFi facts; None if it vanished."""
+async def read_device(bus: SystemBus, path: str, classes: Mapping[str, str] | None = None) -> DeviceInfo | None:
+    """One NM device with its IPv4 config, active connection and WiFi facts; None if it vanished.
+
+    With `classes` (the config's [classes]), a device impctl will not use (unmanaged, or of
+    a type without a class, such as `lo`) is read no further than its own properties.
+    """
     props = cast(DeviceProps, await bus.get_all_or_empty(NM, path, NM_DEVICE))
     if not props:
         return None  # vanished between GetDevices and now
-    active_path = props.get("ActiveConnection")
     nm_type = int(props.get("DeviceType", 0))
+    ifname = str(props.get("Interface", ""))
+    used = classes is None or (bool(props.get("Managed")) and (ifname in classes or _has_class(nm_type)))
+    active_path = props.get("ActiveConnection") if used else None
     # Only the interface the device type has: asking a WiFi device for its Wired
     # properties costs an error reply, and every message costs `status` start-up time.
     ip4, active, wired, wireless = await asyncio.gather(
-        bus.get_all_or_empty(NM, props.get("Ip4Config"), NM_IP4),
+        bus.get_all_or_empty(NM, props.get("Ip4Config") if used else None, NM_IP4),
         bus.get_all_or_empty(NM, active_path, NM_ACTIVE),
-        bus.get_all_or_empty(NM, path if nm_type in ETHERNET_TYPES else None, NM_WIRED),
-        bus.get_all_or_empty(NM, path if nm_type in WIFI_TYPES else None, NM_WIRELESS),
+        bus.get_all_or_empty(NM, path if used and nm_type in ETHERNET_TYPES else None, NM_WIRED),
+        bus.get_all_or_empty(NM, path if used and nm_type in WIFI_TYPES else None, NM_WIRELESS),
     )
     active_props = cast(ActiveConnectionProps, active)
     addresses, gateway, dns, metric = _ipv4_facts(cast(IP4ConfigProps, ip4))
@@ -132,7 +139,7 @@ async def read_device(bus: SystemBus, path: str) -> DeviceInfo | None:
     ssid, signal = await _wifi_facts(bus, cast(WirelessProps, wireless))
     carrier = cast(WiredProps, wired).get("Carrier")
     return DeviceInfo(
-        ifname=str(props.get("Interface", "")),
+        ifname=ifname,
         nm_type=NMDeviceType(nm_type),
         nm_state=NMDeviceState(int(props.get("State", 0))),
         iface_class="",
@@ -164,9 +171,13 @@ async def _applied_methods(bus: SystemBus, path: str) -> tuple[str | None, str |
     return settings.get("ipv4", {}).get("method"), settings.get("ipv6", {}).get("method")
 
 
-async def _read_nm_devices(bus: SystemBus) -> list[DeviceInfo]:
+def _has_class(nm_type: int) -> bool:
+    return NMDeviceType(nm_type) in DEFAULT_CLASS_OF_TYPE
+
+
+async def _read_nm_devices(bus: SystemBus, classes: Mapping[str, str]) -> list[DeviceInfo]:
     (paths,) = await bus.call(NM, NM_PATH, NM, "GetDevices", what="listing NetworkManager's devices")
-    devices = await asyncio.gather(*(read_device(bus, p) for p in paths))
+    devices = await asyncio.gather(*(read_device(bus, p, classes) for p in paths))
     return [d for d in devices if d is not None]
 
 
@@ -247,5 +258,5 @@ async def read_devices(bus: SystemBus, config: Config) -> list[DeviceInfo]:
 
 async def read_interfaces(bus: SystemBus, config: Config) -> Interfaces:
     """Uplinks as `read_devices` has them, and the LAN ports NM shares on."""
-    nm_devices, modems = await asyncio.gather(_read_nm_devices(bus), _read_modems(bus))
+    nm_devices, modems = await asyncio.gather(_read_nm_devices(bus, config.classes), _read_modems(bus))
     return build_interfaces(_attach_modems(nm_devices, modems), config)
