@@ -50,6 +50,7 @@ Usage (root for the lab part; builds a private lab and removes it afterwards):
     .venv/bin/python bench/startup_bench.py [--runs 15]
     .venv/bin/python bench/startup_bench.py --lab-root /run/impctl-lab   # a lab already up
     .venv/bin/python bench/startup_bench.py --no-lab                     # no status/nmcli
+    .venv/bin/python bench/startup_bench.py --compare 97f0610 .              # old against new
 """
 
 from __future__ import annotations
@@ -125,6 +126,32 @@ def local_commands(tmp: Path) -> list[Command]:
     ]
 
 
+def export_tree(rev: str, into: Path) -> Path:
+    """The `impctl` package of git revision `rev` (or the working tree for "."), under `into`."""
+    root = Path(__file__).resolve().parents[1]
+    into.mkdir(parents=True)
+    if rev == ".":
+        subprocess.run(["cp", "-r", str(root / "impctl"), str(into)], check=True)
+    else:
+        archive = subprocess.run(["git", "-C", str(root), "archive", rev, "impctl"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def compare_commands(lab: Any, revs: list[str], tmp: Path) -> list[Command]:
+    """`status --json` of each revision, run from an exported tree by this interpreter."""
+    env = {**base_env(), **lab.env(), "LC_ALL": "C"}
+    out = []
+    for i, rev in enumerate(revs):
+        tree = export_tree(rev, tmp / f"rev{i}")
+        code = (f"import sys; sys.path.insert(0, {str(tree)!r}); sys.argv = ['impctl', 'status', '--json']; "
+                "from impctl.cli.entry import main; main()")
+        out.append(Command(f"status --json of {rev} (lab)", lab.exec_argv([sys.executable, "-c", code]), env,
+                           "nmcli device status (lab)"))
+    return out
+
+
 def lab_commands(lab: Any) -> list[Command]:
     impctl = impctl_path()
     env = {**base_env(), **lab.env(), "LC_ALL": "C"}
@@ -179,6 +206,9 @@ def main() -> None:
     ap.add_argument("--lab-root", type=Path, help="use the lab already up at this root")
     ap.add_argument("--no-lab", action="store_true", help="only the commands that need no lab")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--compare", nargs="+", metavar="REV",
+                    help="also time `status --json` of these git revisions ('.' is the working tree), "
+                         "each exported and run from its own directory, interleaved with the rest")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="startup-bench-") as tmp_name:
@@ -196,6 +226,8 @@ def main() -> None:
                 lab.up(replace=True)
                 own_lab = True
             commands += lab_commands(lab)
+            if args.compare:
+                commands += compare_commands(lab, args.compare, tmp / "compare")
         try:
             for c in commands:  # warm the page cache and the bytecode caches
                 time_once(c)
