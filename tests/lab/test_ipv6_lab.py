@@ -261,3 +261,17 @@ def test_each_ipv6_fault_is_a_warning_under_any_and_a_failure_under_all_and_ipv6
             assert result[ifname]["reason"].startswith(f"{stage}: ")
     finally:
         lab.restore(ifname)
+
+
+def test_status_shows_each_uplinks_ipv6_address_gateway_and_dns(ipv6_lab: Lab) -> None:
+    lab = ipv6_lab
+    proc = lab.run([sys.executable, "-m", "impctl", "status", "--json"], timeout=30)
+    rows = {d["ifname"]: d for d in json.loads(proc.stdout)["data"]["interfaces"]}
+    for u in lab.uplinks:
+        v6 = rows[u.ifname]["ipv6"]
+        (addr,) = v6["addresses"]
+        assert ipaddress.ip_address(addr.split("/")[0]) in ipaddress.ip_network(u.prefix6), v6
+        assert v6["gateway"] is not None and v6["gateway"].startswith("fe80:"), v6
+        assert v6["dns"] == [u.router_ip6], v6
+    human = lab.run([sys.executable, "-m", "impctl", "status"], timeout=30).stdout
+    assert all(address6(lab, u.ifname) in human for u in lab.uplinks), human
