@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from pyroute2 import AsyncIPRoute
 
 from impctl.model.errors import NoSuchInterface, ServiceUnavailable
-from impctl.model.netfacts import Counters, IPv4Facts, LinkState
+from impctl.model.netfacts import Counters, IPv4Facts, IPv6Facts, LinkState
 
 
 def _netlink_errors() -> tuple[type[BaseException], ...]:
@@ -41,6 +41,21 @@ RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
 IFA_F_TENTATIVE = 0x40
 IFA_F_DADFAILED = 0x08
+RT_SCOPE_UNIVERSE = 0
+
+
+def _default_gateway6(routes: list[Any], index: int) -> str | None:
+    """The via of the lowest-metric IPv6 default route leaving through interface `index`."""
+    best: tuple[int, str] | None = None
+    for r in routes:
+        if r["dst_len"] != 0 or r.get("type", RTN_UNICAST) != RTN_UNICAST:
+            continue
+        if int(_attr(r, "RTA_OIF", r.get("oif", -1))) != index:
+            continue
+        metric = int(_attr(r, "RTA_PRIORITY", 0))
+        if best is None or metric < best[0]:
+            best = (metric, str(r.get("RTA_GATEWAY") or "::"))
+    return best[1] if best else None
 
 
 def _error(err: BaseException, what: str, ifname: str) -> Exception:
@@ -185,6 +200,29 @@ class Netlink:
             gateway = r.get("RTA_GATEWAY") or "0.0.0.0"  # on-link default: no via
             linkdown = bool(int(r.get("flags", 0)) & 0x10)  # RTNH_F_LINKDOWN
         return IPv4Facts(addresses=tuple(addresses), gateway=gateway, default_route_linkdown=linkdown)
+
+    async def ipv6(self, ifname: str) -> IPv6Facts:
+        """Global IPv6 addresses and the IPv6 default route through `ifname`."""
+        try:
+            try:
+                index = socket.if_nametoindex(ifname)
+            except OSError:
+                raise NoSuchInterface(f"no interface {ifname!r} in this network namespace") from None
+            async with self._session() as ipr:
+                addrs = await _collect(await ipr.addr("dump", family=socket.AF_INET6, index=index))
+                routes = await _collect(await ipr.route("dump", family=socket.AF_INET6, oif=index))
+        except _netlink_errors() as err:
+            raise _error(err, "IPv6 addresses and routes", ifname) from None
+        mine = [a for a in addrs if int(a.get("index", -1)) == index]
+        addresses: list[str] = []
+        for a in mine:
+            flags = int(_attr(a, "IFA_FLAGS", a.get("flags", 0)))
+            if int(a.get("scope", 0)) != RT_SCOPE_UNIVERSE or flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
+                continue
+            addr = a.get("IFA_ADDRESS") or a.get("IFA_LOCAL")
+            if addr:
+                addresses.append(f"{addr}/{a['prefixlen']}")
+        return IPv6Facts(addresses=tuple(addresses), gateway=_default_gateway6(routes, index), enabled=bool(mine))
 
     async def counters(self, ifname: str) -> Counters:
         try:

@@ -21,9 +21,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from impctl.model.dnswire import DnsFormatError, build_query, parse_response
+from impctl.model.dnswire import TYPE_A, TYPE_AAAA, DnsFormatError, build_query, parse_response
 from impctl.model.errors import ImpctlError, PermissionDenied
-from impctl.model.netfacts import Resolved, is_ipv4
+from impctl.model.netfacts import Resolved, is_ipv4, is_ipv6
 from impctl.model.probe import Stage, StageFailed
 
 DNS_PORT = 53
@@ -36,9 +36,23 @@ def _s(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
 
-def bound_socket(kind: int, ifname: str) -> socket.socket:
-    """A non-blocking IPv4 socket that can only send and receive through `ifname`."""
-    sock = socket.socket(socket.AF_INET, kind)
+def family_of(address: str) -> int:
+    return socket.AF_INET6 if is_ipv6(address) else socket.AF_INET
+
+
+def sockaddr(address: str, port: int, ifname: str) -> tuple[str, int] | tuple[str, int, int, int]:
+    """Where to connect: a link-local IPv6 peer (fe80::, an RA's router) needs the scope."""
+    if is_ipv6(address) and address.lower().startswith("fe80:"):
+        try:
+            return (address, port, 0, socket.if_nametoindex(ifname))
+        except OSError:
+            raise StageFailed(f"{ifname} disappeared") from None
+    return (address, port)
+
+
+def bound_socket(kind: int, ifname: str, family: int = socket.AF_INET) -> socket.socket:
+    """A non-blocking socket of `family` that can only send and receive through `ifname`."""
+    sock = socket.socket(family, kind)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
         sock.setblocking(False)
@@ -70,20 +84,21 @@ def _os_detail(err: OSError) -> str:
 # ---------------------------------------------------------------- DNS
 
 
-async def _query_one(name: str, server: str, ifname: str, timeout_s: float) -> Resolved:
+async def _query_one(name: str, server: str, ifname: str, timeout_s: float, qtype: int = TYPE_A) -> Resolved:
     """One server: a query, one retransmission halfway (a lost datagram should
     not fail the stage), the first well-formed answer to our question wins."""
     txid = secrets.randbelow(0x10000)
-    query = build_query(name, txid)
+    query = build_query(name, txid, qtype)
+    version = "IPv4" if qtype == TYPE_A else "IPv6"
     loop = asyncio.get_running_loop()
-    sock = bound_socket(socket.SOCK_DGRAM, ifname)
+    sock = bound_socket(socket.SOCK_DGRAM, ifname, family_of(server))
     started = time.monotonic()
     last_problem: str | None = None
     try:
         try:
             # connect(): the kernel then drops datagrams from any other source
             # and reports ICMP port-unreachable as ConnectionRefusedError.
-            sock.connect((server, DNS_PORT))
+            sock.connect(sockaddr(server, DNS_PORT, ifname))
         except OSError as err:
             raise StageFailed(f"DNS {server} {_os_detail(err)}") from None
 
@@ -93,7 +108,7 @@ async def _query_one(name: str, server: str, ifname: str, timeout_s: float) -> R
             while True:
                 data = await loop.sock_recv(sock, _UDP_BUF)
                 try:
-                    answer = parse_response(data, txid=txid, name=name)
+                    answer = parse_response(data, txid=txid, name=name, qtype=qtype)
                 except DnsFormatError as err:
                     last_problem = f"DNS {server} sent a malformed answer ({err.message})"
                     continue  # a stray or broken datagram: keep waiting for ours
@@ -101,7 +116,7 @@ async def _query_one(name: str, server: str, ifname: str, timeout_s: float) -> R
                 if answer.rcode != 0:
                     raise StageFailed(f"DNS {server} answered {answer.rcode_name} for {name}")
                 if not answer.addresses:
-                    raise StageFailed(f"DNS {server} has no IPv4 address for {name}")
+                    raise StageFailed(f"DNS {server} has no {version} address for {name}")
                 return Resolved(name, answer.addresses[0], answer.addresses, server, rtt)
 
         async def with_retry() -> Resolved:
@@ -132,12 +147,22 @@ async def _query_one(name: str, server: str, ifname: str, timeout_s: float) -> R
 async def resolve_a(name: str, servers: Sequence[str], ifname: str, timeout_s: float) -> Resolved:
     """The IPv4 address of `name`, asked of each of the interface's DNS servers at
     once through that interface; the first that answers with an address wins."""
-    if is_ipv4(name):
+    return await resolve(name, servers, ifname, timeout_s, 4)
+
+
+async def resolve(name: str, servers: Sequence[str], ifname: str, timeout_s: float, version: int) -> Resolved:
+    """The IPv`version` address of `name` (A or AAAA), asked of each of `servers` (IPv4
+    or IPv6 addresses) at once through `ifname`; the first that answers with one wins."""
+    literal = is_ipv4(name) if version == 4 else is_ipv6(name)
+    if literal:
         return Resolved(name, name, (name,), None, 0.0)
-    usable = [s for s in servers if is_ipv4(s)]
+    if is_ipv4(name) or is_ipv6(name):
+        raise StageFailed(f"{name} is an IPv{10 - version} address: nothing to reach over IPv{version}")
+    usable = [s for s in servers if is_ipv4(s) or is_ipv6(s)]
     if not usable:
-        raise StageFailed(f"{ifname} has no IPv4 DNS server to resolve {name}")
-    tasks = [asyncio.ensure_future(_query_one(name, s, ifname, timeout_s)) for s in usable]
+        raise StageFailed(f"{ifname} has no DNS server to resolve {name}")
+    qtype = TYPE_A if version == 4 else TYPE_AAAA
+    tasks = [asyncio.ensure_future(_query_one(name, s, ifname, timeout_s, qtype)) for s in usable]
     failures: list[str] = []
     try:
         pending = set(tasks)
@@ -187,10 +212,10 @@ async def open_tcp(address: str, port: int, ifname: str, timeout_s: float, what:
     """A TCP connection to address:port leaving through `ifname`; `what` names the
     peer in failures ("cloud cloud.imp.lab (198.19.0.10:443)")."""
     loop = asyncio.get_running_loop()
-    sock = bound_socket(socket.SOCK_STREAM, ifname)
+    sock = bound_socket(socket.SOCK_STREAM, ifname, family_of(address))
     try:
         async with asyncio.timeout(timeout_s):
-            await loop.sock_connect(sock, (address, port))
+            await loop.sock_connect(sock, sockaddr(address, port, ifname))
             reader, writer = await asyncio.open_connection(sock=sock)
     except TimeoutError:
         sock.close()
@@ -295,6 +320,10 @@ class BoundSockets:
 
     async def resolve_a(self, name: str, servers: Sequence[str], ifname: str, timeout_s: float) -> Resolved:
         return await resolve_a(name, servers, ifname, timeout_s)
+
+    async def resolve(self, name: str, servers: Sequence[str], ifname: str, timeout_s: float,
+                      version: int) -> Resolved:
+        return await resolve(name, servers, ifname, timeout_s, version)
 
     async def open_tcp(self, address: str, port: int, ifname: str, timeout_s: float, what: str) -> Connection:
         return await open_tcp(address, port, ifname, timeout_s, what)

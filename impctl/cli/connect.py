@@ -229,6 +229,23 @@ def _lines(value: Any) -> str:
     return "\n".join(str(v) for v in value) if isinstance(value, list) and value else _cell(value)
 
 
+def _ipv6_fields(d: dict[str, Any]) -> list[tuple[str, str]]:
+    """The IPv6 lines of an interface, only where NM has IPv6 facts for it."""
+    v6 = d.get("ipv6") or {}
+    if not (v6.get("addresses") or v6.get("gateway") or v6.get("dns")):
+        return []
+    return [("ipv6", _cell(v6["addresses"])), ("gateway6", _cell(v6["gateway"])), ("dns6", _cell(v6["dns"]))]
+
+
+def _with6(d: dict[str, Any], key: str) -> Any:
+    """A table cell's IPv4 value(s) with the IPv6 ones below them."""
+    v6 = (d.get("ipv6") or {}).get(key)
+    v4 = d[key]
+    if not v6:
+        return v4
+    return [*(v4 if isinstance(v4, list) else [v4] if v4 else []), *(v6 if isinstance(v6, list) else [v6])]
+
+
 def _status_stacked(rows: list[dict[str, Any]], radios: list[str]) -> RenderableType:
     from rich.text import Text
 
@@ -237,7 +254,7 @@ def _status_stacked(rows: list[dict[str, Any]], radios: list[str]) -> Renderable
         head = Text.assemble(("● " if d["active"] else "  ", "green"), (d["identifier"], "bold"), "  ",
                              d["ifname"], "  ", d["class"], "  ", d["nm_state"].lower())
         fields = [("address", _cell(d["addresses"])), ("gateway", _cell(d["gateway"])),
-                  ("dns", _cell(d["dns"])), ("metric", _cell(d["route_metric"]))]
+                  ("dns", _cell(d["dns"])), ("metric", _cell(d["route_metric"])), *_ipv6_fields(d)]
         blocks.append(block(head, fields + ([("radio", radio)] if radio else [])))
     return stack("interfaces", blocks)
 
@@ -261,8 +278,8 @@ def _render_status(report: status_uc.StatusReport) -> None:
     for d, radio in zip(rows, radios, strict=True):
         cells = [
             "[green]●[/]" if d["active"] else "",
-            d["identifier"], d["ifname"], d["class"], d["nm_state"].lower(), _lines(d["addresses"]),
-            _cell(d["gateway"]), _lines(d["dns"]), _cell(d["route_metric"]),
+            d["identifier"], d["ifname"], d["class"], d["nm_state"].lower(), _lines(_with6(d, "addresses")),
+            _lines(_with6(d, "gateway")), _lines(_with6(d, "dns")), _cell(d["route_metric"]),
         ]
         table.add_row(*cells, *([radio] if any(radios) else []))
     print_table(table, lambda: _status_stacked(rows, radios))

@@ -54,7 +54,7 @@ def _decrypter(g: Globals) -> Decrypt:
 async def _inventory(config: Config, timeout_s: float) -> list[DeviceInfo]:
     from impctl.backends.nm import read_inventory
 
-    return await read_inventory(config, timeout_s=timeout_s)
+    return await read_inventory(config, timeout_s=timeout_s, ipv6_method=True)
 
 
 class LiveView:
@@ -140,6 +140,9 @@ def _render(report: ProbeReport) -> None:
     for r in report.results:
         detail = _stage_marks(r.stages)
         detail.append("\n" + (r.reason or _success_text(r)))
+        for line in _family_lines(r):
+            detail.append("\n")
+            detail.append_text(line)
         table.add_row(_interface(r), r.iface_class, _result(r), _took(r), detail)
     print_table(table, lambda: _stacked(title, report))
     ok = sum(1 for r in report.results if r.connected)
@@ -172,8 +175,28 @@ def _stacked(title: str, report: ProbeReport) -> RenderableType:
         head = Text.assemble(_interface(r), "  ", r.iface_class, "  ", _result(r), "  ", _took(r))
         marks = _stage_marks(r.stages)
         marks.rstrip()
-        blocks.append(block(head, lines=[marks, Text(r.reason or _success_text(r))]))
+        blocks.append(block(head, lines=[marks, Text(r.reason or _success_text(r)), *_family_lines(r)]))
     return stack(title, blocks)
+
+
+def _family_lines(r: InterfaceProbe) -> list[Text]:
+    """Which families reach the cloud ("ipv4 ✓  ipv6 not configured"), then a line per
+    warning: the failure of a family that did not decide the result."""
+    from rich.text import Text
+
+    if len(r.families) < 2:
+        return []
+    summary = Text()
+    for f in r.families:
+        if summary:
+            summary.append("  ")
+        if f.connected:
+            summary.append(f"{f.family.value} ✓", style="green")
+        elif f.configured:
+            summary.append(f"{f.family.value} ✗", style="red")
+        else:
+            summary.append(f"{f.family.value} not configured", style="dim")
+    return [summary, *(Text(f"⚠ {w}", style="yellow") for w in r.warnings)]
 
 
 def _success_text(r: InterfaceProbe) -> str:
@@ -181,6 +204,18 @@ def _success_text(r: InterfaceProbe) -> str:
     if r.details.get("tls"):
         parts.append(r.details["tls"])
     return " ".join(p for p in parts if p)
+
+
+def _with_require_family(config: Config, value: str | None) -> Config:
+    import dataclasses
+
+    from impctl.model.config import REQUIRE_FAMILIES
+
+    if value is None:
+        return config
+    if value not in REQUIRE_FAMILIES:
+        raise ValidationError("--require-family", f"must be one of {', '.join(REQUIRE_FAMILIES)}, got {value!r}")
+    return dataclasses.replace(config, probe=dataclasses.replace(config.probe, require_family=value))
 
 
 def _parse_proxy(proxy: str | None, proxy_user: str | None) -> ProbeProxy | None:
@@ -268,12 +303,18 @@ def probe(
     ] = None,
     proxy_user: Annotated[str | None, typer.Option("--proxy-user", help="Username for --proxy.")] = None,
     no_proxy: Annotated[bool, typer.Option("--no-proxy", help="Ignore the stored proxy: connect directly.")] = False,
+    require_family: Annotated[
+        str | None,
+        typer.Option("--require-family", help="Families that must reach the cloud for SERVER_CONNECTED: any, all, "
+                     "ipv4, ipv6 (default: the config's probe.require_family, any)"),
+    ] = None,
 ) -> None:
     """Probe the cloud through every interface at once, stage by stage.
 
     Ethernet/WiFi: link, address + default route, DNS through the interface's
     own servers, proxy (when configured), TCP, TLS. Cellular: modem, SIM,
-    registration, bearer, then the same network stages. Exit status: 0 when
+    registration, bearer, then the same network stages, for IPv4 and IPv6 at
+    once (--require-family: which must work). Exit status: 0 when
     every interface reaches the cloud; 10 + result code when one interface was
     probed; 9 when several were and some failed.
     """
@@ -295,7 +336,8 @@ def probe(
             raise ValidationError("--no-proxy", "conflicts with --proxy")
         if count is not None and watch is None:
             raise ValidationError("--count", "needs --watch")
-        config = load_config(g.config_path, explicit=g.config_explicit, cloud=cloud)
+        config = _with_require_family(load_config(g.config_path, explicit=g.config_explicit, cloud=cloud),
+                                      require_family)
         total = timeout if timeout is not None else config.probe.total_timeout_s
         return config, total, _parse_proxy(proxy, proxy_user)
 

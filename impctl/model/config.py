@@ -19,6 +19,7 @@ validates and gives typed settings with defaults.
 
     [probe]            # per-stage timeouts, seconds
     dns_timeout_s = 2.0
+    require_family = "any"  # any | all | ipv4 | ipv6: the families that must reach the cloud
 
     [daemon]
     probe_interval_s = 5.0
@@ -67,6 +68,13 @@ class ProbeSettings:
     connect_timeout_s: float = 3.0
     tls_timeout_s: float = 3.0
     total_timeout_s: float = 10.0
+    # Which address families must reach the cloud for an uplink to count as SERVER_CONNECTED
+    # (one of REQUIRE_FAMILIES); the other family's failure is a warning.
+    require_family: str = "any"
+
+
+# "any": either family; "all": every family, IPv6 included even where it is not configured.
+REQUIRE_FAMILIES = ("any", "all", "ipv4", "ipv6")
 
 
 @record
@@ -225,6 +233,8 @@ def ranges_markdown() -> str:
                 " an IP address ([::1]:PORT for IPv6) to serve the fleet metrics on; 0.0.0.0 for every address |")
     rows.append(f"| `daemon.metrics_textfile` | off | a path ending in `.prom`, 1-{MAX_PATH_BYTES} bytes |"
                 " node_exporter's textfile collector reads only `*.prom` files |")
+    rows.append(f"| `probe.require_family` | any | one of {', '.join(REQUIRE_FAMILIES)} |"
+                " which address families must reach the cloud for SERVER_CONNECTED; any: either |")
     rows.append(f"| `daemon.end_sessions_on_failback` | {list(CLASSES)} | a list of {', '.join(CLASSES)} |"
                 " the classes whose sessions a failback ends (a switch away from a failed uplink always does) |")
     return "\n".join(rows)
@@ -257,6 +267,8 @@ def _check_string(key: str, value: str) -> None:
         raise ConfigError(f"{key}: a path must be at most {MAX_PATH_BYTES} bytes")
     if key == "daemon.metrics_listen":
         parse_listen(value, key)
+    if key == "probe.require_family" and value not in REQUIRE_FAMILIES:
+        raise ConfigError(f"{key}: {_show_value(value)} must be one of {', '.join(REQUIRE_FAMILIES)}")
     if key == "daemon.metrics_textfile" and not value.endswith(".prom"):
         raise ConfigError(f"{key}: {_show_value(value)} must end in .prom (node_exporter reads only those)")
 

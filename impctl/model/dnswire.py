@@ -1,4 +1,5 @@
-"""A minimal DNS wire codec (RFC 1035): one A query out, its answer's IPv4 addresses in.
+"""A minimal DNS wire codec (RFC 1035): one A (or AAAA, RFC 3596) query out, its answer's
+addresses in.
 
 Pure. The probe needs only "does this server, asked through this interface,
 give an address for this name", so there is no recursion, no EDNS, no TCP
@@ -8,6 +9,7 @@ fallback. Parsing treats the response as hostile: anything malformed raises
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 
 from impctl.model.errors import ImpctlError
@@ -15,6 +17,8 @@ from impctl.model.record import record
 
 TYPE_A = 1
 TYPE_CNAME = 5
+TYPE_AAAA = 28
+_ADDRESS_BYTES = {TYPE_A: 4, TYPE_AAAA: 16}
 CLASS_IN = 1
 _HEADER = struct.Struct("!HHHHHH")
 _MAX_POINTER_JUMPS = 64  # a loop of compression pointers must not hang the parser
@@ -40,7 +44,7 @@ class DnsAnswer:
     txid: int
     rcode: int
     truncated: bool
-    addresses: tuple[str, ...]  # A records of the answer section, in order
+    addresses: tuple[str, ...]  # A (or AAAA) records of the answer section, in order
 
     @property
     def rcode_name(self) -> str:
@@ -68,12 +72,14 @@ def encode_name(name: str) -> bytes:
     return bytes(out)
 
 
-def build_query(name: str, txid: int) -> bytes:
-    """A recursive (RD) query for the A record of `name`."""
+def build_query(name: str, txid: int, qtype: int = TYPE_A) -> bytes:
+    """A recursive (RD) query for the A (or AAAA) record of `name`."""
     if not 0 <= txid <= 0xFFFF:
         raise DnsFormatError("transaction id must be 0-65535")
+    if qtype not in _ADDRESS_BYTES:
+        raise DnsFormatError(f"query type {qtype} is not A or AAAA")
     header = _HEADER.pack(txid, 0x0100, 1, 0, 0, 0)
-    return header + encode_name(name) + struct.pack("!HH", TYPE_A, CLASS_IN)
+    return header + encode_name(name) + struct.pack("!HH", qtype, CLASS_IN)
 
 
 def _read_name(msg: bytes, offset: int) -> tuple[str, int]:
@@ -110,8 +116,14 @@ def _read_name(msg: bytes, offset: int) -> tuple[str, int]:
     return ".".join(labels), (end if end is not None else pos)
 
 
-def parse_response(msg: bytes, *, txid: int, name: str) -> DnsAnswer:
-    """Parse the answer to `build_query(name, txid)`.
+def _address(rdata: bytes) -> str:
+    if len(rdata) == 4:
+        return ".".join(str(b) for b in rdata)
+    return ipaddress.IPv6Address(rdata).compressed
+
+
+def parse_response(msg: bytes, *, txid: int, name: str, qtype: int = TYPE_A) -> DnsAnswer:
+    """Parse the answer to `build_query(name, txid, qtype)`.
 
     Checks it is a response to that very question (id, QR bit, question name
     and type), so a stray or spoofed datagram is rejected rather than believed.
@@ -135,10 +147,10 @@ def parse_response(msg: bytes, *, txid: int, name: str) -> DnsAnswer:
         qname, pos = _read_name(msg, pos)
         if pos + 4 > len(msg):
             raise DnsFormatError("question runs past the end of the message")
-        qtype, qclass = struct.unpack_from("!HH", msg, pos)
+        got_type, qclass = struct.unpack_from("!HH", msg, pos)
         pos += 4
-        if qname != want or qtype != TYPE_A or qclass != CLASS_IN:
-            raise DnsFormatError(f"response is for another question ({qname!r} type {qtype})")
+        if qname != want or got_type != qtype or qclass != CLASS_IN:
+            raise DnsFormatError(f"response is for another question ({qname!r} type {got_type})")
     addresses: list[str] = []
     for _ in range(ancount):
         _rname, pos = _read_name(msg, pos)
@@ -148,10 +160,11 @@ def parse_response(msg: bytes, *, txid: int, name: str) -> DnsAnswer:
         pos += 10
         if pos + rdlength > len(msg):
             raise DnsFormatError("resource record data runs past the end of the message")
-        if rtype == TYPE_A and rclass == CLASS_IN:
-            if rdlength != 4:
-                raise DnsFormatError(f"A record with {rdlength} bytes of data")
-            addresses.append(".".join(str(b) for b in msg[pos : pos + 4]))
+        if rtype == qtype and rclass == CLASS_IN:
+            if rdlength != _ADDRESS_BYTES[qtype]:
+                kind = "A" if qtype == TYPE_A else "AAAA"
+                raise DnsFormatError(f"{kind} record with {rdlength} bytes of data")
+            addresses.append(_address(msg[pos : pos + rdlength]))
         # Owner names are not matched against the question: a CNAME chain
         # puts the A records under the canonical name, and a recursive
         # server's answer section holds only that chain.

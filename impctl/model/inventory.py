@@ -180,6 +180,10 @@ class DeviceInfo:
     addresses: tuple[str, ...] = ()  # "198.18.1.50/24"
     gateway: str | None = None
     dns: tuple[str, ...] = ()
+    # NM's IP6Config: global addresses ("2001:db8:1::50/64"), default gateway, DNS servers.
+    addresses6: tuple[str, ...] = ()
+    gateway6: str | None = None
+    dns6: tuple[str, ...] = ()
     active_profile: str | None = None  # NM connection id of the active connection
     active_path: str | None = None  # NM active connection object path
     route_metric: int | None = None

@@ -30,6 +30,13 @@ class IPv4Facts:
 
 
 @record
+class IPv6Facts:
+    addresses: tuple[str, ...]  # global-scope "2001:db8:1::50/64", usable (not tentative/DAD-failed)
+    gateway: str | None  # via of a default route leaving through the interface (fe80::...)
+    enabled: bool  # the interface has any IPv6 address (link-local counts): IPv6 is not disabled on it
+
+
+@record
 class Counters:
     rx_bytes: int
     tx_bytes: int
@@ -81,6 +88,14 @@ class Resolved:
 def is_ipv4(text: str) -> bool:
     try:
         ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
     except ValueError:
         return False
     return True

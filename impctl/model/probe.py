@@ -16,12 +16,22 @@ modem (a HiLink-style USB stick, or a lab veth given the `cell` class) has no
 modem stages to run: they are recorded as skipped and its network stages read
 as on a wired link (NO_LINK, NO_IP_ADDRESS, ...), which names what actually
 failed instead of hiding it behind PPP_NO_CONNECTIVITY.
+
+Address families: after the link stage, the address, dns, proxy, tcp and tls
+stages run once per family (IPv4 and IPv6) at the same time, each family on its
+own: its own address and default route, its record (A or AAAA) asked of the
+interface's DNS servers of that family, TCP and TLS over that family. The
+config's `probe.require_family` (`decide`) says which families must reach the
+cloud; the interface's `stages` are the deciding family's, and the other
+family's failure is a warning. An interface with IPv6 disabled (no IPv6
+address at all, not even link-local) has IPv6 "not configured": no warning,
+and a failure only where IPv6 is required (`all`, `ipv6`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import field
+from dataclasses import field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -100,6 +110,77 @@ class StageResult:
         return self.stage.value
 
 
+class Family(StrEnum):
+    IPV4 = "ipv4"
+    IPV6 = "ipv6"
+
+
+@record
+class FamilyProbe:
+    """One address family's network stages (address .. tls) on one interface."""
+
+    family: Family
+    code: ResultCode
+    stages: tuple[StageResult, ...] = ()
+    reason: str | None = None
+    configured: bool = True  # False: IPv6 disabled on the interface (see the module's doc)
+    details: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def connected(self) -> bool:
+        return self.code == ResultCode.SERVER_CONNECTED
+
+    @property
+    def failed_stage(self) -> StageResult | None:
+        return next((s for s in self.stages if not s.ok and not s.skipped), None)
+
+    @property
+    def status(self) -> str:
+        """connected | failed | not configured: what the family did, in a word or two."""
+        if self.connected:
+            return "connected"
+        return "failed" if self.configured else "not configured"
+
+
+def conclude_family(family: Family, stages: Sequence[StageResult], *, via_modem: bool,
+                    configured: bool = True, details: dict[str, str] | None = None) -> FamilyProbe:
+    """A family's result from its stages: the first failure decides the code."""
+    for stage in stages:
+        if not stage.ok and not stage.skipped:
+            code = failure_code(stage.stage, via_modem=via_modem, rejected=stage.rejected)
+            return FamilyProbe(family, code, tuple(stages), f"{stage.name}: {stage.detail}",
+                               configured, dict(details or {}))
+    return FamilyProbe(family, ResultCode.SERVER_CONNECTED, tuple(stages), None, configured,
+                       dict(details or {}))
+
+
+def family_warning(result: FamilyProbe, iface_class: str) -> str:
+    """The one line naming a family's failure: its family, impOS code and stage, and why."""
+    name = code_name(result.code, iface_class)
+    return f"{result.family.value}: {name} ({int(result.code)}) {result.reason or ''}".rstrip()
+
+
+def decide(families: Sequence[FamilyProbe], require: str) -> tuple[FamilyProbe, tuple[FamilyProbe, ...]]:
+    """The family whose result is the interface's under `require` (REQUIRE_FAMILIES), and
+    the failed families to warn about.
+
+    any: the first connected family, else IPv4 (as an IPv4-only probe reports);
+    all: the first family that failed, a not configured one included;
+    ipv4/ipv6: that family. A not configured family is warned about only where
+    it is the deciding one's failure (never under any/ipv4).
+    """
+    by_family = {f.family: f for f in families}
+    first = families[0]
+    if require in (Family.IPV4, Family.IPV6) and require in by_family:
+        chosen = by_family[Family(require)]
+    elif require == "all":
+        chosen = next((f for f in families if not f.connected), first)
+    else:
+        chosen = next((f for f in families if f.connected), first)
+    warn = tuple(f for f in families if f is not chosen and not f.connected and f.configured)
+    return chosen, warn
+
+
 @record
 class InterfaceProbe:
     identifier: str
@@ -111,6 +192,16 @@ class InterfaceProbe:
     duration_ms: float = 0.0
     via_modem: bool = False
     details: dict[str, str] = field(default_factory=dict)  # e.g. resolved address, tls version
+    families: tuple[FamilyProbe, ...] = ()  # per family, when the probe got past the link stage
+    warnings: tuple[str, ...] = ()  # the failures of the families that did not decide the result
+
+    def family(self, family: Family) -> FamilyProbe | None:
+        return next((f for f in self.families if f.family is family), None)
+
+    @property
+    def reaches(self) -> tuple[Family, ...]:
+        """The families through which the cloud answered."""
+        return tuple(f.family for f in self.families if f.connected)
 
     @property
     def code_name(self) -> str:
@@ -153,6 +244,26 @@ def conclude(
     )
 
 
+def conclude_families(
+    identifier: str,
+    ifname: str,
+    iface_class: str,
+    common: Sequence[StageResult],
+    families: Sequence[FamilyProbe],
+    require: str,
+    *,
+    via_modem: bool,
+    duration_ms: float,
+) -> InterfaceProbe:
+    """The interface's result once its families ran: the common stages (modem .. link)
+    and the deciding family's stages, its details, the others' failures as warnings."""
+    chosen, warn = decide(families, require)
+    base = conclude(identifier, ifname, iface_class, [*common, *chosen.stages], via_modem=via_modem,
+                    duration_ms=duration_ms, details=chosen.details)
+    return replace(base, families=tuple(families),
+                   warnings=tuple(family_warning(f, iface_class) for f in warn))
+
+
 def probe_exit_code(results: Sequence[InterfaceProbe]) -> int:
     """0 when every probed interface reaches the cloud; 10 + code for a single
     interface; SOME_FAILED (9) when several were probed and any failed."""
@@ -178,6 +289,20 @@ def stage_to_json(stage: StageResult) -> dict[str, Any]:
     return out
 
 
+def family_to_json(result: FamilyProbe, iface_class: str) -> dict[str, Any]:
+    return {
+        "family": result.family.value,
+        "status": result.status,
+        "configured": result.configured,
+        "connected": result.connected,
+        "code": int(result.code),
+        "code_name": code_name(result.code, iface_class),
+        "reason": result.reason,
+        "stages": [stage_to_json(s) for s in result.stages],
+        "details": dict(result.details),
+    }
+
+
 def interface_to_json(result: InterfaceProbe) -> dict[str, Any]:
     return {
         "identifier": result.identifier,
@@ -190,6 +315,9 @@ def interface_to_json(result: InterfaceProbe) -> dict[str, Any]:
         "duration_ms": round(result.duration_ms, 3),
         "stages": [stage_to_json(s) for s in result.stages],
         "details": dict(result.details),
+        "reaches": [f.value for f in result.reaches],
+        "families": [family_to_json(f, result.iface_class) for f in result.families],
+        "warnings": list(result.warnings),
     }
 
 
@@ -203,6 +331,7 @@ class ProbeReport:
     proxy: str | None  # "host:port" of the proxy used on Ethernet/WiFi, if any
     started_at: float  # Unix time
     duration_ms: float
+    require_family: str = "any"
 
     @property
     def exit_code(self) -> int:
@@ -214,6 +343,7 @@ def report_to_json(report: ProbeReport) -> dict[str, Any]:
     return {
         "probe_version": PROBE_JSON_VERSION,
         "cloud": {"endpoint": report.cloud, "tls": report.tls},
+        "require_family": report.require_family,
         "proxy": report.proxy,
         "started_at": round(report.started_at, 3),
         "duration_ms": round(report.duration_ms, 3),
@@ -268,6 +398,14 @@ def render_prometheus(report: ProbeReport) -> str:
                 continue
             stage_s.append(([*base, ("stage", st.name)], st.duration_ms / 1000.0))
             stage_ok_s.append(([*base, ("stage", st.name)], 1 if st.ok else 0))
+    fam_ok_s: list[tuple[list[tuple[str, str]], float]] = []
+    fam_code_s: list[tuple[list[tuple[str, str]], float]] = []
+    for r in report.results:
+        base = [("identifier", r.identifier), ("ifname", r.ifname), ("class", r.iface_class)]
+        for f in r.families:
+            labels = [*base, ("family", f.family.value)]
+            fam_ok_s.append(([*labels, ("status", f.status)], 1 if f.connected else 0))
+            fam_code_s.append((labels, int(f.code)))
     metrics.append((f"{PROM_PREFIX}_result_code", "gauge",
                     "impOS result code of the last probe (5 = SERVER_CONNECTED).", code_s))
     metrics.append((f"{PROM_PREFIX}_success", "gauge",
@@ -280,6 +418,11 @@ def render_prometheus(report: ProbeReport) -> str:
                     "Duration of each stage the last probe ran.", stage_s))
     metrics.append((f"{PROM_PREFIX}_stage_success", "gauge",
                     "1 when the stage succeeded, 0 when it failed.", stage_ok_s))
+    metrics.append((f"{PROM_PREFIX}_family_success", "gauge",
+                    "1 when the last probe reached the cloud over the address family, else 0; "
+                    "status: connected, failed or not configured.", fam_ok_s))
+    metrics.append((f"{PROM_PREFIX}_family_result_code", "gauge",
+                    "impOS result code of the address family's own stages.", fam_code_s))
     lines: list[str] = []
     for name, mtype, help_text, samples in metrics:
         lines.append(f"# HELP {name} {help_text}")

@@ -21,7 +21,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import field, replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from impctl.model.config import Config
 from impctl.model.errors import (
@@ -38,9 +38,28 @@ from impctl.model.inventory import (
     NMDeviceType,
     name_of,
 )
-from impctl.model.netfacts import IPv4Facts, LinkState, Resolved, is_ipv4, proxy_authorization
+from impctl.model.netfacts import (
+    IPv4Facts,
+    IPv6Facts,
+    LinkState,
+    Resolved,
+    is_ipv4,
+    is_ipv6,
+    proxy_authorization,
+)
 from impctl.model.nic import ProxyConfig, Secret
-from impctl.model.probe import InterfaceProbe, ProbeReport, Stage, StageFailed, StageResult, conclude
+from impctl.model.probe import (
+    Family,
+    FamilyProbe,
+    InterfaceProbe,
+    ProbeReport,
+    Stage,
+    StageFailed,
+    StageResult,
+    conclude,
+    conclude_families,
+    conclude_family,
+)
 from impctl.model.record import record
 from impctl.model.state import State
 from impctl.model.uplinks import stored_applies
@@ -73,6 +92,13 @@ class LinkFacts(Protocol):
     async def ipv4(self, ifname: str) -> IPv4Facts: ...
 
 
+@runtime_checkable
+class DualStackLinks(LinkFacts, Protocol):
+    """Link facts with IPv6's too: what a dual-stack probe needs."""
+
+    async def ipv6(self, ifname: str) -> IPv6Facts: ...
+
+
 class Connection(Protocol):
     """An open TCP (maybe TLS) connection of a probe, owned by the socket backend."""
 
@@ -87,6 +113,10 @@ class SocketProbes(Protocol[ConnT]):
 
     async def resolve_a(
         self, name: str, servers: Sequence[str], ifname: str, timeout_s: float
+    ) -> Resolved: ...
+
+    async def resolve(
+        self, name: str, servers: Sequence[str], ifname: str, timeout_s: float, version: int
     ) -> Resolved: ...
 
     async def open_tcp(
@@ -256,8 +286,13 @@ async def probe_interface(
     net: SocketProbes[ConnT],
     deadline: float | None = None,
     listener: StageListener | None = None,
+    dual_stack: bool = False,
 ) -> InterfaceProbe:
     """Probe one interface through its stages; never raises for a network failure.
+
+    `dual_stack`: the network stages run for IPv4 and IPv6 at once and the
+    config's probe.require_family decides; else IPv4 only, as the daemon and
+    connect's check probe (their `links` need not read IPv6).
 
     `deadline` is a `time.monotonic()` instant (default: now + the config's
     total_timeout_s). `proxy` applies to Ethernet/WiFi only (impOS: proxies are
@@ -272,12 +307,17 @@ async def probe_interface(
     ifname = data_ifname(device)
     run = _Run(ifname, deadline, total_s, listener)
     via_modem = is_modem(device)
-    cloud = config.cloud
 
     def finish() -> InterfaceProbe:
         return conclude(
             device.identifier or device.ifname, ifname, device.iface_class, run.stages,
             via_modem=via_modem, duration_ms=(time.monotonic() - started) * 1000, details=run.details,
+        )
+
+    def finish_families(families: Sequence[FamilyProbe], require: str) -> InterfaceProbe:
+        return conclude_families(
+            device.identifier or device.ifname, ifname, device.iface_class, run.stages,
+            families, require, via_modem=via_modem, duration_ms=(time.monotonic() - started) * 1000,
         )
 
     if via_modem:
@@ -306,7 +346,34 @@ async def probe_interface(
                       lambda s: f"carrier up (operstate {s.operstate})") is None:
         return finish()
 
-    # address and default gateway on this interface
+    v4_run = _Run(ifname, deadline, total_s, listener)
+    if not dual_stack:
+        v4 = await _family_stages(v4_run, Family.IPV4, device, config, proxy, links, net, via_modem)
+        return finish_families([v4], "ipv4")
+    v6_run = _Run(ifname, deadline, total_s, None)  # the live view follows the IPv4 stages
+    v4, v6 = await asyncio.gather(
+        _family_stages(v4_run, Family.IPV4, device, config, proxy, links, net, via_modem),
+        _family_stages(v6_run, Family.IPV6, device, config, proxy, links, net, via_modem),
+    )
+    return finish_families([v4, v6], settings.require_family)
+
+
+_IPV6_METHODS = ("auto", "dhcp", "manual")
+
+
+def _configured6(device: DeviceInfo, facts: IPv6Facts) -> bool:
+    """Whether IPv6 is meant to work on the interface: its profile asks NM for it
+    (ipv6.method auto, dhcp, manual), or it has a global address or default route
+    anyway. Where the method is not known, an IPv6-enabled link (any address) counts."""
+    method = device.extra.get("ipv6_method")
+    if method in _IPV6_METHODS or facts.addresses or facts.gateway is not None:
+        return True
+    return method is None and facts.enabled
+
+
+async def _address4(run: _Run, device: DeviceInfo, links: LinkFacts, timeout_s: float) -> str | None:
+    ifname = run.ifname
+
     async def address(t: float) -> IPv4Facts:
         facts = await links.ipv4(ifname)
         if not facts.addresses:
@@ -315,36 +382,126 @@ async def probe_interface(
             raise StageFailed(f"{ifname} has {', '.join(facts.addresses)} but no default route through it")
         return facts
 
-    facts = await run.step(Stage.ADDRESS, settings.link_timeout_s, address,
+    facts = await run.step(Stage.ADDRESS, timeout_s, address,
                            lambda f: f"{f.addresses[0]}, default via {f.gateway}")
     if facts is None:
-        return finish()
+        return None
     run.details["address"] = facts.addresses[0]
     run.details["gateway"] = str(facts.gateway)
+    return facts.addresses[0]
 
-    # name resolution through this interface's own DNS servers
-    name = proxy.address if proxy else cloud.host
+
+async def _address6(run: _Run, device: DeviceInfo, links: DualStackLinks, timeout_s: float,
+                    configured: list[bool]) -> str | None:
+    """The IPv6 address stage; `configured` gets whether IPv6 is meant to work here."""
+    ifname = run.ifname
+
+    async def address(t: float) -> IPv6Facts:
+        facts = await links.ipv6(ifname)
+        configured.append(_configured6(device, facts))
+        if not configured[-1]:
+            raise StageFailed(f"IPv6 is not configured on {ifname}")
+        if not facts.addresses:
+            raise StageFailed(f"{ifname} has no global IPv6 address (no router advertisement?)")
+        if facts.gateway is None:
+            raise StageFailed(f"{ifname} has {', '.join(facts.addresses)} but no IPv6 default route through it")
+        return facts
+
+    facts = await run.step(Stage.ADDRESS, timeout_s, address,
+                           lambda f: f"{f.addresses[0]}, default via {f.gateway}")
+    if facts is None:
+        return None
+    run.details["address"] = facts.addresses[0]
+    run.details["gateway"] = str(facts.gateway)
+    return facts.addresses[0]
+
+
+def _dns_servers(device: DeviceInfo, family: Family) -> tuple[str, ...]:
+    """The interface's DNS servers of the family, else (a dual-stack link with only one
+    family's servers) the other family's: the record asked for still names the family."""
+    v4 = tuple(s for s in device.dns if is_ipv4(s))
+    v6 = device.dns6
+    own, other = (v4, v6) if family is Family.IPV4 else (v6, v4)
+    return own or other
+
+
+def _host_port(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if is_ipv6(address) else f"{address}:{port}"
+
+
+async def _family_stages(
+    run: _Run,
+    family: Family,
+    device: DeviceInfo,
+    config: Config,
+    proxy: ProbeProxy | None,
+    links: LinkFacts,
+    net: SocketProbes[ConnT],
+    via_modem: bool,
+) -> FamilyProbe:
+    """address, dns, proxy, tcp, tls over one family, into a run of its own."""
+    configured: list[bool] = []
+
+    def done() -> FamilyProbe:
+        return conclude_family(family, run.stages, via_modem=via_modem,
+                               configured=all(configured), details=run.details)
+
+    if family is Family.IPV4:
+        found = await _address4(run, device, links, config.probe.link_timeout_s)
+    elif isinstance(links, DualStackLinks):
+        found = await _address6(run, device, links, config.probe.link_timeout_s, configured)
+    else:
+        configured.append(False)
+        run.instant(Stage.ADDRESS, False, "the link backend reads no IPv6 facts")
+        found = None
+    if found is None:
+        return done()
+    await _reach_cloud(run, family, device, config, proxy, net)
+    return done()
+
+
+async def _resolve_stage(run: _Run, family: Family, device: DeviceInfo, name: str, config: Config,
+                         net: SocketProbes[ConnT]) -> Resolved | None:
+    """Name resolution through this interface's own DNS servers: A for IPv4, AAAA for IPv6."""
+    ifname = run.ifname
+    servers = _dns_servers(device, family)
+    # IPv4 servers (or none at all, which resolve_a reports) ask as an IPv4-only probe does.
+    own4 = family is Family.IPV4 and (any(is_ipv4(s) for s in device.dns) or not device.dns6)
 
     async def dns(t: float) -> Resolved:
-        return await net.resolve_a(name, device.dns, ifname, t)
+        if own4:
+            return await net.resolve_a(name, device.dns, ifname, t)
+        return await net.resolve(name, servers, ifname, t, 4 if family is Family.IPV4 else 6)
 
     def dns_text(r: Resolved) -> str:
         if r.server is None:
             return f"{name} is an address: nothing to resolve"
         return f"{name} is {r.address} (DNS {r.server}, {r.rtt_ms:.1f} ms)"
 
-    resolved = await run.step(Stage.DNS, settings.dns_timeout_s, dns, dns_text)
+    resolved = await run.step(Stage.DNS, config.probe.dns_timeout_s, dns, dns_text)
+    if resolved is not None:
+        run.details["resolved"] = resolved.address
+    return resolved
+
+
+async def _reach_cloud(run: _Run, family: Family, device: DeviceInfo, config: Config,
+                       proxy: ProbeProxy | None, net: SocketProbes[ConnT]) -> None:
+    """dns, then proxy, tcp and tls, recording each stage into `run`."""
+    settings = config.probe
+    cloud = config.cloud
+    ifname = run.ifname
+    name = proxy.address if proxy else cloud.host
+    resolved = await _resolve_stage(run, family, device, name, config, net)
     if resolved is None:
-        return finish()
-    run.details["resolved"] = resolved.address
+        return
     if proxy is not None:
         run.details["proxy"] = proxy.endpoint
 
     conn: ConnT | None = None
     try:
         if proxy is not None:
-            endpoint = f"{resolved.address}:{proxy.port}"
-            if not is_ipv4(proxy.address):
+            endpoint = _host_port(resolved.address, proxy.port)
+            if not (is_ipv4(proxy.address) or is_ipv6(proxy.address)):
                 endpoint = f"{proxy.address} ({endpoint})"
 
             async def to_proxy(t: float) -> ConnT:
@@ -353,7 +510,7 @@ async def probe_interface(
             conn = await run.step(Stage.PROXY, settings.proxy_timeout_s, to_proxy,
                                   lambda _c: f"proxy {endpoint} accepted a TCP connection")
             if conn is None:
-                return finish()
+                return
             tunnel_conn = conn
             auth = proxy_authorization(proxy.username, proxy.password)
 
@@ -373,12 +530,13 @@ async def probe_interface(
                     run.stages[-2:] = [
                         replace(failed, duration_ms=accepted.duration_ms + failed.duration_ms)
                     ]
-                return finish()
+                return
             what = f"cloud {cloud.host}:{cloud.port} via proxy {endpoint}"
         else:
             target = resolved.address
-            what = f"cloud {cloud.host} ({target}:{cloud.port})" if not is_ipv4(cloud.host) \
-                else f"cloud {target}:{cloud.port}"
+            literal = is_ipv4(cloud.host) or is_ipv6(cloud.host)
+            what = f"cloud {cloud.host} ({_host_port(target, cloud.port)})" if not literal \
+                else f"cloud {_host_port(target, cloud.port)}"
 
             async def tcp(t: float) -> ConnT:
                 return await net.open_tcp(target, cloud.port, ifname, t, what)
@@ -386,7 +544,7 @@ async def probe_interface(
             conn = await run.step(Stage.TCP, settings.connect_timeout_s, tcp,
                                   lambda _c: f"{what} accepted a TCP connection")
             if conn is None:
-                return finish()
+                return
 
         if cloud.tls:
             tls_conn = conn
@@ -398,7 +556,6 @@ async def probe_interface(
                                      lambda v: f"{v} with {cloud.tls_name}, certificate verified")
             if version is not None:
                 run.details["tls"] = version
-        return finish()
     finally:
         if conn is not None:
             await conn.close(graceful=all(s.ok for s in run.stages))
@@ -414,13 +571,14 @@ async def probe_all(
     deadline: float | None = None,
     listener: StageListener | None = None,
     on_result: Callable[[InterfaceProbe], None] | None = None,
+    dual_stack: bool = False,
 ) -> list[InterfaceProbe]:
     """Probe every device concurrently; results in the order of `devices`.
     `on_result` hears of each interface as soon as its probe ends."""
 
     async def one(d: DeviceInfo) -> InterfaceProbe:
         result = await probe_interface(d, config, proxy_for(d), links=links, net=net,
-                                       deadline=deadline, listener=listener)
+                                       deadline=deadline, listener=listener, dual_stack=dual_stack)
         if on_result:
             on_result(result)
         return result
@@ -510,9 +668,11 @@ async def probe_gateway(
     listener: StageListener | None = None,
     on_devices: Callable[[list[DeviceInfo]], None] | None = None,
     on_result: Callable[[InterfaceProbe], None] | None = None,
+    dual_stack: bool = True,
 ) -> ProbeReport:
     """`impctl probe`: read the interfaces, pick the named ones, probe them all at
-    once within `timeout_s` overall (reading the inventory included)."""
+    once within `timeout_s` overall (reading the inventory included); both address
+    families unless `dual_stack` is False."""
     wall = time.time()
     started = time.monotonic()
     deadline = started + timeout_s
@@ -525,7 +685,7 @@ async def probe_gateway(
         on_devices(chosen)
     results = await probe_all(
         chosen, config, lambda d: plan.get(d.ifname), links=links, net=net,
-        deadline=deadline, listener=listener, on_result=on_result,
+        deadline=deadline, listener=listener, on_result=on_result, dual_stack=dual_stack,
     )
     proxies = sorted({p.endpoint for p in plan.values()})
     return ProbeReport(
@@ -535,4 +695,5 @@ async def probe_gateway(
         proxy=", ".join(proxies) or None,
         started_at=wall,
         duration_ms=(time.monotonic() - started) * 1000,
+        require_family=config.probe.require_family if dual_stack else "ipv4",
     )

@@ -49,6 +49,11 @@ def daemon_view(view: DaemonView | None, pid_alive: Callable[[int], bool]) -> di
     return view.to_json()
 
 
+def ipv6_json(d: DeviceInfo) -> dict[str, Any]:
+    """NM's IPv6 view of the device: global addresses, default gateway, DNS servers."""
+    return {"addresses": list(d.addresses6), "gateway": d.gateway6, "dns": list(d.dns6)}
+
+
 def device_json(d: DeviceInfo, active: bool) -> dict[str, Any]:
     out: dict[str, Any] = {
         "identifier": d.identifier,
@@ -65,6 +70,7 @@ def device_json(d: DeviceInfo, active: bool) -> dict[str, Any]:
         "dns": list(d.dns),
         "route_metric": d.route_metric,
         "profile": d.active_profile,
+        "ipv6": ipv6_json(d),
     }
     if d.iface_class == "wifi" or d.ssid is not None:
         out["wifi"] = {"ssid": d.ssid, "signal": d.signal}

@@ -7,11 +7,14 @@ One lab for the module (`ipv6_lab`), reset before each test.
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -189,3 +192,86 @@ def test_an_ipv6_fault_is_refused_in_the_ipv4_only_lab(lab: Lab) -> None:
     with pytest.raises(LabError, match="ra-off is an IPv6 fault and eth0 has no IPv6"):
         lab.fault("eth0", "ra-off")
     assert lab.faults() == {}
+
+
+# ---------------------------------------------------------------- impctl probe, per family
+
+
+def probe(lab: Lab, *args: str, config: Path | None = None) -> tuple[int, dict[str, dict[str, Any]]]:
+    """`impctl probe --json ARGS` in the gateway: (exit code, identifier -> interface result)."""
+    pre = ["--config", str(config)] if config else []
+    proc = lab.run([sys.executable, "-m", "impctl", *pre, "probe", "--json", *args], timeout=30)
+    doc = json.loads(proc.stdout)
+    assert doc["exit_code"] == proc.returncode, proc.stderr
+    return proc.returncode, {i["ifname"]: i for i in doc["data"]["interfaces"]}
+
+
+def family(item: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(f for f in item["families"] if f["family"] == name)
+
+
+def test_probe_reaches_the_cloud_over_both_families_on_dual_stack_uplinks(ipv6_lab: Lab) -> None:
+    lab = ipv6_lab
+    code, result = probe(lab, "--require-family", "all", "eth0", "wlan0")
+    assert code == 0, result
+    for ifname in ("eth0", "wlan0"):
+        item = result[ifname]
+        assert item["reaches"] == ["ipv4", "ipv6"] and item["warnings"] == []
+        v6 = family(item, "ipv6")
+        assert v6["details"]["resolved"] == CLOUD_IP6 and v6["details"]["tls"].startswith("TLS")
+        assert ipaddress.ip_address(v6["details"]["address"].split("/")[0]) in \
+            ipaddress.ip_network(lab.uplink(ifname).prefix6)
+
+
+def test_probe_reaches_an_ipv4_only_name_from_the_ipv6_only_uplink_through_nat64(
+        ipv6_lab: Lab, tmp_path: Path) -> None:
+    lab = ipv6_lab
+    text = Path(lab.config_path).read_text()
+    config = tmp_path / "v4only.toml"
+    # The cloud's certificate names cloud.imp.lab: the TLS name stays that.
+    config.write_text(text.replace(f'host = "{lab.cloud_host}"',
+                                   f'host = "{V4ONLY_HOST}"\nserver_name = "{lab.cloud_host}"'))
+    code, result = probe(lab, "wwan0", config=config)
+    item = result["wwan0"]
+    assert code == 0 and item["reaches"] == ["ipv6"], item
+    v6 = family(item, "ipv6")
+    assert ipaddress.ip_address(v6["details"]["resolved"]) in ipaddress.ip_network(NAT64_WKP)
+    assert [w.split(" ")[:2] for w in item["warnings"]] == [["ipv4:", "NO_IP_ADDRESS"]]
+    assert probe(lab, "wwan0", "--require-family", "ipv4", config=config)[0] != 0
+
+
+@pytest.mark.parametrize(("kind", "ifname", "code_name", "stage"), [
+    ("blackhole6", "eth0", "NOT_RESOLVED", "dns"),
+    ("dns6-off", "eth0", "NOT_RESOLVED", "dns"),
+    ("ra-off", "wlan0", "NO_IP_ADDRESS", "address"),
+])
+def test_each_ipv6_fault_is_a_warning_under_any_and_a_failure_under_all_and_ipv6(
+        ipv6_lab: Lab, kind: str, ifname: str, code_name: str, stage: str) -> None:
+    lab = ipv6_lab
+    lab.fault(ifname, kind)
+    try:
+        code, result = probe(lab, ifname)
+        item = result[ifname]
+        assert code == 0 and item["code_name"] == "SERVER_CONNECTED" and item["reaches"] == ["ipv4"]
+        (warning,) = item["warnings"]
+        assert warning.startswith(f"ipv6: {code_name} (") and f") {stage}: " in warning, warning
+        for require in ("all", "ipv6"):
+            code, result = probe(lab, ifname, "--require-family", require)
+            assert result[ifname]["code_name"] == code_name and code == 10 + int(result[ifname]["code"])
+            assert result[ifname]["reason"].startswith(f"{stage}: ")
+    finally:
+        lab.restore(ifname)
+
+
+def test_status_shows_each_uplinks_ipv6_address_gateway_and_dns(ipv6_lab: Lab) -> None:
+    lab = ipv6_lab
+    proc = lab.run([sys.executable, "-m", "impctl", "status", "--json"], timeout=30)
+    rows = {d["ifname"]: d for d in json.loads(proc.stdout)["data"]["interfaces"]}
+    for u in lab.uplinks:
+        v6 = rows[u.ifname]["ipv6"]
+        (addr,) = v6["addresses"]
+        assert ipaddress.ip_address(addr.split("/")[0]) in ipaddress.ip_network(u.prefix6), v6
+        assert v6["gateway"] is not None and v6["gateway"].startswith("fe80:"), v6
+        assert v6["dns"] == [u.router_ip6], v6
+    human = lab.run([sys.executable, "-m", "impctl", "status"], timeout=30).stdout
+    assert all(address6(lab, u.ifname) in human for u in lab.uplinks), human

@@ -134,3 +134,61 @@ def test_corrupted_answers_parse_or_raise_the_project_error(edits: list[tuple[in
     except DnsFormatError:
         return
     assert all(len(a.split(".")) == 4 for a in answer.addresses)
+
+
+# ---------------------------------------------------------------- AAAA (dual-stack probe)
+
+AAAA = 28
+CLOUD6 = "2001:db8:ff::10"
+
+
+def aaaa_record(owner: bytes, ip: str, rdata: bytes | None = None) -> bytes:
+    import ipaddress
+
+    data = rdata if rdata is not None else ipaddress.IPv6Address(ip).packed
+    return owner + struct.pack("!HHIH", AAAA, 1, 60, len(data)) + data
+
+
+def _valid_aaaa() -> bytes:
+    return header(an=2) + question(qtype=AAAA) + a_record(PTR_QNAME, "198.19.0.10") \
+        + aaaa_record(PTR_QNAME, CLOUD6)
+
+
+def test_aaaa_query_asks_for_type_28() -> None:
+    query = build_query(NAME, TXID, AAAA)
+    assert query[-4:] == struct.pack("!HH", AAAA, 1)
+    with pytest.raises(DnsFormatError, match="not A or AAAA"):
+        build_query(NAME, TXID, 15)
+
+
+def test_aaaa_answer_gives_only_the_ipv6_addresses() -> None:
+    answer = parse_response(_valid_aaaa(), txid=TXID, name=NAME, qtype=AAAA)
+    assert answer.addresses == (CLOUD6,)
+
+
+def test_an_a_answer_does_not_answer_an_aaaa_question() -> None:
+    with pytest.raises(DnsFormatError, match="another question"):
+        parse_response(_valid(), txid=TXID, name=NAME, qtype=AAAA)
+
+
+def test_aaaa_record_of_the_wrong_size_is_malformed() -> None:
+    msg = header(an=1) + question(qtype=AAAA) + aaaa_record(PTR_QNAME, "", rdata=b"\x20\x01\x0d\xb8")
+    with pytest.raises(DnsFormatError, match="AAAA record with 4 bytes"):
+        parse_response(msg, txid=TXID, name=NAME, qtype=AAAA)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), min_size=1, max_size=6),
+       st.integers(0, 60))
+def test_corrupted_aaaa_answers_parse_or_raise_the_project_error(edits: list[tuple[int, int]], cut: int) -> None:
+    import ipaddress
+
+    msg = bytearray(_valid_aaaa())
+    for pos, value in edits:
+        if pos < len(msg):
+            msg[pos] = value
+    try:
+        answer = parse_response(bytes(msg[: len(msg) - cut]), txid=TXID, name=NAME, qtype=AAAA)
+    except DnsFormatError:
+        return
+    assert all(ipaddress.ip_address(a).version == 6 for a in answer.addresses)

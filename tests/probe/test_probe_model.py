@@ -10,12 +10,18 @@ from impctl.model.codes import ExitCode, ResultCode
 from impctl.model.probe import (
     MODEM_STAGES,
     NETWORK_STAGES,
+    Family,
+    FamilyProbe,
     InterfaceProbe,
     ProbeReport,
     Stage,
     StageResult,
     conclude,
+    conclude_families,
+    conclude_family,
     failure_code,
+    family_to_json,
+    interface_to_json,
     probe_exit_code,
     render_prometheus,
     report_to_json,
@@ -114,7 +120,7 @@ def test_json_shape() -> None:
                                                            "REGISTRATION_DENIED"]
     eth = doc["interfaces"][0]
     assert set(eth) == {"identifier", "ifname", "class", "code", "code_name", "connected", "reason",
-                        "duration_ms", "stages", "details"}
+                        "duration_ms", "stages", "details", "reaches", "families", "warnings"}
     assert eth["code"] == 5 and eth["connected"] is True and eth["reason"] is None
     assert [s["name"] for s in eth["stages"]] == ["link", "address", "dns", "tcp", "tls"]
     assert eth["stages"][0] == {"name": "link", "ok": True, "duration_ms": 1.5, "detail": "link fine"}
@@ -127,7 +133,8 @@ def test_prometheus_shape() -> None:
     assert set(families) == {
         "impctl_probe_result_code", "impctl_probe_success", "impctl_probe_result_info",
         "impctl_probe_duration_seconds", "impctl_probe_stage_duration_seconds", "impctl_probe_stage_success",
-        "impctl_probe_last_run_timestamp_seconds",
+        "impctl_probe_last_run_timestamp_seconds", "impctl_probe_family_success",
+        "impctl_probe_family_result_code",
     }
     codes = {s[0]["ifname"]: s[1] for s in families["impctl_probe_result_code"]}
     assert codes == {"eth0": 5, "wlan0": 7, "wwan0": 11}
@@ -147,3 +154,76 @@ def test_prometheus_shape() -> None:
     assert info["wwan0"]["code_name"] == "REGISTRATION_DENIED" and info["wwan0"]["failed_stage"] == "registration"
     assert info["eth0"]["failed_stage"] == ""
     assert families["impctl_probe_last_run_timestamp_seconds"] == [({}, 1795000000.5)]
+
+
+# ---------------------------------------------------------------- address families
+
+LINK = [ok(Stage.LINK)]
+V4_OK = conclude_family(Family.IPV4, [ok(Stage.ADDRESS), ok(Stage.DNS), ok(Stage.TCP), ok(Stage.TLS)],
+                        via_modem=False, details={"resolved": "198.19.0.10"})
+V6_OK = conclude_family(Family.IPV6, [ok(Stage.ADDRESS), ok(Stage.DNS), ok(Stage.TCP), ok(Stage.TLS)],
+                        via_modem=False, details={"resolved": "2001:db8:ff::10"})
+V6_DNS = conclude_family(Family.IPV6, [ok(Stage.ADDRESS), bad(Stage.DNS)], via_modem=False)
+V6_OFF = conclude_family(Family.IPV6, [bad(Stage.ADDRESS)], via_modem=False, configured=False)
+V4_NOADDR = conclude_family(Family.IPV4, [bad(Stage.ADDRESS)], via_modem=False)
+
+
+def both(v4: FamilyProbe, v6: FamilyProbe, require: str) -> InterfaceProbe:
+    return conclude_families("eth0", "eth0", "ethernet", LINK, [v4, v6], require, via_modem=False, duration_ms=5)
+
+
+def test_an_ipv4_only_uplink_reads_as_before_under_any_and_ipv4() -> None:
+    for require in ("any", "ipv4"):
+        r = both(V4_OK, V6_OFF, require)
+        assert r.connected and r.warnings == () and r.reaches == (Family.IPV4,)
+        assert [s.name for s in r.stages] == ["link", "address", "dns", "tcp", "tls"]
+        assert r.details == {"resolved": "198.19.0.10"}
+    assert V6_OFF.status == "not configured" and V6_DNS.status == "failed" and V4_OK.status == "connected"
+
+
+@pytest.mark.parametrize("require", ["all", "ipv6"])
+def test_ipv6_not_configured_fails_where_ipv6_is_required(require: str) -> None:
+    r = both(V4_OK, V6_OFF, require)
+    assert r.code == ResultCode.NO_IP_ADDRESS and r.reason == "address: address broke"
+    assert r.warnings == ()  # the IPv4 family worked: nothing to warn about
+
+
+def test_one_family_failing_is_a_warning_under_any_with_its_code_and_stage() -> None:
+    r = both(V4_OK, V6_DNS, "any")
+    assert r.connected and r.reaches == (Family.IPV4,)
+    assert r.warnings == ("ipv6: NOT_RESOLVED (3) dns: dns broke",)
+
+
+def test_an_ipv6_only_uplink_is_connected_under_any_with_the_ipv4_failure_as_warning() -> None:
+    r = both(V4_NOADDR, V6_OK, "any")
+    assert r.connected and r.details["resolved"] == "2001:db8:ff::10"
+    assert r.warnings == ("ipv4: NO_IP_ADDRESS (2) address: address broke",)
+    assert not both(V4_NOADDR, V6_OK, "ipv4").connected
+    assert not both(V4_NOADDR, V6_OK, "all").connected
+
+
+@pytest.mark.parametrize("require", ["all", "ipv6"])
+def test_the_failed_family_decides_under_all_and_its_own_policy(require: str) -> None:
+    r = both(V4_OK, V6_DNS, require)
+    assert r.code == ResultCode.NOT_RESOLVED and r.reason == "dns: dns broke"
+    assert [s.name for s in r.stages] == ["link", "address", "dns"]
+
+
+def test_both_families_failing_report_ipv4_and_warn_of_ipv6() -> None:
+    r = both(V4_NOADDR, V6_DNS, "any")
+    assert r.code == ResultCode.NO_IP_ADDRESS and r.warnings == ("ipv6: NOT_RESOLVED (3) dns: dns broke",)
+
+
+def test_family_json_and_textfile_carry_the_family() -> None:
+    r = both(V4_OK, V6_DNS, "any")
+    doc = interface_to_json(r)
+    assert doc["reaches"] == ["ipv4"] and doc["warnings"] == ["ipv6: NOT_RESOLVED (3) dns: dns broke"]
+    assert [f["family"] for f in doc["families"]] == ["ipv4", "ipv6"]
+    assert family_to_json(V6_OFF, "ethernet")["status"] == "not configured"
+    report = ProbeReport((r,), "cloud.imp.lab:443", True, None, 1795000000.5, 25.0, require_family="any")
+    assert report_to_json(report)["require_family"] == "any"
+    fams = parse_textfile(render_prometheus(report))
+    ok_s = {s[0]["family"]: (s[0]["status"], s[1]) for s in fams["impctl_probe_family_success"]}
+    assert ok_s == {"ipv4": ("connected", 1), "ipv6": ("failed", 0)}
+    codes = {s[0]["family"]: s[1] for s in fams["impctl_probe_family_result_code"]}
+    assert codes == {"ipv4": 5, "ipv6": 3}

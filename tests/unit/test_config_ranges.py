@@ -165,3 +165,15 @@ def test_metrics_settings_are_off_by_default_and_documented() -> None:
     assert error_of({"daemon": {"metrics_textfile": "/run/impctl/metrics.txt"}}) == (
         "daemon.metrics_textfile: '/run/impctl/metrics.txt' must end in .prom (node_exporter reads only those)")
     assert error_of({"daemon": {"metrics_listen": True}}) == "daemon.metrics_listen: must be a string"
+
+
+@pytest.mark.parametrize("value", ["any", "all", "ipv4", "ipv6"])
+def test_require_family_takes_its_documented_values(value: str) -> None:
+    assert parse_config({"probe": {"require_family": value}}).probe.require_family == value
+
+
+@pytest.mark.parametrize("bad", ["both", "IPv6", "", 6])
+def test_require_family_refuses_anything_else_naming_the_choices(bad: object) -> None:
+    message = error_of({"probe": {"require_family": bad}})
+    assert message.startswith("probe.require_family: ")
+    assert "any, all, ipv4, ipv6" in message or "must be a string" in message or "empty" in message

@@ -200,7 +200,7 @@ def toml_value(value: Any) -> str:
 CONFIG_KEYS = {
     "cloud": ("host", "port", "tls", "ca_file", "server_name"),
     "probe": ("link_timeout_s", "dns_timeout_s", "proxy_timeout_s", "connect_timeout_s", "tls_timeout_s",
-              "total_timeout_s"),
+              "total_timeout_s", "require_family"),
     "daemon": ("probe_interval_s", "probe_failures", "standby_probe_interval_s", "cell_standby_probe_interval_s",
                "failback", "failback_hold_s", "min_switch_interval_s", "hooks_dir", "cell_probe_interval_s",
                "primary_route_metric", "liveness_tls", "metrics_listen", "metrics_textfile"),

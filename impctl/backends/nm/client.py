@@ -94,7 +94,7 @@ class NMClient:
         return nm_signals(self._bus, emit)
 
 
-async def read_inventory(config: Config, *, timeout_s: float = 5.0) -> list[DeviceInfo]:
+async def read_inventory(config: Config, *, timeout_s: float = 5.0, ipv6_method: bool = False) -> list[DeviceInfo]:
     """Open the system bus, read the gateway's interfaces, close the bus.
 
     Returns every NM-managed device of class ethernet, wifi or cell (after
@@ -104,11 +104,14 @@ async def read_inventory(config: Config, *, timeout_s: float = 5.0) -> list[Devi
     default-route metric, WiFi SSID/signal, and for modems a ModemInfo.
 
     Raises ServiceUnavailable (NM or the bus not running), PermissionDenied,
-    OperationTimeout (nothing within `timeout_s`).
+    OperationTimeout (nothing within `timeout_s`). `ipv6_method`: also each active
+    device's applied ipv6.method, as extra["ipv6_method"] (the dual-stack probe's question
+    whether IPv6 is meant to work there).
     """
     try:
         async with asyncio.timeout(timeout_s):
             async with system_bus(min(timeout_s, CONNECT_TIMEOUT_S)) as bus:
-                return await NMClient(bus, config).devices()
+                found = await NMClient(bus, config).devices()
+                return await devices.with_ipv6_methods(bus, found) if ipv6_method else found
     except TimeoutError:
         raise OperationTimeout(f"reading the interfaces took longer than {timeout_s:g} s") from None

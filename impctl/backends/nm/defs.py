@@ -21,6 +21,7 @@ NM_WIRELESS = f"{NM}.Device.Wireless"
 NM_AP = f"{NM}.AccessPoint"
 NM_ACTIVE = f"{NM}.Connection.Active"
 NM_IP4 = f"{NM}.IP4Config"
+NM_IP6 = f"{NM}.IP6Config"
 NM_SETTINGS = f"{NM}.Settings"
 NM_SETTINGS_PATH = f"{NM_PATH}/Settings"
 NM_SETTINGS_CONN = f"{NM}.Settings.Connection"
@@ -93,6 +94,7 @@ class DeviceProps(TypedDict, total=False):
     StateReason: list[int]  # (NMDeviceState, NMDeviceStateReason)
     Managed: bool
     Ip4Config: str
+    Ip6Config: str
     ActiveConnection: str
 
 
@@ -133,6 +135,14 @@ class IP4ConfigProps(TypedDict, total=False):
     NameserverData: list[dict[str, Any]]  # {"address": str}
     Nameservers: list[int]  # legacy: in_addr_t, network byte order
     RouteData: list[dict[str, Any]]  # {"dest", "prefix", "metric", ...}
+
+
+class IP6ConfigProps(TypedDict, total=False):
+    """org.freedesktop.NetworkManager.IP6Config"""
+
+    AddressData: list[dict[str, Any]]  # {"address": str, "prefix": int}
+    Gateway: str
+    Nameservers: list[bytes]  # 16 bytes each
 
 
 class SettingsConnectionProps(TypedDict, total=False):

@@ -27,6 +27,7 @@ from impctl.backends.nm.defs import (
     NM_AP,
     NM_DEVICE,
     NM_IP4,
+    NM_IP6,
     NM_PATH,
     NM_WIRED,
     NM_WIRELESS,
@@ -36,6 +37,7 @@ from impctl.backends.nm.defs import (
     BearerProps,
     DeviceProps,
     IP4ConfigProps,
+    IP6ConfigProps,
     Modem3gppProps,
     ModemProps,
     WiredProps,
@@ -88,6 +90,18 @@ def _ipv4_facts(ip4: IP4ConfigProps) -> tuple[tuple[str, ...], str | None, tuple
     return addresses, gateway, dns, metric
 
 
+def _ipv6_facts(ip6: IP6ConfigProps) -> tuple[tuple[str, ...], str | None, tuple[str, ...]]:
+    """Global addresses, default gateway and DNS servers of NM's IP6Config (link-local
+    addresses left out: every IPv6-enabled link has one, and none reaches the cloud)."""
+    addresses = tuple(
+        f"{a['address']}/{a['prefix']}" for a in ip6.get("AddressData", [])
+        if "address" in a and "prefix" in a and not str(a["address"]).lower().startswith("fe80:")
+    )
+    dns = tuple(socket.inet_ntop(socket.AF_INET6, bytes(raw)) for raw in ip6.get("Nameservers", [])
+                if len(bytes(raw)) == 16)
+    return addresses, ip6.get("Gateway") or None, dns
+
+
 async def _wifi_facts(bus: SystemBus, wireless: WirelessProps) -> tuple[str | None, int | None]:
     ap_path = wireless.get("ActiveAccessPoint")
     if not is_path(ap_path):
@@ -125,14 +139,16 @@ async def read_device(bus: SystemBus, path: str, classes: Mapping[str, str] | No
     active_path = props.get("ActiveConnection") if used else None
     # Only the interface the device type has: asking a WiFi device for its Wired
     # properties costs an error reply, and every message costs `status` start-up time.
-    ip4, active, wired, wireless = await asyncio.gather(
+    ip4, ip6, active, wired, wireless = await asyncio.gather(
         bus.get_all_or_empty(NM, props.get("Ip4Config") if used else None, NM_IP4),
+        bus.get_all_or_empty(NM, props.get("Ip6Config") if used else None, NM_IP6),
         bus.get_all_or_empty(NM, active_path, NM_ACTIVE),
         bus.get_all_or_empty(NM, path if used and nm_type in ETHERNET_TYPES else None, NM_WIRED),
         bus.get_all_or_empty(NM, path if used and nm_type in WIFI_TYPES else None, NM_WIRELESS),
     )
     active_props = cast(ActiveConnectionProps, active)
     addresses, gateway, dns, metric = _ipv4_facts(cast(IP4ConfigProps, ip4))
+    addresses6, gateway6, dns6 = _ipv6_facts(cast(IP6ConfigProps, ip6))
     # A device with a default route is a way out whatever its profile says; only the
     # others (a LAN port has none) cost the extra read of their IP methods.
     lan = is_path(active_path) and gateway is None and is_lan_port(*await _applied_methods(bus, path))
@@ -149,6 +165,9 @@ async def read_device(bus: SystemBus, path: str, classes: Mapping[str, str] | No
         addresses=addresses,
         gateway=gateway,
         dns=dns,
+        addresses6=addresses6,
+        gateway6=gateway6,
+        dns6=dns6,
         active_profile=active_props.get("Id") or None,
         active_path=active_path if is_path(active_path) else None,
         route_metric=metric,
@@ -173,6 +192,18 @@ async def _applied_methods(bus: SystemBus, path: str) -> tuple[str | None, str |
 
 def _has_class(nm_type: int) -> bool:
     return NMDeviceType(nm_type) in DEFAULT_CLASS_OF_TYPE
+
+
+async def with_ipv6_methods(bus: SystemBus, found: list[DeviceInfo]) -> list[DeviceInfo]:
+    """The devices, each active one with its applied ipv6.method in extra["ipv6_method"]."""
+
+    async def one(dev: DeviceInfo) -> DeviceInfo:
+        if not dev.active_path or not dev.nm_path:
+            return dev
+        _v4, v6 = await _applied_methods(bus, dev.nm_path)
+        return dataclasses.replace(dev, extra={**dev.extra, "ipv6_method": v6}) if v6 else dev
+
+    return list(await asyncio.gather(*(one(d) for d in found)))
 
 
 async def _read_nm_devices(bus: SystemBus, classes: Mapping[str, str]) -> list[DeviceInfo]:
