@@ -159,7 +159,8 @@ class Netlink:
             kind=kind,
         )
 
-    async def ipv4(self, ifname: str) -> IPv4Facts:
+    async def _addresses_and_routes(self, ifname: str, family: int, what: str) -> tuple[int, list[Any], list[Any]]:
+        """The interface's index, and its addresses and routes of one family."""
         try:
             # The index by ioctl: decoding a whole link message costs ~1 ms of CPU.
             try:
@@ -167,12 +168,16 @@ class Netlink:
             except OSError:
                 raise NoSuchInterface(f"no interface {ifname!r} in this network namespace") from None
             async with self._session() as ipr:
-                addrs = await _collect(await ipr.addr("dump", family=socket.AF_INET, index=index))
+                addrs = await _collect(await ipr.addr("dump", family=family, index=index))
                 # Only this interface's routes (filtered by the kernel under strict
                 # checking): parsing every route of a busy table costs milliseconds.
-                routes = await _collect(await ipr.route("dump", family=socket.AF_INET, oif=index))
+                routes = await _collect(await ipr.route("dump", family=family, oif=index))
         except _netlink_errors() as err:
-            raise _error(err, "IPv4 addresses and routes", ifname) from None
+            raise _error(err, what, ifname) from None
+        return index, addrs, routes
+
+    async def ipv4(self, ifname: str) -> IPv4Facts:
+        index, addrs, routes = await self._addresses_and_routes(ifname, socket.AF_INET, "IPv4 addresses and routes")
         addresses: list[str] = []
         for a in addrs:
             if int(a.get("index", -1)) != index:
@@ -203,16 +208,7 @@ class Netlink:
 
     async def ipv6(self, ifname: str) -> IPv6Facts:
         """Global IPv6 addresses and the IPv6 default route through `ifname`."""
-        try:
-            try:
-                index = socket.if_nametoindex(ifname)
-            except OSError:
-                raise NoSuchInterface(f"no interface {ifname!r} in this network namespace") from None
-            async with self._session() as ipr:
-                addrs = await _collect(await ipr.addr("dump", family=socket.AF_INET6, index=index))
-                routes = await _collect(await ipr.route("dump", family=socket.AF_INET6, oif=index))
-        except _netlink_errors() as err:
-            raise _error(err, "IPv6 addresses and routes", ifname) from None
+        index, addrs, routes = await self._addresses_and_routes(ifname, socket.AF_INET6, "IPv6 addresses and routes")
         mine = [a for a in addrs if int(a.get("index", -1)) == index]
         addresses: list[str] = []
         for a in mine:
