@@ -44,9 +44,15 @@ IFA_F_DADFAILED = 0x08
 RT_SCOPE_UNIVERSE = 0
 
 
-def _default_gateway6(routes: list[Any], index: int) -> str | None:
-    """The via of the lowest-metric IPv6 default route leaving through interface `index`."""
-    best: tuple[int, str] | None = None
+def _gateway6(routes: list[Any], index: int) -> str | None:
+    route = _default_route(routes, index)
+    return None if route is None else str(route.get("RTA_GATEWAY") or "::")
+
+
+def _default_route(routes: list[Any], index: int) -> Any | None:
+    """The lowest-metric default route leaving through interface `index`, of any table
+    (policy routing may keep uplinks' routes outside main)."""
+    best: tuple[int, Any] | None = None
     for r in routes:
         if r["dst_len"] != 0 or r.get("type", RTN_UNICAST) != RTN_UNICAST:
             continue
@@ -54,7 +60,7 @@ def _default_gateway6(routes: list[Any], index: int) -> str | None:
             continue
         metric = int(_attr(r, "RTA_PRIORITY", 0))
         if best is None or metric < best[0]:
-            best = (metric, str(r.get("RTA_GATEWAY") or "::"))
+            best = (metric, r)
     return best[1] if best else None
 
 
@@ -188,23 +194,12 @@ class Netlink:
             addr = a.get("IFA_LOCAL") or a.get("IFA_ADDRESS")
             if addr:
                 addresses.append(f"{addr}/{a['prefixlen']}")
-        gateway: str | None = None
-        linkdown = False
-        best_metric: int | None = None
-        for r in routes:
-            # A default route of any table (policy routing may keep uplinks'
-            # routes outside main) that leaves through this interface.
-            if r["dst_len"] != 0 or r.get("type", RTN_UNICAST) != RTN_UNICAST:
-                continue
-            if int(_attr(r, "RTA_OIF", r.get("oif", -1))) != index:
-                continue
-            metric = int(_attr(r, "RTA_PRIORITY", 0))
-            if best_metric is not None and metric >= best_metric:
-                continue
-            best_metric = metric
-            gateway = r.get("RTA_GATEWAY") or "0.0.0.0"  # on-link default: no via
-            linkdown = bool(int(r.get("flags", 0)) & 0x10)  # RTNH_F_LINKDOWN
-        return IPv4Facts(addresses=tuple(addresses), gateway=gateway, default_route_linkdown=linkdown)
+        route = _default_route(routes, index)
+        if route is None:
+            return IPv4Facts(addresses=tuple(addresses), gateway=None, default_route_linkdown=False)
+        return IPv4Facts(addresses=tuple(addresses),
+                         gateway=route.get("RTA_GATEWAY") or "0.0.0.0",  # on-link default: no via
+                         default_route_linkdown=bool(int(route.get("flags", 0)) & 0x10))  # RTNH_F_LINKDOWN
 
     async def ipv6(self, ifname: str) -> IPv6Facts:
         """Global IPv6 addresses and the IPv6 default route through `ifname`."""
@@ -218,7 +213,7 @@ class Netlink:
             addr = a.get("IFA_ADDRESS") or a.get("IFA_LOCAL")
             if addr:
                 addresses.append(f"{addr}/{a['prefixlen']}")
-        return IPv6Facts(addresses=tuple(addresses), gateway=_default_gateway6(routes, index), enabled=bool(mine))
+        return IPv6Facts(addresses=tuple(addresses), gateway=_gateway6(routes, index), enabled=bool(mine))
 
     async def counters(self, ifname: str) -> Counters:
         try:

@@ -144,12 +144,6 @@ async def _query_one(name: str, server: str, ifname: str, timeout_s: float, qtyp
         sock.close()
 
 
-async def resolve_a(name: str, servers: Sequence[str], ifname: str, timeout_s: float) -> Resolved:
-    """The IPv4 address of `name`, asked of each of the interface's DNS servers at
-    once through that interface; the first that answers with an address wins."""
-    return await resolve(name, servers, ifname, timeout_s, 4)
-
-
 async def resolve(name: str, servers: Sequence[str], ifname: str, timeout_s: float, version: int) -> Resolved:
     """The IPv`version` address of `name` (A or AAAA), asked of each of `servers` (IPv4
     or IPv6 addresses) at once through `ifname`; the first that answers with one wins."""
@@ -317,9 +311,6 @@ class BoundSockets:
 
     def __init__(self) -> None:
         self._contexts: dict[str | None, ssl.SSLContext] = {}
-
-    async def resolve_a(self, name: str, servers: Sequence[str], ifname: str, timeout_s: float) -> Resolved:
-        return await resolve_a(name, servers, ifname, timeout_s)
 
     async def resolve(self, name: str, servers: Sequence[str], ifname: str, timeout_s: float,
                       version: int) -> Resolved:

@@ -21,7 +21,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import field, replace
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar
 
 from impctl.model.config import Config
 from impctl.model.errors import (
@@ -92,7 +92,6 @@ class LinkFacts(Protocol):
     async def ipv4(self, ifname: str) -> IPv4Facts: ...
 
 
-@runtime_checkable
 class DualStackLinks(LinkFacts, Protocol):
     """Link facts with IPv6's too: what a dual-stack probe needs."""
 
@@ -110,10 +109,6 @@ ConnT = TypeVar("ConnT", bound=Connection)
 
 class SocketProbes(Protocol[ConnT]):
     """The probe's socket stages; the connection type is the backend's own."""
-
-    async def resolve_a(
-        self, name: str, servers: Sequence[str], ifname: str, timeout_s: float
-    ) -> Resolved: ...
 
     async def resolve(
         self, name: str, servers: Sequence[str], ifname: str, timeout_s: float, version: int
@@ -286,13 +281,13 @@ async def probe_interface(
     net: SocketProbes[ConnT],
     deadline: float | None = None,
     listener: StageListener | None = None,
-    dual_stack: bool = False,
+    links6: DualStackLinks | None = None,
 ) -> InterfaceProbe:
     """Probe one interface through its stages; never raises for a network failure.
 
-    `dual_stack`: the network stages run for IPv4 and IPv6 at once and the
-    config's probe.require_family decides; else IPv4 only, as the daemon and
-    connect's check probe (their `links` need not read IPv6).
+    With `links6` (link facts that read IPv6 too) the network stages run for IPv4
+    and IPv6 at once and the config's probe.require_family decides; without, IPv4
+    only, as the daemon and connect's check probe.
 
     `deadline` is a `time.monotonic()` instant (default: now + the config's
     total_timeout_s). `proxy` applies to Ethernet/WiFi only (impOS: proxies are
@@ -347,14 +342,16 @@ async def probe_interface(
         return finish()
 
     v4_run = _Run(ifname, deadline, total_s, listener)
-    if not dual_stack:
-        v4 = await _family_stages(v4_run, Family.IPV4, device, config, proxy, links, net, via_modem)
-        return finish_families([v4], "ipv4")
+    timeout_s = settings.link_timeout_s
+    v4_stages = _family_stages(v4_run, Family.IPV4, device, config, proxy, net, via_modem,
+                               lambda run, _configured: _address4(run, device, links, timeout_s))
+    if links6 is None:
+        return finish_families([await v4_stages], "ipv4")
+    dual = links6
     v6_run = _Run(ifname, deadline, total_s, None)  # the live view follows the IPv4 stages
     v4, v6 = await asyncio.gather(
-        _family_stages(v4_run, Family.IPV4, device, config, proxy, links, net, via_modem),
-        _family_stages(v6_run, Family.IPV6, device, config, proxy, links, net, via_modem),
-    )
+        v4_stages, _family_stages(v6_run, Family.IPV6, device, config, proxy, net, via_modem,
+                                  lambda run, configured: _address6(run, device, dual, timeout_s, configured)))
     return finish_families([v4, v6], settings.require_family)
 
 
@@ -372,41 +369,42 @@ def _configured6(device: DeviceInfo, facts: IPv6Facts) -> bool:
 
 
 async def _address4(run: _Run, device: DeviceInfo, links: LinkFacts, timeout_s: float) -> str | None:
-    ifname = run.ifname
-
     async def address(t: float) -> IPv4Facts:
-        facts = await links.ipv4(ifname)
+        facts = await links.ipv4(run.ifname)
         if not facts.addresses:
-            raise StageFailed(f"{ifname} has no IPv4 address (NetworkManager: {device.nm_state_name})")
-        if facts.gateway is None:
-            raise StageFailed(f"{ifname} has {', '.join(facts.addresses)} but no default route through it")
-        return facts
+            raise StageFailed(f"{run.ifname} has no IPv4 address (NetworkManager: {device.nm_state_name})")
+        return _routed(run.ifname, facts, "")
 
-    facts = await run.step(Stage.ADDRESS, timeout_s, address,
-                           lambda f: f"{f.addresses[0]}, default via {f.gateway}")
-    if facts is None:
-        return None
-    run.details["address"] = facts.addresses[0]
-    run.details["gateway"] = str(facts.gateway)
-    return facts.addresses[0]
+    return await _address_stage(run, timeout_s, address)
 
 
 async def _address6(run: _Run, device: DeviceInfo, links: DualStackLinks, timeout_s: float,
                     configured: list[bool]) -> str | None:
     """The IPv6 address stage; `configured` gets whether IPv6 is meant to work here."""
-    ifname = run.ifname
-
     async def address(t: float) -> IPv6Facts:
-        facts = await links.ipv6(ifname)
+        facts = await links.ipv6(run.ifname)
         configured.append(_configured6(device, facts))
         if not configured[-1]:
-            raise StageFailed(f"IPv6 is not configured on {ifname}")
+            raise StageFailed(f"IPv6 is not configured on {run.ifname}")
         if not facts.addresses:
-            raise StageFailed(f"{ifname} has no global IPv6 address (no router advertisement?)")
-        if facts.gateway is None:
-            raise StageFailed(f"{ifname} has {', '.join(facts.addresses)} but no IPv6 default route through it")
-        return facts
+            raise StageFailed(f"{run.ifname} has no global IPv6 address (no router advertisement?)")
+        return _routed(run.ifname, facts, "IPv6 ")
 
+    return await _address_stage(run, timeout_s, address)
+
+
+_Facts = TypeVar("_Facts", IPv4Facts, IPv6Facts)
+
+
+def _routed(ifname: str, facts: _Facts, family: str) -> _Facts:
+    if facts.gateway is None:
+        raise StageFailed(f"{ifname} has {', '.join(facts.addresses)} but no {family}default route through it")
+    return facts
+
+
+async def _address_stage(run: _Run, timeout_s: float,
+                         address: Callable[[float], Awaitable[IPv4Facts | IPv6Facts]]) -> str | None:
+    """The address stage: an address and a default route on the interface (its first address)."""
     facts = await run.step(Stage.ADDRESS, timeout_s, address,
                            lambda f: f"{f.addresses[0]}, default via {f.gateway}")
     if facts is None:
@@ -435,26 +433,21 @@ async def _family_stages(
     device: DeviceInfo,
     config: Config,
     proxy: ProbeProxy | None,
-    links: LinkFacts,
     net: SocketProbes[ConnT],
     via_modem: bool,
+    address: Callable[[_Run, list[bool]], Awaitable[str | None]],
 ) -> FamilyProbe:
-    """address, dns, proxy, tcp, tls over one family, into a run of its own."""
+    """address, dns, proxy, tcp, tls over one family, into a run of its own.
+
+    `address` runs the family's address stage; IPv6's also says, into the list it is
+    given, whether IPv6 is meant to work on the interface at all."""
     configured: list[bool] = []
 
     def done() -> FamilyProbe:
         return conclude_family(family, run.stages, via_modem=via_modem,
                                configured=all(configured), details=run.details)
 
-    if family is Family.IPV4:
-        found = await _address4(run, device, links, config.probe.link_timeout_s)
-    elif isinstance(links, DualStackLinks):
-        found = await _address6(run, device, links, config.probe.link_timeout_s, configured)
-    else:
-        configured.append(False)
-        run.instant(Stage.ADDRESS, False, "the link backend reads no IPv6 facts")
-        found = None
-    if found is None:
+    if await address(run, configured) is None:
         return done()
     await _reach_cloud(run, family, device, config, proxy, net)
     return done()
@@ -465,13 +458,10 @@ async def _resolve_stage(run: _Run, family: Family, device: DeviceInfo, name: st
     """Name resolution through this interface's own DNS servers: A for IPv4, AAAA for IPv6."""
     ifname = run.ifname
     servers = _dns_servers(device, family)
-    # IPv4 servers (or none at all, which resolve_a reports) ask as an IPv4-only probe does.
-    own4 = family is Family.IPV4 and (any(is_ipv4(s) for s in device.dns) or not device.dns6)
+    version = 4 if family is Family.IPV4 else 6
 
     async def dns(t: float) -> Resolved:
-        if own4:
-            return await net.resolve_a(name, device.dns, ifname, t)
-        return await net.resolve(name, servers, ifname, t, 4 if family is Family.IPV4 else 6)
+        return await net.resolve(name, servers, ifname, t, version)
 
     def dns_text(r: Resolved) -> str:
         if r.server is None:
@@ -571,14 +561,14 @@ async def probe_all(
     deadline: float | None = None,
     listener: StageListener | None = None,
     on_result: Callable[[InterfaceProbe], None] | None = None,
-    dual_stack: bool = False,
+    links6: DualStackLinks | None = None,
 ) -> list[InterfaceProbe]:
     """Probe every device concurrently; results in the order of `devices`.
     `on_result` hears of each interface as soon as its probe ends."""
 
     async def one(d: DeviceInfo) -> InterfaceProbe:
         result = await probe_interface(d, config, proxy_for(d), links=links, net=net,
-                                       deadline=deadline, listener=listener, dual_stack=dual_stack)
+                                       deadline=deadline, listener=listener, links6=links6)
         if on_result:
             on_result(result)
         return result
@@ -659,7 +649,7 @@ async def probe_gateway(
     targets: Sequence[str],
     *,
     inventory: InventoryReader,
-    links: LinkFacts,
+    links: DualStackLinks,
     net: SocketProbes[Any],
     decrypt: Decrypt,
     timeout_s: float,
@@ -668,11 +658,10 @@ async def probe_gateway(
     listener: StageListener | None = None,
     on_devices: Callable[[list[DeviceInfo]], None] | None = None,
     on_result: Callable[[InterfaceProbe], None] | None = None,
-    dual_stack: bool = True,
 ) -> ProbeReport:
     """`impctl probe`: read the interfaces, pick the named ones, probe them all at
     once within `timeout_s` overall (reading the inventory included); both address
-    families unless `dual_stack` is False."""
+    families."""
     wall = time.time()
     started = time.monotonic()
     deadline = started + timeout_s
@@ -685,7 +674,7 @@ async def probe_gateway(
         on_devices(chosen)
     results = await probe_all(
         chosen, config, lambda d: plan.get(d.ifname), links=links, net=net,
-        deadline=deadline, listener=listener, on_result=on_result, dual_stack=dual_stack,
+        deadline=deadline, listener=listener, on_result=on_result, links6=links,
     )
     proxies = sorted({p.endpoint for p in plan.values()})
     return ProbeReport(
@@ -695,5 +684,5 @@ async def probe_gateway(
         proxy=", ".join(proxies) or None,
         started_at=wall,
         duration_ms=(time.monotonic() - started) * 1000,
-        require_family=config.probe.require_family if dual_stack else "ipv4",
+        require_family=config.probe.require_family,
     )

@@ -17,9 +17,9 @@ from impctl.model.codes import ResultCode
 from impctl.model.config import CloudEndpoint, Config, ProbeSettings
 from impctl.model.errors import NoSuchInterface
 from impctl.model.inventory import DeviceInfo, MMModemState, MMRegistrationState, ModemInfo, NMDeviceType
-from impctl.model.netfacts import IPv4Facts, LinkState, Resolved
+from impctl.model.netfacts import IPv4Facts, IPv6Facts, LinkState, Resolved
 from impctl.model.nic import Secret
-from impctl.model.probe import StageFailed
+from impctl.model.probe import Family, StageFailed
 from impctl.model.state import State, state_from_dict
 from impctl.usecases.probe import ProbeProxy, probe_all, probe_interface, proxy_plan, select_devices
 
@@ -62,6 +62,16 @@ class FakeLinks:
 
 
 @dataclass
+class FakeLinks6(FakeLinks):
+    addresses6: tuple[str, ...] = ("2001:db8:1::50/64",)
+    gateway6: str | None = "fe80::1"
+
+    async def ipv6(self, ifname: str) -> IPv6Facts:
+        self.calls.append(f"ipv6 {ifname}")
+        return IPv6Facts(self.addresses6, self.gateway6, enabled=True)
+
+
+@dataclass
 class FakeNet:
     """Socket stages that succeed unless told to fail or hang (seconds) at a step."""
 
@@ -77,9 +87,11 @@ class FakeNet:
         if name in self.fail:
             raise self.fail[name]
 
-    async def resolve_a(self, name: str, servers: Sequence[str], ifname: str, timeout_s: float) -> Resolved:
-        await self._step("dns")
-        return Resolved(name, "198.19.0.10", ("198.19.0.10",), servers[0] if servers else None, 1.0)
+    async def resolve(self, name: str, servers: Sequence[str], ifname: str, timeout_s: float,
+                      version: int) -> Resolved:
+        await self._step("dns" if version == 4 else "dns6")
+        address = "198.19.0.10" if version == 4 else "2001:db8:ff::10"
+        return Resolved(name, address, (address,), servers[0] if servers else None, 1.0)
 
     async def open_tcp(self, address: str, port: int, ifname: str, timeout_s: float, what: str) -> Connection:
         await self._step(f"tcp {address}:{port}")
@@ -302,3 +314,34 @@ def test_proxy_plan_pinned_nic_overrides_on_its_interface() -> None:
     assert proxy_plan(stored_state(), INVENTORY, plain, no_proxy=True) == {}
     override = ProbeProxy("10.0.0.1", 8080)
     assert set(proxy_plan(stored_state(), INVENTORY, plain, override).values()) == {override}
+
+
+def probe6(links: FakeLinks6, net: FakeNet, require: str, dev: DeviceInfo | None = None):  # type: ignore[no-untyped-def]
+    config = Config(cloud=CONFIG.cloud, probe=ProbeSettings(require_family=require))
+    return asyncio.run(probe_interface(dev or device(dns6=("2001:db8:1::1",)), config, None, links=links, net=net,
+                                       links6=links))
+
+
+def test_dual_stack_runs_both_families_through_the_cloud() -> None:
+    net = FakeNet()
+    r = probe6(FakeLinks6(), net, "all")
+    assert r.connected and r.reaches == (Family.IPV4, Family.IPV6) and r.warnings == ()
+    assert sorted(net.calls) == sorted(["dns", "tcp 198.19.0.10:443", "tls cloud.imp.lab",
+                                        "dns6", "tcp 2001:db8:ff::10:443", "tls cloud.imp.lab"])
+
+
+@pytest.mark.parametrize(("require", "connected"), [("any", True), ("ipv4", True), ("all", False), ("ipv6", False)])
+def test_a_failing_ipv6_family_is_a_warning_or_the_result(require: str, connected: bool) -> None:
+    net = FakeNet(fail={"dns6": StageFailed("DNS 2001:db8:1::1 did not answer in 2.0 s")})
+    r = probe6(FakeLinks6(), net, require)
+    assert r.connected is connected
+    assert r.reaches == (Family.IPV4,)
+    if connected:
+        assert len(r.warnings) == 1 and r.warnings[0].startswith("ipv6: NOT_RESOLVED")
+    else:
+        assert r.code_name == "NOT_RESOLVED" and "2001:db8:1::1" in (r.reason or "")
+
+
+def test_ipv6_without_a_default_route_fails_at_its_address_stage() -> None:
+    r = probe6(FakeLinks6(gateway6=None), FakeNet(), "ipv6")
+    assert r.code_name == "NO_IP_ADDRESS" and "no IPv6 default route" in (r.reason or "")
