@@ -51,8 +51,8 @@ from typing import Any
 from impctl.backends.secrets import encrypt_secret, key_path_for
 from impctl.backends.statefile import write_state
 from impctl.lab import Lab
-from impctl.model.nic import Secret
-from impctl.model.state import State
+from impctl.model.nic import ProxyConfig, Secret
+from impctl.model.state import State, Stored, StoredSettings
 
 UPLINKS = ("eth0", "wlan0", "wwan0")
 
@@ -119,9 +119,8 @@ def cost(lab: Lab, ifname: str, runs: int, extra: tuple[str, ...] = ()) -> dict[
 def store_proxy(lab: Lab) -> None:
     enc = encrypt_secret(Secret(plain=lab.proxy_password), key_path_for(lab.state_path))
     assert enc is not None
-    write_state(lab.state_path, State(stored={"proxy": {
-        "address": lab.proxy_host, "port": lab.proxy_port, "username": lab.proxy_user,
-        "password": enc.to_json()}}))
+    proxy = ProxyConfig(address=lab.proxy_host, port=lab.proxy_port, username=lab.proxy_user, password=enc)
+    write_state(lab.state_path, State(stored=StoredSettings(proxy=Stored(proxy))))
 
 
 def main() -> None:

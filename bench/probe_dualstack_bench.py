@@ -19,20 +19,19 @@ from impctl.backends.netlink import Netlink
 from impctl.backends.nm import read_inventory
 from impctl.backends.probe_net import BoundSockets
 from impctl.cli.context import CONFIG_ENV, DEFAULT_CONFIG_PATH
-from impctl.model.state import State
-from impctl.usecases.probe import probe_gateway
+from impctl.usecases.probe import probe_all
 
 
 async def once(dual: bool) -> tuple[float, int]:
+    """One probe of every uplink: the inventory read (with the applied ipv6.method the
+    dual-stack probe needs) and the probe, as `impctl probe` runs them."""
     config = load_config(Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH), explicit=False)
-
-    async def inventory(cfg, t):  # type: ignore[no-untyped-def]
-        return await read_inventory(cfg, timeout_s=t, ipv6_method=True)
-
     started = time.monotonic()
-    report = await probe_gateway(config, State(), [], inventory=inventory, links=Netlink(), net=BoundSockets(),
-                                 decrypt=lambda s, w: None, timeout_s=10.0, dual_stack=dual)
-    return (time.monotonic() - started) * 1000, sum(len(r.reaches) for r in report.results)
+    devices = await read_inventory(config, timeout_s=5.0, ipv6_method=dual)
+    links = Netlink()
+    results = await probe_all(devices, config, lambda d: None, links=links, net=BoundSockets(),
+                              deadline=started + 10.0, links6=links if dual else None)
+    return (time.monotonic() - started) * 1000, sum(len(r.reaches) for r in results)
 
 
 def main() -> None:
