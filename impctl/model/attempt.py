@@ -15,7 +15,7 @@ from dataclasses import field
 from typing import Any
 
 from impctl.model.codes import ResultCode, code_name
-from impctl.model.inventory import MMModemState, MMRegistrationState, ModemInfo, NMDeviceState
+from impctl.model.inventory import MMModemState, MMRegistrationState, ModemInfo, NMDeviceState, name_of
 from impctl.model.record import record
 
 
@@ -180,3 +180,70 @@ class Attempt:
             "elapsed_s": round(self.elapsed_s, 3),
             **({"details": self.details} if self.details else {}),
         }
+
+
+# NMDeviceStateReason values of a modem's activation, with what they mean to the user.
+_REASON_GSM_APN_FAILED = 29
+_MODEM_REASONS = {
+    1: "unknown",
+    23: "modem-busy",
+    25: "modem-no-carrier",
+    26: "modem-dial-timeout",
+    27: "modem-dial-failed",
+    28: "modem-init-failed",
+    _REASON_GSM_APN_FAILED: "gsm-apn-failed",
+    30: "gsm-registration-not-searching",
+    31: "gsm-registration-denied",
+    32: "gsm-registration-timeout",
+    33: "gsm-registration-failed",
+    34: "gsm-pin-check-failed",
+    36: "removed",
+    43: "modem-not-found",
+    45: "gsm-sim-not-inserted",
+    46: "gsm-sim-pin-required",
+    47: "gsm-sim-puk-required",
+    48: "gsm-sim-wrong",
+    52: "modem-manager-unavailable",
+    57: "modem-failed",
+    59: "sim-pin-incorrect",
+}
+
+
+def modem_summary(modem: ModemInfo) -> str:
+    """What ModemManager says about the modem, in one clause (for reasons)."""
+    parts = [f"modem {name_of(MMModemState, modem.state)}"]
+    if modem.failed_reason_name and modem.failed_reason_name != "none":
+        parts.append(f"failed reason {modem.failed_reason_name}")
+    if modem.registration is not None:
+        parts.append(f"3GPP {name_of(MMRegistrationState, modem.registration)}")
+    if modem.access_technologies:
+        parts.append("access " + "/".join(modem.access_technologies))
+    if modem.bearer_connected:
+        where = modem.bearer_interface or "?"
+        parts.append(f"bearer connected on {where}" + (f" ({modem.bearer_address})" if modem.bearer_address
+                                                        else ""))
+    else:
+        parts.append("no bearer connected")
+    if modem.bearer_error:
+        parts.append(f"bearer error {modem.bearer_error_short}" +
+                     (f" ({modem.bearer_error_text})" if modem.bearer_error_text else ""))
+    return "ModemManager: " + ", ".join(parts)
+
+
+def modem_activation_reason(ifname: str, activation: Activation, modem: ModemInfo | None) -> str:
+    """Why a modem's activation failed: NM's reason, then what ModemManager says."""
+    if activation.error_name:
+        head = f"NetworkManager refused: {activation.error_text}"
+    elif activation.timed_out:
+        head = f"{ifname} did not connect in time (reached {name_of(NMDeviceState, activation.furthest_state)})"
+    elif activation.reason == _REASON_GSM_APN_FAILED:
+        # With no APN NM looks it up in mobile-broadband-provider-info; without that
+        # database (or an entry for the operator) it fails at once with this reason.
+        head = (f"{ifname}: NetworkManager found no APN for this SIM's operator (NM reason 29 gsm-apn-failed):"
+                " give one in the NIC's cellconfig.apn")
+    else:
+        name = _MODEM_REASONS.get(activation.reason, str(activation.reason))
+        head = f"{ifname}: the data bearer did not come up (NM reason {activation.reason} {name})"
+    if modem is None:
+        return f"{head}; ModemManager has no modem for {ifname} any more"
+    return f"{head}; {modem_summary(modem)}"

@@ -153,6 +153,25 @@ DEFAULT_CLASS_OF_TYPE = {
 }
 
 
+# MMModemStateFailedReason (ModemManager 1.20) as mmcli names them.
+_FAILED_REASONS = {0: "none", 1: "unknown", 2: "sim-missing", 3: "sim-error", 4: "unknown-capabilities",
+                   5: "esim-without-profiles"}
+# MMModemAccessTechnology bits as mmcli names them.
+_ACCESS_TECHNOLOGIES = ("pots", "gsm", "gsm-compact", "gprs", "edge", "umts", "hsdpa", "hsupa", "hspa",
+                        "hspa-plus", "1xrtt", "evdo0", "evdoa", "evdob", "lte", "5gnr", "lte-cat-m",
+                        "lte-nb-iot")
+
+
+def failed_reason_name(value: int) -> str:
+    return _FAILED_REASONS.get(value, f"unknown-{value}")
+
+
+def access_technology_names(mask: int) -> tuple[str, ...]:
+    """The names of the bits set in an MMModemAccessTechnology mask; unknown bits as `bit<n>`."""
+    return tuple(_ACCESS_TECHNOLOGIES[i] if i < len(_ACCESS_TECHNOLOGIES) else f"bit{i}"
+                 for i in range(mask.bit_length()) if mask >> i & 1)
+
+
 @record
 class ModemInfo:
     path: str
@@ -165,6 +184,25 @@ class ModemInfo:
     signal_quality: int | None = None  # percent
     bearer_connected: bool = False
     primary_port: str | None = None
+    access_technologies: tuple[str, ...] = ()  # names, see access_technology_names
+    # The modem's bearer (the connected one, else the last with a connection error):
+    bearer_interface: str | None = None  # its IP interface, e.g. the net port usb0
+    bearer_address: str | None = None  # "198.18.64.2/24", from MM's Ip4Config
+    # MM's Bearer.ConnectionError (MM >= 1.18): a D-Bus error name and its message, e.g.
+    # org.freedesktop.ModemManager1.Error.MobileEquipment.GprsUnknown for +CME ERROR: 148.
+    bearer_error: str | None = None
+    bearer_error_text: str | None = None
+
+    @property
+    def failed_reason_name(self) -> str | None:
+        return failed_reason_name(self.failed_reason) if self.failed_reason is not None else None
+
+    @property
+    def bearer_error_short(self) -> str | None:
+        """The connection error's name without ModemManager's D-Bus prefix."""
+        if not self.bearer_error:
+            return None
+        return self.bearer_error.removeprefix("org.freedesktop.ModemManager1.Error.")
 
 
 @record

@@ -47,6 +47,7 @@ SIGNATURES: dict[tuple[str, str], str] = {
     ("ipv4", "dns"): "au",
     ("ipv4", "ignore-auto-dns"): "b",
     ("ipv4", "route-metric"): "x",
+    ("ipv4", "dns-priority"): "i",
     ("ipv4", "may-fail"): "b",
     ("ipv4", "dhcp-timeout"): "i",
     ("ipv6", "method"): "s",
@@ -187,6 +188,17 @@ def nm_settings(
     settings["ipv4"] = _ipv4(nic, route_metric, dhcp_timeout_s)
     settings["ipv6"] = {"method": "ignore"}  # impOS configures IPv4 only; leave IPv6 to the kernel
     return settings
+
+
+def with_priority(settings: Settings, route_metric: int, dns_priority: int) -> Settings:
+    """The settings asking for this IPv4 route metric and DNS priority from activation on.
+
+    For a modem, which must never be Reapplied: in NM 1.42 a Device.Reapply on a
+    connected modem removes the bearer's address and default route from its net
+    port while NM and ModemManager still say connected (see LAB-NOTES).
+    """
+    return {**settings, "ipv4": {**settings.get("ipv4", {}), "route-metric": int(route_metric),
+                                 "dns-priority": int(dns_priority)}}
 
 
 def redacted(settings: Settings) -> Settings:

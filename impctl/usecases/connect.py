@@ -38,7 +38,9 @@ from impctl.model.attempt import (
     activation_code,
     cloud_code,
     link_code,
+    modem_activation_reason,
     modem_code,
+    modem_summary,
 )
 from impctl.model.codes import ResultCode, code_name, exit_code_for
 from impctl.model.config import Config
@@ -54,7 +56,7 @@ from impctl.model.nic import (
     WifiConfig,
     check_nic_for_class,
 )
-from impctl.model.nmsettings import DeviceFacts, Settings, nm_settings
+from impctl.model.nmsettings import DeviceFacts, Settings, nm_settings, with_priority
 from impctl.model.sequence import effective_order
 from impctl.model.state import CurrentUplink, Mode, Pin, State
 from impctl.model.uplinks import complete_nic, current_device, find_devices, primary_metric
@@ -233,6 +235,7 @@ async def _attempt(
     state: State,
     timeout_s: float,
     by: str,
+    devices: list[DeviceInfo],
     prepared: tuple[Nic, Settings | None, str | None, str | None] | None = None,
 ) -> tuple[Attempt, CurrentUplink | None]:
     """Try one device; on success it is the primary uplink and `previous` is down.
@@ -254,6 +257,14 @@ async def _attempt(
     is_modem = device.nm_type in MODEM_TYPES
     if is_modem and (code := modem_code(device.modem)) is not None:
         return result(code, "modem", _modem_reason(device, code)), None
+    leaving = previous if previous is not None and previous.ifname != device.ifname else None
+    metric: int | None = None
+    if is_modem:
+        # A modem is never Reapplied (nmsettings.with_priority says why): it is activated
+        # with the primary route metric and DNS priority, so it takes the default route
+        # during its trial; a failed trial rolls it back, the previous uplink still up.
+        metric = primary_metric(devices, device, leaving)
+        settings = with_priority(settings, metric, ctx.config.daemon.primary_dns_priority)
 
     async with ctx.network.trial(device, timeout_s) as trial:
         activation = await trial.activate(settings, timeout_s)
@@ -264,6 +275,8 @@ async def _attempt(
             if is_modem:
                 fresh = _refreshed(await ctx.network.devices(), device)
                 code = modem_code(fresh.modem if fresh else None, after_attempt=True) or code
+                return result(code, "activation", modem_activation_reason(
+                    device.ifname, activation, fresh.modem if fresh else None)), None
             return result(code, "activation", _activation_reason(device, activation)), None
         devices = await ctx.network.devices()
         fresh = _refreshed(devices, device)
@@ -274,10 +287,13 @@ async def _attempt(
         outcome = await ctx.check(fresh, full.proxyconfig, proxy_password, check_timeout)
         code = cloud_code(device.iface_class, outcome.code, via_modem=fresh.modem is not None)
         if code != ResultCode.SERVER_CONNECTED:
-            return result(code, "cloud", outcome.reason, addresses=list(fresh.addresses)), None
-        leaving = previous if previous is not None and previous.ifname != device.ifname else None
-        metric = primary_metric(devices, fresh, leaving)
-        await ctx.network.set_priority(fresh, Priority(metric, ctx.config.daemon.primary_dns_priority))
+            reason = outcome.reason
+            if is_modem and fresh.modem is not None:
+                reason = f"{reason}; {modem_summary(fresh.modem)}"
+            return result(code, "cloud", reason, addresses=list(fresh.addresses)), None
+        if metric is None:
+            metric = primary_metric(devices, fresh, leaving)
+            await ctx.network.set_priority(fresh, Priority(metric, ctx.config.daemon.primary_dns_priority))
         trial.commit()
     took_down = None
     details: dict[str, Any] = {"addresses": list(fresh.addresses), "route_metric": metric}
@@ -313,12 +329,19 @@ def _modem_reason(device: DeviceInfo, code: ResultCode) -> str:
     if m is None:
         return f"ModemManager has no modem for {device.ifname}"
     if code == ResultCode.SIM_ERROR:
-        return "the SIM is missing, failed or locked" + (" (PIN/PUK required)" if m.sim_locked else "")
-    if code == ResultCode.REGISTRATION_DENIED:
-        return "the network denied registration"
-    if code == ResultCode.NO_REGISTRATION:
-        return "the modem is not registered on a network"
-    return "the modem failed"
+        if m.sim_locked:
+            head = "the SIM is locked (PIN/PUK required)"
+        elif not m.sim_present:
+            head = "no SIM card in the modem"
+        else:
+            head = "the SIM failed"
+    elif code == ResultCode.REGISTRATION_DENIED:
+        head = "the network denied registration"
+    elif code == ResultCode.NO_REGISTRATION:
+        head = "the modem is not registered on a network"
+    else:
+        head = "the modem failed"
+    return f"{head}; {modem_summary(m)}"
 
 
 def _activation_reason(device: DeviceInfo, activation: Activation) -> str:
@@ -371,7 +394,8 @@ async def connectwith(
         timeout = timeout_s or default_timeout(device.iface_class)
         prepared = _prepare(nic, device, state, store, timeout)  # bad input: raise before any change
         previous = current_device(state.current_ifname, devices, await network.primary_ifname())
-        attempt, current = await _attempt(ctx, nic, device, previous, state, timeout, "connectwith", prepared)
+        attempt, current = await _attempt(ctx, nic, device, previous, state, timeout, "connectwith",
+                                          devices, prepared)
         report.attempts.append(attempt)
         _record(state, attempt)
         if current is not None:
@@ -446,7 +470,8 @@ async def connect(
                 timeout = timeout_s or default_timeout(device.iface_class)
                 try:
                     attempt, new_current = await _attempt(
-                        ctx, Nic(interface=device.identifier), device, leaving, state, timeout, "connect"
+                        ctx, Nic(interface=device.identifier), device, leaving, state, timeout, "connect",
+                        devices,
                     )
                 except ValidationError as err:
                     # Stored settings that do not fit this device fail this attempt, not the walk.

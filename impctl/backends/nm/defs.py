@@ -162,6 +162,7 @@ class ModemProps(TypedDict, total=False):
     SignalQuality: list[Any]  # (percent, recent)
     UnlockRequired: int  # MMModemLock
     PrimaryPort: str
+    AccessTechnologies: int  # MMModemAccessTechnology bits
 
 
 class Modem3gppProps(TypedDict, total=False):
@@ -176,6 +177,9 @@ class BearerProps(TypedDict, total=False):
     """org.freedesktop.ModemManager1.Bearer"""
 
     Connected: bool
+    Interface: str  # the IP interface (a net port such as usb0, or ppp0)
+    Ip4Config: dict[str, Any]  # {"method": u, "address": s, "prefix": u, "gateway": s, "dns1": s}
+    ConnectionError: list[str] | tuple[str, str]  # (D-Bus error name, message); ("", "") when none
 
 
 def is_path(value: str | None) -> TypeGuard[str]:

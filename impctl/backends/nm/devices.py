@@ -56,6 +56,7 @@ from impctl.model.inventory import (
     ModemInfo,
     NMDeviceState,
     NMDeviceType,
+    access_technology_names,
     build_interfaces,
     is_lan_port,
 )
@@ -270,7 +271,35 @@ async def _modem_info(bus: SystemBus, path: str, modem: ModemProps, gpp: Modem3g
         signal_quality=int(quality[0]) if isinstance(quality, list | tuple) and quality else None,
         bearer_connected=any(bool(cast(BearerProps, b).get("Connected")) for b in bearer_props),
         primary_port=modem.get("PrimaryPort") or None,
+        access_technologies=access_technology_names(int(modem.get("AccessTechnologies", 0))),
+        **_bearer_facts([cast(BearerProps, b) for b in bearer_props]),
     )
+
+
+def _bearer_facts(bearers: list[BearerProps]) -> dict[str, str | None]:
+    """The IP interface, address and connection error of the bearer that matters: the
+    connected one, else the first with a connection error (why the last attempt failed)."""
+    connected = [b for b in bearers if b.get("Connected")]
+    failed = [b for b in bearers if _connection_error(b)[0]]
+    chosen = (connected or failed or bearers or [cast(BearerProps, {})])[0]
+    ip4 = chosen.get("Ip4Config") or {}
+    address = str(ip4["address"]) if ip4.get("address") else None
+    if address and "prefix" in ip4:
+        address = f"{address}/{int(ip4['prefix'])}"
+    error, text = _connection_error(chosen)
+    return {
+        "bearer_interface": (str(chosen["Interface"]) or None) if chosen.get("Interface") else None,
+        "bearer_address": address if chosen.get("Connected") else None,
+        "bearer_error": error or None,
+        "bearer_error_text": text or None,
+    }
+
+
+def _connection_error(bearer: BearerProps) -> tuple[str, str]:
+    value = bearer.get("ConnectionError")
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return str(value[0]), str(value[1])
+    return "", ""
 
 
 def _attach_modems(devices: list[DeviceInfo], modems: Mapping[str, ModemInfo]) -> list[DeviceInfo]:
