@@ -11,7 +11,7 @@ stage instead of raising.
 
 from __future__ import annotations
 
-from dataclasses import field
+from dataclasses import field, replace
 from typing import Any
 
 from impctl.model.codes import ResultCode, code_name
@@ -230,8 +230,15 @@ def modem_summary(modem: ModemInfo) -> str:
     return "ModemManager: " + ", ".join(parts)
 
 
-def modem_activation_reason(ifname: str, activation: Activation, modem: ModemInfo | None) -> str:
-    """Why a modem's activation failed: NM's reason, then what ModemManager says."""
+def modem_activation_reason(ifname: str, activation: Activation, modem: ModemInfo | None,
+                            before: ModemInfo | None = None) -> str:
+    """Why a modem's activation failed: NM's reason, then what ModemManager says.
+
+    `before`: the modem as read before the attempt. A bearer error is this attempt's only
+    if a bearer was tried since (MM keeps a bearer, and its last error, across attempts).
+    """
+    if modem is not None and before is not None and modem.bearer_attempts <= before.bearer_attempts:
+        modem = replace(modem, bearer_error=None, bearer_error_text=None)
     if activation.error_name:
         head = f"NetworkManager refused: {activation.error_text}"
     elif activation.timed_out:

@@ -192,6 +192,7 @@ class ModemInfo:
     # org.freedesktop.ModemManager1.Error.MobileEquipment.GprsUnknown for +CME ERROR: 148.
     bearer_error: str | None = None
     bearer_error_text: str | None = None
+    bearer_attempts: int = 0  # connection attempts of its bearers (MM's Bearer.Stats), to date an error
 
     @property
     def failed_reason_name(self) -> str | None:

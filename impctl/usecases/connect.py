@@ -276,7 +276,7 @@ async def _attempt(
                 fresh = _refreshed(await ctx.network.devices(), device)
                 code = modem_code(fresh.modem if fresh else None, after_attempt=True) or code
                 return result(code, "activation", modem_activation_reason(
-                    device.ifname, activation, fresh.modem if fresh else None)), None
+                    device.ifname, activation, fresh.modem if fresh else None, device.modem)), None
             return result(code, "activation", _activation_reason(device, activation)), None
         devices = await ctx.network.devices()
         fresh = _refreshed(devices, device)

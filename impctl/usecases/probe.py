@@ -29,7 +29,7 @@ from impctl.model.errors import (
     NoSuchInterface,
     PermissionDenied,
 )
-from impctl.model.identifiers import check_identifier, resolve
+from impctl.model.identifiers import check_identifier, class_of, resolve
 from impctl.model.inventory import (
     DeviceInfo,
     MMModemState,
@@ -264,12 +264,19 @@ def _modem_stages(run: _Run, device: DeviceInfo) -> bool:
     if not (reg in _REGISTERED or (reg is None and modem.state in _REGISTERED_STATES)):
         return run.instant(Stage.REGISTRATION, False,
                            f"not registered (3GPP {reg_name}, modem {state})")
-    if not run.instant(Stage.REGISTRATION, True, f"registered ({reg_name}{operator})"):
+    access = f", {'/'.join(modem.access_technologies)}" if modem.access_technologies else ""
+    if not run.instant(Stage.REGISTRATION, True, f"registered ({reg_name}{operator}{access})"):
         return False
 
     if not (modem.bearer_connected or modem.state == MMModemState.CONNECTED):
-        return run.instant(Stage.BEARER, False, f"no connected data bearer (modem {state})")
-    return run.instant(Stage.BEARER, True, "data bearer connected")
+        # MM keeps a bearer's last connection error: why it was refused or dropped.
+        error = (f", last bearer error {modem.bearer_error_short}"
+                 + (f" ({modem.bearer_error_text})" if modem.bearer_error_text else "")
+                 if modem.bearer_error else "")
+        return run.instant(Stage.BEARER, False, f"no connected data bearer (modem {state}{error})")
+    where = f" on {modem.bearer_interface}" if modem.bearer_interface else ""
+    address = f" ({modem.bearer_address})" if modem.bearer_address else ""
+    return run.instant(Stage.BEARER, True, f"data bearer connected{where}{address}")
 
 
 async def probe_interface(
@@ -583,9 +590,20 @@ InventoryReader = Callable[[Config, float], Awaitable[list[DeviceInfo]]]
 Decrypt = Callable[[Secret | None, str], str | None]
 
 
-def select_devices(devices: Sequence[DeviceInfo], targets: Sequence[str]) -> list[DeviceInfo]:
+def no_modem_probe(identifier: str) -> InterfaceProbe:
+    """A cellular identifier with no modem behind it (unplugged): NO_MODEM, as impOS says."""
+    stage = StageResult(Stage.MODEM, False, 0.0, f"no modem on this gateway for {identifier} "
+                        "(ModemManager and NetworkManager have none: unplugged?)")
+    return conclude(identifier, "", "cell", [stage], via_modem=True, duration_ms=0.0)
+
+
+def select_devices(devices: Sequence[DeviceInfo], targets: Sequence[str],
+                   missing_modems: list[str] | None = None) -> list[DeviceInfo]:
     """The devices `targets` name (identifiers, generic or specific, or ifnames), in
-    inventory order without duplicates; every device when `targets` is empty."""
+    inventory order without duplicates; every device when `targets` is empty.
+
+    With `missing_modems`, a cellular identifier that names nothing (the modem is
+    unplugged: NM and MM have no device for it) goes there instead of raising."""
     if not targets:
         return list(devices)
     assignment = {d.ifname: d.identifier for d in devices}
@@ -594,6 +612,9 @@ def select_devices(devices: Sequence[DeviceInfo], targets: Sequence[str]) -> lis
     for i, target in enumerate(targets):
         ident = check_identifier(target, f"IFACE[{i}]")
         names = resolve(ident, assignment, classes)
+        if not names and missing_modems is not None and class_of(ident) == "cell":
+            missing_modems.append(ident)
+            continue
         if not names:
             known = ", ".join(f"{d.identifier} ({d.ifname})" for d in devices) or "none"
             raise NoSuchInterface(f"{target!r} names no interface of this gateway (interfaces: {known})")
@@ -666,8 +687,9 @@ async def probe_gateway(
     started = time.monotonic()
     deadline = started + timeout_s
     devices = await inventory(config, max(0.1, min(INVENTORY_TIMEOUT_S, timeout_s / 2)))
-    chosen = select_devices(devices, targets)
-    if not chosen:
+    missing: list[str] = []
+    chosen = select_devices(devices, targets, missing)
+    if not chosen and not missing:
         raise NoSuchInterface("this gateway has no Ethernet, WiFi or cellular interface to probe")
     plan = proxy_plan(state, chosen, decrypt, proxy_override, no_proxy)
     if on_devices:
@@ -678,7 +700,7 @@ async def probe_gateway(
     )
     proxies = sorted({p.endpoint for p in plan.values()})
     return ProbeReport(
-        results=tuple(results),
+        results=(*results, *(no_modem_probe(ident) for ident in missing)),
         cloud=f"{config.cloud.host}:{config.cloud.port}",
         tls=config.cloud.tls,
         proxy=", ".join(proxies) or None,

@@ -180,6 +180,7 @@ class BearerProps(TypedDict, total=False):
     Interface: str  # the IP interface (a net port such as usb0, or ppp0)
     Ip4Config: dict[str, Any]  # {"method": u, "address": s, "prefix": u, "gateway": s, "dns1": s}
     ConnectionError: list[str] | tuple[str, str]  # (D-Bus error name, message); ("", "") when none
+    Stats: dict[str, Any]  # {"attempts": u, "failed-attempts": u, "duration": u, ...}
 
 
 def is_path(value: str | None) -> TypeGuard[str]:

@@ -276,7 +276,7 @@ async def _modem_info(bus: SystemBus, path: str, modem: ModemProps, gpp: Modem3g
     )
 
 
-def _bearer_facts(bearers: list[BearerProps]) -> dict[str, str | None]:
+def _bearer_facts(bearers: list[BearerProps]) -> dict[str, Any]:
     """The IP interface, address and connection error of the bearer that matters: the
     connected one, else the first with a connection error (why the last attempt failed)."""
     connected = [b for b in bearers if b.get("Connected")]
@@ -288,6 +288,7 @@ def _bearer_facts(bearers: list[BearerProps]) -> dict[str, str | None]:
         address = f"{address}/{int(ip4['prefix'])}"
     error, text = _connection_error(chosen)
     return {
+        "bearer_attempts": sum(int((b.get("Stats") or {}).get("attempts", 0)) for b in bearers),
         "bearer_interface": (str(chosen["Interface"]) or None) if chosen.get("Interface") else None,
         "bearer_address": address if chosen.get("Connected") else None,
         "bearer_error": error or None,
