@@ -71,6 +71,13 @@ class StateWatch:
             raise OperationTimeout(f"NetworkManager did not {what} in {timeout_s:g} s") from None
         return state
 
+    def drain(self, observe: Callable[[Signal], None]) -> None:
+        """Hand the signals already queued to `observe`: `until` reads none when the state
+        it was given is already done (a modem whose activation failed within a millisecond
+        is DEACTIVATED by the first read), and the device's reason is among them."""
+        while not self._queue.empty():
+            observe(self._queue.get_nowait())
+
 
 @contextlib.asynccontextmanager
 async def watching(bus: SystemBus, *targets: tuple[str, str | None]) -> AsyncIterator[StateWatch]:
@@ -174,6 +181,7 @@ async def activate(
             except OperationTimeout:
                 timed_out = True
                 await deactivate(bus, active_path)
+            watch.drain(progress.observe)
         except BaseException:
             # Interrupted (Ctrl-C, NM gone, a bug): the attempt must not stay behind.
             with contextlib.suppress(Exception):
