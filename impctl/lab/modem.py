@@ -29,6 +29,8 @@ A registration change is also sent unsolicited (`+CREG: N`, `+CGREG: N`), which
 an enabled modem in ModemManager picks up at once. A SIM change is only seen
 when ModemManager probes the modem again (the lab replugs it, see Lab.modem_state).
 
+Every command received is appended to at.log next to the control file.
+
 Run by the lab:  python -m impctl.lab.modem --control FILE --pty-link FILE
 """
 
@@ -78,6 +80,7 @@ BEARER_FAULTS = ("refuse",)
 DEFAULT_BEARER_IP = "198.18.64.2"
 DEFAULT_GATEWAY_IP = "198.18.64.1"
 APN = "internet"
+AT_LOG_NAME = "at.log"  # next to the control file
 
 
 def kernel_events(action: str) -> list[str]:
@@ -168,6 +171,9 @@ class Responder:
         self.bearer_ip = bearer_ip
         self.gateway_ip = gateway_ip
         self.buf = b""
+        # Every command received, one a line ("<unix time> <command>"): what ModemManager
+        # did to the modem, for tests (e.g. +CGACT=0,1 when NM takes the bearer down).
+        self.at_log = control.with_name(AT_LOG_NAME)
         self.reload()
 
     def reload(self) -> bool:
@@ -207,6 +213,8 @@ class Responder:
             line, _, self.buf = self.buf.partition(b"\r")
             cmd = line.strip(b"\n ").decode(errors="replace")
             if cmd:
+                with contextlib.suppress(OSError), self.at_log.open("a") as log:
+                    log.write(f"{time.time():.3f} {cmd}\n")
                 self.write(self.answer(cmd))
 
     def _active(self, cid_text: str) -> int | None:

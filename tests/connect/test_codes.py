@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from impctl.model.attempt import Activation, activation_code, cloud_code, modem_code
+from impctl.model.attempt import (
+    Activation,
+    activation_code,
+    cloud_code,
+    modem_activation_reason,
+    modem_code,
+    modem_summary,
+)
 from impctl.model.codes import ResultCode
 from impctl.model.config import Config
 from impctl.model.inventory import (
@@ -14,6 +21,7 @@ from impctl.model.inventory import (
     ModemInfo,
     NMDeviceState,
     NMDeviceType,
+    access_technology_names,
     build_inventory,
 )
 
@@ -151,3 +159,44 @@ def test_status_daemon_view_is_not_running_once_its_process_is_gone() -> None:
     assert view is not None and view["running"] is False and view["active"] == "eth0"
     alive = daemon_view(daemon_view_from_json({**doc, "pid": os.getpid()}), pid_alive)
     assert alive is not None and alive["running"] is True
+
+
+GPRS_UNKNOWN = "org.freedesktop.ModemManager1.Error.MobileEquipment.GprsUnknown"
+
+
+def test_access_technology_names_are_mmclis() -> None:
+    assert access_technology_names(0) == ()
+    assert access_technology_names(1 << 5) == ("umts",)  # MM_MODEM_ACCESS_TECHNOLOGY_UMTS
+    assert access_technology_names((1 << 14) | (1 << 15)) == ("lte", "5gnr")
+    assert access_technology_names(1 << 30) == ("bit30",)  # a newer MM's bit does not crash
+
+
+def test_the_modem_summary_names_state_failed_reason_bearer_and_error() -> None:
+    failed = modem(state=int(MMModemState.FAILED), failed_reason=2, sim_present=False, registration=None)
+    assert modem_summary(failed) == "ModemManager: modem FAILED, failed reason sim-missing, no bearer connected"
+    up = modem(state=int(MMModemState.CONNECTED), access_technologies=("lte",), bearer_connected=True,
+               bearer_interface="usb0", bearer_address="198.18.64.2/24")
+    assert modem_summary(up) == ("ModemManager: modem CONNECTED, 3GPP HOME, access lte, "
+                                 "bearer connected on usb0 (198.18.64.2/24)")
+
+
+def test_a_refused_bearer_is_named_with_modemmanagers_error() -> None:
+    before = modem(bearer_attempts=1)
+    after = modem(bearer_attempts=2, bearer_error=GPRS_UNKNOWN, bearer_error_text="Unspecified GPRS error")
+    reason = modem_activation_reason("ttyUSB0", Activation(activated=False, reason=1), after, before)
+    assert reason.startswith("ttyUSB0: the data bearer did not come up (NM reason 1 unknown); ")
+    assert reason.endswith("bearer error MobileEquipment.GprsUnknown (Unspecified GPRS error)")
+    # no bearer tried since: the error is an earlier attempt's, not this one's
+    stale = modem_activation_reason("ttyUSB0", Activation(activated=False, reason=1), after, after)
+    assert "GprsUnknown" not in stale
+
+
+def test_no_apn_asks_for_one() -> None:
+    reason = modem_activation_reason("ttyUSB0", Activation(activated=False, reason=29), modem(), modem())
+    assert "gsm-apn-failed" in reason and "cellconfig.apn" in reason
+    assert activation_code("cell", Activation(activated=False, reason=29), is_modem=True) == R.NO_PPP_CONNECTION
+
+
+def test_a_modem_gone_during_the_attempt_says_so() -> None:
+    reason = modem_activation_reason("ttyUSB0", Activation(activated=False, reason=36), None)
+    assert reason.endswith("ModemManager has no modem for ttyUSB0 any more")

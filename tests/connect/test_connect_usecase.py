@@ -19,7 +19,14 @@ from impctl.model.attempt import Activation, CheckOutcome
 from impctl.model.codes import ResultCode
 from impctl.model.config import Config, DaemonSettings
 from impctl.model.errors import ServiceUnavailable
-from impctl.model.inventory import DeviceInfo, NMDeviceState, NMDeviceType
+from impctl.model.inventory import (
+    DeviceInfo,
+    MMModemState,
+    MMRegistrationState,
+    ModemInfo,
+    NMDeviceState,
+    NMDeviceType,
+)
 from impctl.model.netfacts import Priority
 from impctl.model.nic import ProxyConfig, Secret, parse_nic
 from impctl.model.nmsettings import Settings
@@ -47,6 +54,7 @@ class FakeTrial:
 
     async def activate(self, settings: Settings, timeout_s: float) -> Activation:
         self.net.log.append(("activate", self.device.ifname))
+        self.net.activated.append(settings)
         if self.net.activation_fails:
             return Activation(activated=False, active_path="/a/trial", furthest_state=NMDeviceState.IP_CONFIG)
         uuid = str(settings["connection"]["uuid"])
@@ -64,6 +72,7 @@ class FakeNetwork:
     activation_fails: bool = False
     metric_error: Exception | None = None
     dns_priorities: dict[str, int] = field(default_factory=dict)
+    activated: list[Settings] = field(default_factory=list)  # the settings of each activation
 
     def set(self, ifname: str, **changes: object) -> None:
         self.devices_now = [replace(d, **changes) if d.ifname == ifname else d  # type: ignore[arg-type]
@@ -334,3 +343,33 @@ def test_the_old_uplinks_sessions_end_only_once_resolv_conf_asks_the_new_one_fir
     assert report.code == ResultCode.SERVER_CONNECTED
     assert len(reads) == 4 and [c[0] for c in ender.calls] == ["eth0"]
     assert ender.read_counts == [4]  # once resolv.conf followed
+
+
+MODEM = DeviceInfo("ttyUSB0", NMDeviceType.MODEM, NMDeviceState.DISCONNECTED, "cell", "cell1", "/d/3",
+                   modem=ModemInfo("/org/freedesktop/ModemManager1/Modem/0", MMModemState.REGISTERED,
+                                   sim_present=True, registration=MMRegistrationState.HOME),
+                   extra={"ip_ifname": "usb0"})
+
+
+def test_a_modem_is_activated_as_primary_and_never_reapplied() -> None:
+    # NM 1.42 drops a connected modem's bearer address on Device.Reapply: the metric and
+    # DNS priority go into the settings it is activated with, and set_priority never runs.
+    net = FakeNetwork(devices_now=[ETH, WLAN, MODEM])
+    report = connectwith(net, MemoryStore(), Cloud(), {"interface": "cell1", "cellconfig": {"apn": "internet"}})
+    assert report.code == ResultCode.SERVER_CONNECTED
+    (settings,) = net.activated
+    assert settings["gsm"] == {"apn": "internet"}
+    # below wl0 (600), which stays up; eth0 (100), the uplink taken down, does not count
+    assert settings["ipv4"]["route-metric"] == 50
+    assert settings["ipv4"]["dns-priority"] == Config().daemon.primary_dns_priority
+    assert not [entry for entry in net.log if entry[0] == "metric"]
+    assert ("disconnect", "eth0") in net.log
+    assert report.attempts[0].details["route_metric"] == 50
+
+
+def test_an_ethernet_uplink_still_takes_its_metric_after_the_check() -> None:
+    net = FakeNetwork(devices_now=[ETH, WLAN, MODEM])
+    connectwith(net, MemoryStore(), Cloud(), {"interface": "wl0"})
+    assert net.activated[0]["ipv4"]["route-metric"] == uc.TRIAL_ROUTE_METRIC
+    assert "dns-priority" not in net.activated[0]["ipv4"]
+    assert ("metric", "wlan0=50") in net.log

@@ -10,7 +10,15 @@ import pytest
 from impctl.model.errors import ValidationError
 from impctl.model.inventory import NMDeviceType
 from impctl.model.nic import Secret, parse_nic
-from impctl.model.nmsettings import SIGNATURES, DeviceFacts, dns_to_nm, nm_settings, redacted, signature_of
+from impctl.model.nmsettings import (
+    SIGNATURES,
+    DeviceFacts,
+    dns_to_nm,
+    nm_settings,
+    redacted,
+    signature_of,
+    with_priority,
+)
 
 UUID = "0b4c3a36-8a5e-4a57-9a35-3f3f6c3c9d10"
 VETH = DeviceFacts("eth0", int(NMDeviceType.VETH))
@@ -139,3 +147,13 @@ def test_plain_secret_object_is_accepted() -> None:
 
     s = nm_settings(Nic("wl0", wificonfig=WifiConfig("s", Secret(plain="abcdefgh"))), WIFI, uuid=UUID)
     assert s["802-11-wireless-security"]["psk"] == "abcdefgh"
+
+
+def test_with_priority_sets_metric_and_dns_priority_without_touching_the_rest() -> None:
+    modem = nm_settings(parse_nic({"interface": "cell1", "cellconfig": {"apn": "internet"}}),
+                        DeviceFacts("ttyUSB0", NMDeviceType.MODEM), uuid="u", route_metric=20000)
+    primary = with_priority(modem, 50, 90)
+    assert primary["ipv4"]["route-metric"] == 50 and primary["ipv4"]["dns-priority"] == 90
+    assert primary["ipv4"]["method"] == "auto" and primary["gsm"] == {"apn": "internet"}
+    assert modem["ipv4"]["route-metric"] == 20000  # a copy
+    assert signature_of("ipv4", "dns-priority") == "i"

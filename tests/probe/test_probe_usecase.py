@@ -21,7 +21,14 @@ from impctl.model.netfacts import IPv4Facts, IPv6Facts, LinkState, Resolved
 from impctl.model.nic import Secret
 from impctl.model.probe import Family, StageFailed
 from impctl.model.state import State, state_from_dict
-from impctl.usecases.probe import ProbeProxy, probe_all, probe_interface, proxy_plan, select_devices
+from impctl.usecases.probe import (
+    ProbeProxy,
+    no_modem_probe,
+    probe_all,
+    probe_interface,
+    proxy_plan,
+    select_devices,
+)
 
 CONFIG = Config(cloud=CloudEndpoint(host="cloud.imp.lab", port=443, tls=True))
 
@@ -209,7 +216,8 @@ def modem(**kw: object) -> ModemInfo:
 
 
 def cell(m: ModemInfo | None) -> DeviceInfo:
-    return device("ttyUSB2", "cell", "cell0", nm_type=NMDeviceType.MODEM, modem=m, extra={"ip_ifname": "ppp0"})
+    # The u-blox modem's net port: its bearer carries IP on usb0, no PPP.
+    return device("ttyUSB0", "cell", "cell0", nm_type=NMDeviceType.MODEM, modem=m, extra={"ip_ifname": "usb0"})
 
 
 @pytest.mark.parametrize(
@@ -239,8 +247,34 @@ def test_modem_stages(m: ModemInfo | None, code: ResultCode, stages: list[str]) 
 def test_network_failure_behind_a_modem_is_ppp_no_connectivity() -> None:
     links = FakeLinks()
     r = probe(cell(modem()), links=links, net=FakeNet(fail={"dns": StageFailed("DNS 10.0.0.1 timed out")}))
-    assert r.code == ResultCode.PPP_NO_CONNECTIVITY and r.ifname == "ppp0"
-    assert links.calls == ["link ppp0", "ipv4 ppp0"]  # the IP interface, not the control port
+    assert r.code == ResultCode.PPP_NO_CONNECTIVITY and r.ifname == "usb0"
+    assert links.calls == ["link usb0", "ipv4 usb0"]  # the IP interface, not the control port
+
+
+def test_the_bearer_stage_names_what_modemmanager_said() -> None:
+    refused = modem(state=MMModemState.REGISTERED, bearer_connected=False, access_technologies=("lte",),
+                    bearer_error="org.freedesktop.ModemManager1.Error.MobileEquipment.GprsUnknown",
+                    bearer_error_text="Unspecified GPRS error")
+    r = probe(cell(refused), net=FakeNet())
+    assert r.code == ResultCode.NO_PPP_CONNECTION
+    assert r.reason == ("bearer: no connected data bearer (modem REGISTERED, last bearer error "
+                        "MobileEquipment.GprsUnknown (Unspecified GPRS error))")
+    assert "lte" in r.stages[2].detail
+    up = modem(bearer_interface="usb0", bearer_address="198.18.64.2/24")
+    r = probe(cell(up), net=FakeNet())
+    assert r.stages[3].detail == "data bearer connected on usb0 (198.18.64.2/24)"
+
+
+def test_a_cellular_identifier_without_a_modem_is_no_modem() -> None:
+    missing: list[str] = []
+    assert [d.ifname for d in select_devices(INVENTORY, ["eth0", "cell1"], missing)] == ["eth0"]
+    assert missing == ["cell1"]
+    r = no_modem_probe("cell1")
+    assert (r.code, r.identifier, r.iface_class, stage_names(r)) == (ResultCode.NO_MODEM, "cell1", "cell", ["modem"])
+    with pytest.raises(NoSuchInterface):  # without the list, as before; and never for other classes
+        select_devices(INVENTORY, ["cell1"])
+    with pytest.raises(NoSuchInterface):
+        select_devices(INVENTORY, ["wl1"], missing)
 
 
 def test_modem_less_cell_skips_modem_stages_and_reads_like_a_wired_link() -> None:
