@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from impctl.lab import Lab
+from impctl.lab.topology import BEARER_IP, MODEM_APN, MODEM_NET_IFNAME
 
 pytestmark = [pytest.mark.lab, pytest.mark.modem]
 
@@ -53,3 +54,51 @@ def test_modem_states_give_the_cellular_codes(modem_lab: Lab) -> None:
         assert (state, cell["code_name"]) == (state, code_name), cell
         assert cell["stages"][-1]["name"] == failed_stage and not cell["stages"][-1]["ok"]
         assert rc == 10 + cell["code"]
+
+
+CELL_NIC = {"interface": "cell1", "cellconfig": {"apn": MODEM_APN}}
+
+
+def connect_cell(lab: Lab) -> None:
+    proc = lab.run([sys.executable, "-m", "impctl", "connectwith", "--nic", "-", "--json"],
+                   input=json.dumps(CELL_NIC), timeout=90)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_bearer_faults_give_their_codes_with_modemmanagers_words(modem_lab: Lab) -> None:
+    modem_lab.modem_state("registered")
+    connect_cell(modem_lab)
+    rc, data = probe(modem_lab, "cell1")
+    (cell,) = data["interfaces"]
+    assert (cell["code_name"], rc) == ("SERVER_CONNECTED", 0), cell
+    assert cell["ifname"] == MODEM_NET_IFNAME  # the bearer's IP interface, not the AT port
+    assert cell["stages"][3]["detail"] == f"data bearer connected on {MODEM_NET_IFNAME} ({BEARER_IP}/24)"
+
+    # the carrier passes nothing: the bearer is up, the cloud unreachable
+    modem_lab.fault("modem", "carrier-blackhole")
+    rc, data = probe(modem_lab, "cell1")
+    (cell,) = data["interfaces"]
+    assert (cell["code_name"], rc) == ("PPP_NO_CONNECTIVITY", 23), cell
+    assert [s["ok"] for s in cell["stages"][:4]] == [True, True, True, True]
+
+    # the network deactivates the context (+CGEV: NW DEACT): ModemManager's error is named
+    modem_lab.modem_state("registered")
+    connect_cell(modem_lab)
+    modem_lab.fault("modem", "bearer-dropped")
+    rc, data = probe(modem_lab, "cell1")
+    (cell,) = data["interfaces"]
+    assert (cell["code_name"], rc) == ("NO_PPP_CONNECTION", 22), cell
+    assert "last bearer error MobileEquipment.Unknown" in cell["reason"], cell["reason"]
+
+
+def test_an_unplugged_modem_is_no_modem(modem_lab: Lab) -> None:
+    modem_lab.modem_state("unplugged")
+    rc, data = probe(modem_lab, "cell1")
+    (cell,) = data["interfaces"]
+    assert (cell["identifier"], cell["code_name"], cell["code"], rc) == ("cell1", "NO_MODEM", 8, 18), cell
+    assert cell["stages"][0]["name"] == "modem" and not cell["stages"][0]["ok"]
+    # with another uplink named too: both are probed, the modem still NO_MODEM
+    rc, data = probe(modem_lab, "eth0", "cell1")
+    assert [(i["identifier"], i["code_name"]) for i in data["interfaces"]] == \
+        [("eth0", "SERVER_CONNECTED"), ("cell1", "NO_MODEM")]
+    assert rc == 9
