@@ -215,9 +215,16 @@ def _cell(value: Any) -> str:
 def _radio(d: dict[str, Any]) -> str:
     if "cell" in d:
         c = d["cell"]
+        access = f" {'/'.join(c['access_technologies'])}" if c.get("access_technologies") else ""
+        bearer = c.get("bearer") or {}
+        if bearer.get("connected"):
+            where = " ".join(str(v) for v in (bearer.get("interface"), bearer.get("address")) if v)
+            bearer_text = f", bearer up{' on ' + where if where else ''}"
+        else:
+            bearer_text = ", bearer down" + (f" (last error {bearer['error']})" if bearer.get("error") else "")
         return (
-            f"{_cell(c['operator'])} {_cell(c['registration']).lower()}, SIM {c['sim']},"
-            f" signal {_cell(c['signal'])}%, modem {c['modem_state'].lower()}"
+            f"{_cell(c['operator'])} {_cell(c['registration']).lower()}{access}, SIM {c['sim']},"
+            f" signal {_cell(c['signal'])}%, modem {c['modem_state'].lower()}{bearer_text}"
         )
     if "wifi" in d and d["wifi"]["ssid"] is not None:
         w = d["wifi"]

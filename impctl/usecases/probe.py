@@ -265,6 +265,8 @@ def _modem_stages(run: _Run, device: DeviceInfo) -> bool:
         return run.instant(Stage.REGISTRATION, False,
                            f"not registered (3GPP {reg_name}, modem {state})")
     access = f", {'/'.join(modem.access_technologies)}" if modem.access_technologies else ""
+    if modem.signal_quality is not None:
+        access += f", signal {modem.signal_quality}%"
     if not run.instant(Stage.REGISTRATION, True, f"registered ({reg_name}{operator}{access})"):
         return False
 

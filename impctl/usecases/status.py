@@ -83,6 +83,12 @@ def device_json(d: DeviceInfo, active: bool) -> dict[str, Any]:
             "operator": m.operator,
             "signal": m.signal_quality,
             "bearer_connected": m.bearer_connected,
+            "access_technologies": list(m.access_technologies),
+            # ModemManager's bearer: where its IP goes, and why the last attempt failed.
+            "bearer": {"connected": m.bearer_connected, "interface": m.bearer_interface,
+                       "address": m.bearer_address, "error": m.bearer_error_short,
+                       "error_text": m.bearer_error_text},
+            "ip_interface": d.extra.get("ip_ifname") or m.bearer_interface,
         }
     return out
 

@@ -187,3 +187,16 @@ def test_status_shows_the_modem(modem_lab: Lab) -> None:
     assert cell["cell"]["sim"] == "present"
     assert cell["cell"]["registration"] == "HOME"
     assert cell["cell"]["modem_state"] in ("REGISTERED", "ENABLED", "CONNECTED")
+    assert cell["cell"]["access_technologies"] == ["umts"]  # the simulated modem's +COPS: ...,2
+    assert cell["cell"]["bearer"]["connected"] is False
+
+    rc, _ = impctl(modem_lab, "connectwith", "--timeout", "30", nic=CELL_NIC)
+    assert rc == 0
+    rc, doc = impctl(modem_lab, "status")
+    cell = {i["identifier"]: i for i in doc["data"]["interfaces"]}["cell1"]["cell"]
+    assert cell["bearer"] == {"connected": True, "interface": MODEM_NET_IFNAME, "address": f"{BEARER_IP}/24",
+                              "error": None, "error_text": None}, cell
+    assert cell["ip_interface"] == MODEM_NET_IFNAME
+    human = modem_lab.run(["env", "COLUMNS=200", sys.executable, "-m", "impctl", "status"]).stdout
+    assert f"umts, SIM present, signal 64%, modem connected, bearer up on {MODEM_NET_IFNAME} {BEARER_IP}/24" \
+        in human, human
