@@ -41,20 +41,22 @@ def routes(lab: Lab) -> list[tuple[str, int]]:
 
 # Registration states first (quick), then the SIM states (each a modem replug in the lab).
 @pytest.mark.parametrize(
-    ("state", "code_name"),
+    ("state", "code_name", "said"),
     [
-        ("not-registered", "NO_REGISTRATION"),
-        ("registration-denied", "REGISTRATION_DENIED"),
-        ("sim-locked", "SIM_ERROR"),
-        ("no-sim", "SIM_ERROR"),
+        ("not-registered", "NO_REGISTRATION", "ModemManager: modem SEARCHING, 3GPP SEARCHING"),
+        ("registration-denied", "REGISTRATION_DENIED", "3GPP DENIED"),
+        ("sim-locked", "SIM_ERROR", "the SIM is locked (PIN/PUK required); ModemManager: modem LOCKED"),
+        ("no-sim", "SIM_ERROR", "no SIM card in the modem; ModemManager: modem FAILED, failed reason sim-missing"),
     ],
 )
-def test_modem_state_maps_to_its_code_and_changes_nothing(modem_lab: Lab, state: str, code_name: str) -> None:
+def test_modem_state_maps_to_its_code_and_changes_nothing(modem_lab: Lab, state: str, code_name: str,
+                                                          said: str) -> None:
     modem_lab.modem_state(state)
     before = routes(modem_lab)
-    rc, doc = impctl(modem_lab, "connectwith", "--timeout", "20", nic={"interface": "cell1"})
+    rc, doc = impctl(modem_lab, "connectwith", "--timeout", "20", nic=CELL_NIC)
     (attempt,) = doc["data"]["attempts"]
     assert (attempt["ifname"], attempt["code_name"]) == ("ttyUSB0", code_name), attempt
+    assert said in attempt["reason"], attempt["reason"]  # what ModemManager said
     assert rc == 10 + attempt["code"]
     assert routes(modem_lab) == before
 
