@@ -171,6 +171,7 @@ class Responder:
         self.bearer_ip = bearer_ip
         self.gateway_ip = gateway_ip
         self.buf = b""
+        self.cops_format = 2  # +COPS=3,<format>: 0 long name, 2 numeric
         # Every command received, one a line ("<unix time> <command>"): what ModemManager
         # did to the modem, for tests (e.g. +CGACT=0,1 when NM takes the bearer down).
         self.at_log = control.with_name(AT_LOG_NAME)
@@ -292,8 +293,12 @@ class Responder:
             result = "ERROR"
         elif body in ("+CREG=?", "+CGREG=?"):
             lines = [f"{body[:-2]}: (0-2)"]
+        elif body.startswith("+COPS=3,") and body[8:].isdigit():
+            # The format later +COPS? answers in: MM asks for the code (2), then the name (0).
+            self.cops_format = int(body[8:])
         elif body == "+COPS?":
-            lines = [f'+COPS: 0,2,"{OPERATOR_CODE}",2' if reg in (1, 5) else "+COPS: 0"]
+            name = OPERATOR if self.cops_format == 0 else OPERATOR_CODE
+            lines = [f'+COPS: 0,{self.cops_format},"{name}",2' if reg in (1, 5) else "+COPS: 0"]
         elif body == "+COPS=?":
             lines = [f'+COPS: (2,"{OPERATOR}","lab","{OPERATOR_CODE}",2),,(0-4),(0-2)']
         elif body == "+CSQ":

@@ -73,7 +73,7 @@ def test_bearer_faults_give_their_codes_with_modemmanagers_words(modem_lab: Lab)
     assert (cell["code_name"], rc) == ("SERVER_CONNECTED", 0), cell
     assert cell["ifname"] == MODEM_NET_IFNAME  # the bearer's IP interface, not the AT port
     assert cell["stages"][3]["detail"] == f"data bearer connected on {MODEM_NET_IFNAME} ({BEARER_IP}/24)"
-    assert cell["stages"][2]["detail"] == "registered (HOME, operator 00101, umts, signal 64%)"
+    assert cell["stages"][2]["detail"] == "registered (HOME, operator impctl lab, umts, signal 64%)"
 
     # the carrier passes nothing: the bearer is up, the cloud unreachable
     modem_lab.fault("modem", "carrier-blackhole")
