@@ -1,4 +1,4 @@
-"""impctl.backends.netlink's own decoder of addresses and routes, against the kernel.
+"""impctl.backends.netlink's own decoder of links, addresses and routes, against the kernel.
 
 A network namespace of the test's own (`impt<pid>nl`) with veth interfaces whose
 addresses and routes `ip` sets up; the reader runs inside it (`ip netns exec`) and
@@ -27,8 +27,9 @@ async def main():
     links, out = Netlink(), {}
     for name in sys.argv[1:]:
         try:
-            v4, v6 = await asyncio.gather(links.ipv4(name), links.ipv6(name))
-            out[name] = {"v4": [list(v4.addresses), v4.gateway, v4.default_route_linkdown],
+            link, v4, v6 = await asyncio.gather(links.link_state(name), links.ipv4(name), links.ipv6(name))
+            out[name] = {"link": [link.index, link.admin_up, link.carrier, link.operstate, link.kind],
+                         "v4": [list(v4.addresses), v4.gateway, v4.default_route_linkdown],
                          "v6": [list(v6.addresses), v6.gateway, v6.enabled]}
         except ImpctlError as err:
             out[name] = {"error": f"{type(err).__name__}: {err.message}"}
@@ -51,6 +52,12 @@ def netns() -> Iterator[str]:
         yield ns
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+
+def ifindex(ns: str, name: str) -> int:
+    done = subprocess.run(["ip", "-n", ns, "-j", "link", "show", name], check=True, capture_output=True,
+                          text=True, timeout=10)
+    return int(json.loads(done.stdout)[0]["ifindex"])
 
 
 def read(ns: str, *names: str) -> dict[str, dict[str, list[object] | str]]:
@@ -92,6 +99,7 @@ def test_the_reader_reports_the_kernels_addresses_and_default_routes(netns: str)
     ip(ns, "route", "add", "default", "via", "198.18.2.1", "dev", "up1", "metric", "10")
 
     got = read(ns, "up0", "up1", "bare0", "lo", "gone0")
+    links = {name: got[name].pop("link") for name in ("up0", "up1", "bare0", "lo")}
 
     assert got["up0"] == {"v4": [["198.18.1.50/24", "198.18.1.51/24"], "198.18.1.2", False],
                           "v6": [["2001:db8:1::50/64"], "fe80::2", True]}
@@ -102,6 +110,11 @@ def test_the_reader_reports_the_kernels_addresses_and_default_routes(netns: str)
     # Loopback's ::1 is host scope, not global; 127.0.0.1 is an IPv4 address like any.
     assert got["lo"] == {"v4": [["127.0.0.1/8"], None, False], "v6": [[], None, True]}
     assert got["gone0"] == {"error": "NoSuchInterface: no interface 'gone0' in this network namespace"}
+    assert links["lo"] == [1, True, True, "UNKNOWN", None]
+    for name in ("up0", "up1", "bare0"):
+        index, *rest = links[name]
+        assert rest == [True, True, "UP", "veth"], name
+        assert index == ifindex(ns, name)
 
 
 def test_a_default_route_of_a_link_without_carrier_is_flagged_linkdown(netns: str) -> None:
@@ -111,6 +124,9 @@ def test_a_default_route_of_a_link_without_carrier_is_flagged_linkdown(netns: st
     ip(ns, "addr", "add", "198.18.3.50/24", "dev", "vA")
     ip(ns, "route", "add", "default", "via", "198.18.3.1", "dev", "vA")
 
-    got = read(ns, "vA")
+    got = read(ns, "vA", "vB")
 
     assert got["vA"]["v4"] == [["198.18.3.50/24"], "198.18.3.1", True]
+    # Up without a peer: no carrier, operstate LOWERLAYERDOWN; its peer is down.
+    assert got["vA"]["link"][1:] == [True, False, "LOWERLAYERDOWN", "veth"]
+    assert got["vB"]["link"][1:] == [False, False, "DOWN", "veth"]
