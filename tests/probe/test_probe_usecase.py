@@ -345,3 +345,16 @@ def test_a_failing_ipv6_family_is_a_warning_or_the_result(require: str, connecte
 def test_ipv6_without_a_default_route_fails_at_its_address_stage() -> None:
     r = probe6(FakeLinks6(gateway6=None), FakeNet(), "ipv6")
     assert r.code_name == "NO_IP_ADDRESS" and "no IPv6 default route" in (r.reason or "")
+
+
+def test_the_two_families_run_at_once_not_one_after_the_other() -> None:
+    """Each family's DNS and TCP take 0.15 s: both families at once take ~0.3 s, the
+    slower family alone; one after the other would take 0.6 s."""
+    net = FakeNet(hang={"dns": 0.15, "dns6": 0.15, "tcp 198.19.0.10:443": 0.15, "tcp 2001:db8:ff::10:443": 0.15})
+    started = time.monotonic()
+    r = probe6(FakeLinks6(), net, "all")
+    elapsed = time.monotonic() - started
+    assert r.connected and r.reaches == (Family.IPV4, Family.IPV6)
+    assert 0.3 <= elapsed < 0.5
+    # Both families' DNS questions were out before either family's TCP connect.
+    assert set(net.calls[:2]) == {"dns", "dns6"}
