@@ -1,5 +1,11 @@
-"""Kernel facts about one interface over netlink (pyroute2): link, IPv4 addresses,
-default gateway, byte counters.
+"""Kernel facts about one interface over netlink: link, IPv4 and IPv6 addresses,
+default gateways, byte counters.
+
+The probe's reads (link, addresses, routes) each go over a NETLINK_ROUTE socket of
+their own, with the kernel filtering under strict checking and the few fixed-layout
+messages decoded here; counters and the link list go through pyroute2, whose generic
+decoder costs milliseconds of CPU per request (the probe is CPU-bound: see
+bench/probe_dualstack_bench.py).
 
 Read-only: nothing here changes a link, an address or a route. NetlinkError
 (and OSError from the socket) are converted at this edge into project errors;
@@ -88,9 +94,10 @@ def _attr(msg: Any, name: str, default: Any = None) -> Any:
 class Netlink:
     """Read-only netlink queries.
 
-    One netlink socket per instance, opened on first use and shared by the
-    concurrent probes of one run: opening a pyroute2 socket costs ~2 ms of CPU,
-    which would otherwise be paid twice per interface. Requests on it are
+    `link_state`, `ipv4` and `ipv6` open a socket per request (~20 us) and need no
+    lock, so the concurrent probes of one run and their two families never wait for
+    each other. `counters` and `ifnames` use one pyroute2 socket per instance, opened
+    on first use (opening one costs ~2 ms of CPU). Requests on it are
     serialised with a lock (each takes well under a millisecond) because
     overlapping dumps on one pyroute2 socket are not safe. The socket belongs
     to the event loop that opened it; on another loop a new one is opened.
