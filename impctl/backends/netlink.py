@@ -295,6 +295,8 @@ _OPERSTATES = {0: "UNKNOWN", 1: "NOTPRESENT", 2: "DOWN", 3: "LOWERLAYERDOWN", 4:
 _NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
 _DUMP_ATTEMPTS = 3
 _RECV_BUF = 65536
+# An edge gateway's interface has a handful of routes; this bounds a runaway dump.
+_MAX_MESSAGES = 1_000_000
 _NLMSGHDR = struct.Struct("=IHHII")
 _IFADDRMSG = struct.Struct("=BBBBI")
 _RTMSG = struct.Struct("=BBBBBBBBI")
@@ -403,5 +405,7 @@ async def _exchange(request: int, header: bytes, *, dump: bool) -> tuple[list[by
                     return bodies, interrupted
                 if kind in (RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE):
                     bodies.append(body)
+                    if len(bodies) > _MAX_MESSAGES:
+                        raise OSError(errno.E2BIG, f"more than {_MAX_MESSAGES} messages in one dump")
                     if not dump:
                         return bodies, interrupted
