@@ -65,10 +65,11 @@ class FakeLinks:
 class FakeLinks6(FakeLinks):
     addresses6: tuple[str, ...] = ("2001:db8:1::50/64",)
     gateway6: str | None = "fe80::1"
+    enabled6: bool = True
 
     async def ipv6(self, ifname: str) -> IPv6Facts:
         self.calls.append(f"ipv6 {ifname}")
-        return IPv6Facts(self.addresses6, self.gateway6, enabled=True)
+        return IPv6Facts(self.addresses6, self.gateway6, enabled=self.enabled6)
 
 
 @dataclass
@@ -358,3 +359,22 @@ def test_the_two_families_run_at_once_not_one_after_the_other() -> None:
     assert 0.3 <= elapsed < 0.5
     # Both families' DNS questions were out before either family's TCP connect.
     assert set(net.calls[:2]) == {"dns", "dns6"}
+
+
+@pytest.mark.parametrize(("nm_view", "method", "configured"), [
+    ({"addresses6": ("2001:db8:1::50/64",)}, None, True),  # NM showed IPv6 in use: method not read
+    ({"gateway6": "fe80::1"}, None, True),
+    ({}, "auto", True),
+    ({}, "ignore", False),  # a profile that leaves IPv6 alone
+    ({}, None, False),  # method unknown and no IPv6 on the link at all
+])
+def test_whether_ipv6_is_configured_without_a_global_address_now(
+        nm_view: dict[str, Any], method: str | None, configured: bool) -> None:
+    """The kernel shows no IPv6 address at all (gone since the inventory, or never
+    there): configured, it is a failure under ipv6; not, it is no failure at all."""
+    extra = {"ipv6_method": method} if method else {}
+    dev = device(dns6=("2001:db8:1::1",), extra=extra, **nm_view)
+    r = probe6(FakeLinks6(addresses6=(), gateway6=None, enabled6=False), FakeNet(), "ipv6", dev)
+    v6 = r.family(Family.IPV6)
+    assert v6 is not None and v6.configured is configured
+    assert v6.status == ("failed" if configured else "not configured")
