@@ -14,13 +14,14 @@ device's applied ipv6.method) and the probe. `--breakdown` adds the medians of t
 inventory read, the probe, the process's CPU time, and every stage per uplink and
 family (the probe's own stage timings).
 
-Measured 2026-12-02 (2 vCPUs shared with other sessions, load average 0.2-0.4 at the
-start; `--runs 20`), after the netlink reads stopped going through pyroute2:
-IPv4 only 37.6 ms (inventory 24.9 + probe 13.0), dual-stack 50.9 ms (28.4 + 22.5),
-ratio 1.36 (before: 38.5 vs 67.7 ms, probe alone 16.2 vs 38.4 ms, ratio 1.76 in the
-same kind of run). Probe CPU time ~= its wall time: the probe is CPU-bound on its one
-event-loop thread, and the dual-stack probe does five DNS/TCP/TLS families where the
-IPv4-only one does two (wwan0 has no IPv4).
+Measured 2026-12-02, `--runs 60 --breakdown`, 2 vCPUs with another session's process
+holding one (load 1.3-1.8), two blocks interleaved with the tree before (a708b5b):
+before IPv4 only 43.0 / 42.4 ms, dual-stack 71.9 / 77.6 ms, ratio 1.67 / 1.83; after
+IPv4 only 30.3 / 44.7 ms (inventory 20.1 / 29.7 + probe 10.3 / 14.7), dual-stack
+41.8 / 57.5 ms (20.0 / 29.6 + 20.4 / 28.2), ratio 1.38 / 1.29 (goal 1.1 not met). The
+probe is CPU-bound on its one event-loop thread (CPU time ~= wall time), and the
+dual-stack probe does five DNS/TCP/TLS families where the IPv4-only one does two
+(wwan0 has no IPv4): see README, "Dual-stack probe".
 """
 
 from __future__ import annotations
