@@ -5,14 +5,14 @@ Run inside a dual-stack lab's gateway namespace (goal: dual-stack / IPv4-only <=
 system bus, so the bench reads the lab's NetworkManager and probes its uplinks:
 
     impctl lab up --ipv6 --prefix pb --dir /run/impctl-lab-pb
-    impctl lab exec --dir /run/impctl-lab-pb -- .venv/bin/python bench/probe_dualstack_bench.py --runs 20
+    impctl lab exec --dir /run/impctl-lab-pb -- .venv/bin/python bench/probe_dualstack_bench.py --runs 60
 
 Fairness: both modes probe the same uplinks of the same lab in one process, in
 ABBA order (IPv4, dual, dual, IPv4, ...) so neither always runs first or warm; each
-run is what `impctl probe` does: an inventory read (dual-stack: with each active
-device's applied ipv6.method) and the probe. `--breakdown` adds the medians of the
-inventory read, the probe, the process's CPU time, and every stage per uplink and
-family (the probe's own stage timings).
+run is what `impctl probe` does: an inventory read (dual-stack: with the applied
+ipv6.method of each active device where NM shows no IPv6 in use) and the probe.
+`--breakdown` adds the medians of the inventory read, the probe, the process's CPU
+time, and every stage per uplink and family (the probe's own stage timings).
 
 Measured 2026-12-02, `--runs 60 --breakdown`, 2 vCPUs with another session's process
 holding one (load 1.3-1.8), two blocks interleaved with the tree before (a708b5b):
