@@ -1,5 +1,11 @@
-"""Kernel facts about one interface over netlink (pyroute2): link, IPv4 addresses,
-default gateway, byte counters.
+"""Kernel facts about one interface over netlink: link, IPv4 and IPv6 addresses,
+default gateways, byte counters.
+
+The probe's reads (link, addresses, routes) each go over a NETLINK_ROUTE socket of
+their own, with the kernel filtering under strict checking and the few fixed-layout
+messages decoded here; counters and the link list go through pyroute2, whose generic
+decoder costs milliseconds of CPU per request (the probe is CPU-bound: see
+bench/probe_dualstack_bench.py).
 
 Read-only: nothing here changes a link, an address or a route. NetlinkError
 (and OSError from the socket) are converted at this edge into project errors;
@@ -11,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import os
 import socket
+import struct
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -86,9 +94,10 @@ def _attr(msg: Any, name: str, default: Any = None) -> Any:
 class Netlink:
     """Read-only netlink queries.
 
-    One netlink socket per instance, opened on first use and shared by the
-    concurrent probes of one run: opening a pyroute2 socket costs ~2 ms of CPU,
-    which would otherwise be paid twice per interface. Requests on it are
+    `link_state`, `ipv4` and `ipv6` open a socket per request (~20 us) and need no
+    lock, so the concurrent probes of one run and their two families never wait for
+    each other. `counters` and `ifnames` use one pyroute2 socket per instance, opened
+    on first use (opening one costs ~2 ms of CPU). Requests on it are
     serialised with a lock (each takes well under a millisecond) because
     overlapping dumps on one pyroute2 socket are not safe. The socket belongs
     to the event loop that opened it; on another loop a new one is opened.
@@ -146,41 +155,65 @@ class Netlink:
         return msgs[0]
 
     async def link_state(self, ifname: str) -> LinkState:
+        """Flags, carrier, operstate and kind of the link, read like the addresses below
+        (a socket of its own, decoded here): pyroute2's decoding of a whole link message
+        and its lock made the probe's link stages 2-5 ms, one after another."""
+        if not 0 < len(ifname.encode()) < 16:  # IFNAMSIZ: the kernel would answer EINVAL
+            raise NoSuchInterface(f"no interface {ifname!r} in this network namespace")
         try:
-            async with self._session() as ipr:
-                msg = await self._link(ipr, ifname)
-        except _netlink_errors() as err:
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                bodies = await _request(RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0)
+                                        + _rtattr(IFLA_IFNAME, ifname.encode() + b"\0"), dump=False)
+        except TimeoutError:
+            raise ServiceUnavailable(f"netlink: no answer within {REQUEST_TIMEOUT_S:g} s") from None
+        except OSError as err:
             raise _error(err, "the link", ifname) from None
-        flags = int(msg["flags"])
-        linkinfo = msg.get("IFLA_LINKINFO")
-        kind = linkinfo.get("IFLA_INFO_KIND") if linkinfo is not None else None
-        carrier_attr = msg.get("carrier")
-        carrier = bool(carrier_attr) if carrier_attr is not None else bool(flags & IFF_LOWER_UP)
+        if not bodies:
+            raise NoSuchInterface(f"no interface {ifname!r} in this network namespace")
+        body = bodies[0]
+        _family, _pad, _type, index, flags, _change = _IFINFOMSG.unpack_from(body)
+        attrs = _rtattrs(body, _IFINFOMSG.size)
+        linkinfo = attrs.get(IFLA_LINKINFO)
+        raw_kind = _rtattrs(linkinfo, 0).get(IFLA_INFO_KIND) if linkinfo is not None else None
+        kind = raw_kind.rstrip(b"\0").decode(errors="replace") if raw_kind is not None else None
+        carrier_attr = attrs.get(IFLA_CARRIER)
+        carrier = bool(carrier_attr[0]) if carrier_attr else bool(flags & IFF_LOWER_UP)
+        operstate = attrs.get(IFLA_OPERSTATE)
         return LinkState(
             ifname=ifname,
-            index=int(msg["index"]),
+            index=index,
             admin_up=bool(flags & IFF_UP),
             carrier=carrier and bool(flags & IFF_LOWER_UP),
-            operstate=str(_attr(msg, "operstate", "UNKNOWN")),
+            operstate=_OPERSTATES.get(operstate[0], "UNKNOWN") if operstate else "UNKNOWN",
             kind=kind,
         )
 
-    async def _addresses_and_routes(self, ifname: str, family: int, what: str) -> tuple[int, list[Any], list[Any]]:
-        """The interface's index, and its addresses and routes of one family."""
+    async def _addresses_and_routes(self, ifname: str, family: int, what: str) -> tuple[int, list[_Msg], list[_Msg]]:
+        """The interface's index, and its addresses and (unicast) routes of one family.
+
+        Read over a netlink socket of its own and decoded here, not by pyroute2: its
+        generic decoder costs ~1-3 ms of CPU per read (a dual-stack probe of three uplinks
+        makes six), the probe's largest CPU cost; these few fixed-layout messages
+        decode in microseconds. No lock either: each read has its own socket.
+        """
+        # The index by ioctl: decoding a whole link message costs ~1 ms of CPU.
         try:
-            # The index by ioctl: decoding a whole link message costs ~1 ms of CPU.
-            try:
-                index = socket.if_nametoindex(ifname)
-            except OSError:
-                raise NoSuchInterface(f"no interface {ifname!r} in this network namespace") from None
-            async with self._session() as ipr:
-                addrs = await _collect(await ipr.addr("dump", family=family, index=index))
-                # Only this interface's routes (filtered by the kernel under strict
-                # checking): parsing every route of a busy table costs milliseconds.
-                routes = await _collect(await ipr.route("dump", family=family, oif=index))
-        except _netlink_errors() as err:
+            index = socket.if_nametoindex(ifname)
+        except OSError:
+            raise NoSuchInterface(f"no interface {ifname!r} in this network namespace") from None
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                addrs = await _dump(RTM_GETADDR, struct.pack("=BBBBI", family, 0, 0, 0, index))
+                # Only this interface's unicast routes (filtered by the kernel under strict
+                # checking): no local, broadcast or multicast route, nor another interface's.
+                routes = await _dump(RTM_GETROUTE, struct.pack("=BBBBBBBBI", family, 0, 0, 0, 0, 0, 0,
+                                                                RTN_UNICAST, 0)
+                                     + _rtattr(RTA_OIF, struct.pack("=I", index)))
+        except TimeoutError:
+            raise ServiceUnavailable(f"netlink: no answer within {REQUEST_TIMEOUT_S:g} s") from None
+        except OSError as err:
             raise _error(err, what, ifname) from None
-        return index, addrs, routes
+        return index, [_address(m) for m in addrs], [_route(m) for m in routes]
 
     async def ipv4(self, ifname: str) -> IPv4Facts:
         index, addrs, routes = await self._addresses_and_routes(ifname, socket.AF_INET, "IPv4 addresses and routes")
@@ -237,3 +270,142 @@ class Netlink:
         except _netlink_errors() as err:
             raise ServiceUnavailable(f"netlink: cannot list links: {err}") from None
         return [str(m.get("IFLA_IFNAME")) for m in msgs if not int(m["flags"]) & 0x8]  # IFF_LOOPBACK
+
+
+# ------------------------------------------------- addresses and routes, decoded here
+
+NETLINK_ROUTE = 0
+SOL_NETLINK = 270
+NETLINK_GET_STRICT_CHK = 12
+NLM_F_REQUEST = 0x1
+NLM_F_DUMP = 0x300
+NLM_F_DUMP_INTR = 0x10
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+RTM_NEWLINK, RTM_GETLINK = 16, 18
+RTM_NEWADDR, RTM_GETADDR = 20, 22
+RTM_NEWROUTE, RTM_GETROUTE = 24, 26
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 4, 5, 6, 15
+IFLA_IFNAME, IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_CARRIER = 3, 16, 18, 33
+IFLA_INFO_KIND = 1
+# RFC 2863 operational states, named as `ip link` and pyroute2 name them.
+_OPERSTATES = {0: "UNKNOWN", 1: "NOTPRESENT", 2: "DOWN", 3: "LOWERLAYERDOWN", 4: "TESTING", 5: "DORMANT",
+               6: "UP"}
+_NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
+_DUMP_ATTEMPTS = 3
+_RECV_BUF = 65536
+# An edge gateway's interface has a handful of routes; this bounds a runaway dump.
+_MAX_MESSAGES = 1_000_000
+_NLMSGHDR = struct.Struct("=IHHII")
+_IFADDRMSG = struct.Struct("=BBBBI")
+_RTMSG = struct.Struct("=BBBBBBBBI")
+_IFINFOMSG = struct.Struct("=BBHiII")
+_RTATTR = struct.Struct("=HH")
+
+# A decoded message, keyed as pyroute2 keys its own (what the readers above expect).
+_Msg = dict[str, Any]
+
+
+def _rtattr(kind: int, payload: bytes) -> bytes:
+    length = _RTATTR.size + len(payload)
+    return _RTATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
+
+
+def _rtattrs(data: bytes, offset: int) -> dict[int, bytes]:
+    attrs: dict[int, bytes] = {}
+    while offset + _RTATTR.size <= len(data):
+        length, kind = _RTATTR.unpack_from(data, offset)
+        if length < _RTATTR.size:
+            break
+        attrs.setdefault(kind & _NLA_TYPE_MASK, data[offset + _RTATTR.size:offset + length])
+        offset += (length + 3) & ~3
+    return attrs
+
+
+def _ip(family: int, raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return socket.inet_ntop(family, raw)
+    except (ValueError, OSError):
+        return None  # not an address of the family (a malformed attribute): as if absent
+
+
+def _u32(raw: bytes | None) -> int | None:
+    return struct.unpack("=I", raw[:4])[0] if raw is not None and len(raw) >= 4 else None
+
+
+def _address(body: bytes) -> _Msg:
+    family, prefixlen, flags, scope, index = _IFADDRMSG.unpack_from(body)
+    attrs = _rtattrs(body, _IFADDRMSG.size)
+    return {"family": family, "prefixlen": prefixlen, "flags": flags, "scope": scope, "index": index,
+            "IFA_ADDRESS": _ip(family, attrs.get(IFA_ADDRESS)), "IFA_LOCAL": _ip(family, attrs.get(IFA_LOCAL)),
+            "IFA_FLAGS": _u32(attrs.get(IFA_FLAGS))}
+
+
+def _route(body: bytes) -> _Msg:
+    family, dst_len, _src_len, _tos, table, _proto, scope, kind, flags = _RTMSG.unpack_from(body)
+    attrs = _rtattrs(body, _RTMSG.size)
+    table_attr = _u32(attrs.get(RTA_TABLE))
+    return {"family": family, "dst_len": dst_len, "table": table if table_attr is None else table_attr,
+            "scope": scope, "type": kind, "flags": flags, "RTA_OIF": _u32(attrs.get(RTA_OIF)),
+            "RTA_GATEWAY": _ip(family, attrs.get(RTA_GATEWAY)), "RTA_PRIORITY": _u32(attrs.get(RTA_PRIORITY))}
+
+
+async def _dump(request: int, header: bytes) -> list[bytes]:
+    """The bodies of a NETLINK_ROUTE dump's messages, asked under strict checking (the
+    kernel applies the request's filters); raises OSError with the kernel's errno.
+    A dump the kernel marks interrupted (the table changed meanwhile) is asked again."""
+    for _ in range(_DUMP_ATTEMPTS):
+        bodies, interrupted = await _exchange(request, header, dump=True)
+        if not interrupted:
+            break
+    return bodies
+
+
+async def _request(request: int, header: bytes, *, dump: bool) -> list[bytes]:
+    bodies, _interrupted = await _exchange(request, header, dump=dump)
+    return bodies
+
+
+async def _exchange(request: int, header: bytes, *, dump: bool) -> tuple[list[bytes], bool]:
+    """One request on a socket of its own: a dump's messages up to NLMSG_DONE, or a
+    get's one answer; whether the kernel flagged the dump interrupted."""
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, NETLINK_ROUTE) as sock:
+        sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+        sock.bind((0, 0))
+        seq = 1
+        flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else 0)
+        await loop.sock_sendall(sock, _NLMSGHDR.pack(_NLMSGHDR.size + len(header), request, flags, seq, 0)
+                                + header)
+        bodies: list[bytes] = []
+        interrupted = False
+        while True:
+            data = await loop.sock_recv(sock, _RECV_BUF)
+            if not data:
+                raise OSError(errno.EPIPE, "netlink socket closed mid-answer")
+            offset = 0
+            while offset + _NLMSGHDR.size <= len(data):
+                length, kind, msg_flags, msg_seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+                if length < _NLMSGHDR.size:
+                    raise OSError(errno.EBADMSG, "malformed netlink message")
+                body = data[offset + _NLMSGHDR.size:offset + length]
+                offset += (length + 3) & ~3
+                if msg_seq != seq:
+                    continue
+                interrupted = interrupted or bool(msg_flags & NLM_F_DUMP_INTR)
+                if kind == NLMSG_DONE:
+                    return bodies, interrupted
+                if kind == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", body)
+                    if code:
+                        raise OSError(-code, os.strerror(-code))
+                    return bodies, interrupted
+                if kind in (RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE):
+                    bodies.append(body)
+                    if len(bodies) > _MAX_MESSAGES:
+                        raise OSError(errno.E2BIG, f"more than {_MAX_MESSAGES} messages in one dump")
+                    if not dump:
+                        return bodies, interrupted

@@ -370,9 +370,12 @@ _IPV6_METHODS = ("auto", "dhcp", "manual")
 def _configured6(device: DeviceInfo, facts: IPv6Facts) -> bool:
     """Whether IPv6 is meant to work on the interface: its profile asks NM for it
     (ipv6.method auto, dhcp, manual), or it has a global address or default route
-    anyway. Where the method is not known, an IPv6-enabled link (any address) counts."""
+    anyway, now or in NM's view read with the inventory (whose reader leaves the method
+    unread there). Where the method is not known, an IPv6-enabled link (any address) counts."""
     method = device.extra.get("ipv6_method")
     if method in _IPV6_METHODS or facts.addresses or facts.gateway is not None:
+        return True
+    if device.addresses6 or device.gateway6:
         return True
     return method is None and facts.enabled
 
