@@ -218,15 +218,9 @@ def modem_summary(modem: ModemInfo) -> str:
         parts.append(f"3GPP {name_of(MMRegistrationState, modem.registration)}")
     if modem.access_technologies:
         parts.append("access " + "/".join(modem.access_technologies))
-    if modem.bearer_connected:
-        where = modem.bearer_interface or "?"
-        parts.append(f"bearer connected on {where}" + (f" ({modem.bearer_address})" if modem.bearer_address
-                                                        else ""))
-    else:
-        parts.append("no bearer connected")
-    if modem.bearer_error:
-        parts.append(f"bearer error {modem.bearer_error_short}" +
-                     (f" ({modem.bearer_error_text})" if modem.bearer_error_text else ""))
+    parts.append(f"bearer connected{modem.bearer_place}" if modem.bearer_connected else "no bearer connected")
+    if modem.bearer_error_description:
+        parts.append(f"bearer error {modem.bearer_error_description}")
     return "ModemManager: " + ", ".join(parts)
 
 

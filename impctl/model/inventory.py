@@ -205,6 +205,20 @@ class ModemInfo:
             return None
         return self.bearer_error.removeprefix("org.freedesktop.ModemManager1.Error.")
 
+    @property
+    def bearer_error_description(self) -> str | None:
+        """The connection error as reasons show it: its short name, then MM's message."""
+        short = self.bearer_error_short
+        if short is None:
+            return None
+        return short + (f" ({self.bearer_error_text})" if self.bearer_error_text else "")
+
+    @property
+    def bearer_place(self) -> str:
+        """Where the bearer's IP goes, as reasons show it: " on usb0 (198.18.64.2/24)", or ""."""
+        where = f" on {self.bearer_interface}" if self.bearer_interface else ""
+        return where + (f" ({self.bearer_address})" if self.bearer_address else "")
+
 
 @record
 class DeviceInfo:

@@ -272,13 +272,10 @@ def _modem_stages(run: _Run, device: DeviceInfo) -> bool:
 
     if not (modem.bearer_connected or modem.state == MMModemState.CONNECTED):
         # MM keeps a bearer's last connection error: why it was refused or dropped.
-        error = (f", last bearer error {modem.bearer_error_short}"
-                 + (f" ({modem.bearer_error_text})" if modem.bearer_error_text else "")
-                 if modem.bearer_error else "")
-        return run.instant(Stage.BEARER, False, f"no connected data bearer (modem {state}{error})")
-    where = f" on {modem.bearer_interface}" if modem.bearer_interface else ""
-    address = f" ({modem.bearer_address})" if modem.bearer_address else ""
-    return run.instant(Stage.BEARER, True, f"data bearer connected{where}{address}")
+        error = modem.bearer_error_description
+        last = f", last bearer error {error}" if error else ""
+        return run.instant(Stage.BEARER, False, f"no connected data bearer (modem {state}{last})")
+    return run.instant(Stage.BEARER, True, f"data bearer connected{modem.bearer_place}")
 
 
 async def probe_interface(
